@@ -1,0 +1,232 @@
+"""The decoder forward pass: pure functions over a params pytree, with an optional KV cache.
+
+Params layout (layers stacked on a leading axis so the layer loop is one `lax.scan`):
+
+  params = {
+    "embed":      [V, D],
+    "final_norm": [D],
+    "lm_head":    [D, V]            (only when embeddings are untied),
+    "layers": {
+      "attn_norm": [L, D], "mlp_norm": [L, D],
+      "q": [L, D, H*hd], "k": [L, D, K*hd], "v": [L, D, K*hd], "o": [L, H*hd, D],
+      "q_bias": [L, H*hd], "k_bias": [L, K*hd], "v_bias": [L, K*hd]   (qwen2),
+      "q_norm": [L, hd], "k_norm": [L, hd]                            (qwen3),
+      "gate": [L, D, F], "up": [L, D, F], "down": [L, F, D],
+    },
+  }
+
+Positions are absolute slot indices. With a cache, a token at position p is written to
+cache slot p of its row and attends to every slot <= p of that row, so rows at different
+offsets share one batch, and appending a chunk at a per-row offset is the same code path
+as prefill. Rows must be contiguous (no holes): the engine guarantees it.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from seekjax.models.config import ModelConfig
+
+_MASK_VALUE = -1e30
+
+
+@struct.dataclass
+class KVCache:
+  """Per-layer keys and values. k, v: dtype[L, B, S, K, hd]."""
+
+  k: jax.Array
+  v: jax.Array
+
+  @property
+  def size(self) -> int:
+    return self.k.shape[2]
+
+
+def init_cache(cfg: ModelConfig, batch: int, size: int, dtype=None) -> KVCache:
+  """An empty cache. Returns KVCache with k, v: [L, batch, size, K, hd]."""
+  shape = (cfg.num_layers, batch, size, cfg.num_kv_heads, cfg.head_dim)
+  dtype = dtype or cfg.jnp_dtype
+  return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
+
+
+def rms_norm(x, weight, eps):
+  """x: [..., D], weight: [D] -> [..., D] (computed in float32, cast back)."""
+  xf = x.astype(jnp.float32)
+  xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+  return (xf * weight.astype(jnp.float32)).astype(x.dtype)
+
+
+def rope(x, positions, theta):
+  """Rotary embedding, rotate-half convention. x: [B, T, N, hd], positions: int32[B, T]."""
+  hd = x.shape[-1]
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / hd))
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, hd/2]
+  cos = jnp.cos(angles)[:, :, None, :]
+  sin = jnp.sin(angles)[:, :, None, :]
+  xf = x.astype(jnp.float32)
+  x1, x2 = xf[..., : hd // 2], xf[..., hd // 2:]
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def attention(q, k, v, mask):
+  """Grouped-query attention.
+
+  q: [B, T, H, hd], k, v: [B, S, K, hd], mask: bool[B, T, S] -> [B, T, H*hd].
+  """
+  b, t, h, hd = q.shape
+  kv_heads = k.shape[2]
+  q = q.reshape(b, t, kv_heads, h // kv_heads, hd)
+  scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+  scores = scores / jnp.sqrt(jnp.float32(hd))
+  scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
+  return out.reshape(b, t, h * hd).astype(q.dtype)
+
+
+def _project_qkv(cfg, lp, x, positions):
+  """x: [B, T, D] -> q [B, T, H, hd], k, v [B, T, K, hd] with RoPE applied to q, k."""
+  b, t, _ = x.shape
+  q = x @ lp["q"]
+  k = x @ lp["k"]
+  v = x @ lp["v"]
+  if cfg.qkv_bias:
+    q, k, v = q + lp["q_bias"], k + lp["k_bias"], v + lp["v_bias"]
+  q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
+  k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+  v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+  if cfg.qk_norm:
+    q = rms_norm(q, lp["q_norm"], cfg.rms_norm_eps)
+    k = rms_norm(k, lp["k_norm"], cfg.rms_norm_eps)
+  return rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta), v
+
+
+def _mlp(lp, x):
+  return (jax.nn.silu(x @ lp["gate"]) * (x @ lp["up"])) @ lp["down"]
+
+
+def _write_rows(buf, new, positions):
+  """Scatter new [B, T, K, hd] into buf [B, S, K, hd] at per-row slots positions[B, T].
+
+  Slots past the end of the buffer are dropped (never clamped onto valid slots).
+  """
+  rows = jnp.arange(buf.shape[0])[:, None]
+  return buf.at[rows, positions].set(new.astype(buf.dtype), mode="drop")
+
+
+def forward(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache | None = None,
+            key_mask=None, remat: bool = False, return_hidden: bool = False):
+  """Run the decoder and the LM head. See `hidden_states` for the arguments.
+
+  Returns:
+    (logits float32[B, T, V], new cache or None[, hidden [B, T, D]]).
+  """
+  x, new_cache = hidden_states(params, cfg, tokens, positions, cache=cache, key_mask=key_mask,
+                               remat=remat)
+  logits = lm_head(params, cfg, x)
+  if return_hidden:
+    return logits, new_cache, x
+  return logits, new_cache
+
+
+def lm_head(params, cfg: ModelConfig, x):
+  """x: [B, T, D] (final-normed) -> float32[B, T, V]."""
+  head = params["embed"].T if cfg.tie_embeddings else params["lm_head"]
+  return jnp.einsum("btd,dv->btv", x, head.astype(x.dtype), preferred_element_type=jnp.float32)
+
+
+def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache | None = None,
+                  key_mask=None, remat: bool = False):
+  """Run the decoder stack up to the final norm.
+
+  Args:
+    params: the params pytree (module docstring).
+    tokens: int32[B, T].
+    positions: int32[B, T] absolute positions (= cache slots when a cache is given).
+    cache: optional KVCache [L, B, S, K, hd]. When given, the new keys/values are written
+      at `positions` and every token attends to slots <= its position of its row.
+    key_mask: optional bool[B, T] (no-cache mode only): False marks padding keys.
+    remat: rematerialise each layer in the backward pass (saves activation memory).
+
+  Returns:
+    (hidden [B, T, D] after the final norm, new cache or None).
+  """
+  dtype = cfg.jnp_dtype
+  x = params["embed"][tokens].astype(dtype)
+  if cache is None:
+    causal = positions[:, None, :] <= positions[:, :, None]  # [B, T(q), T(k)]
+    if key_mask is not None:
+      causal = causal & key_mask[:, None, :]
+    mask = causal
+  else:
+    slots = jnp.arange(cache.size)
+    mask = slots[None, None, :] <= positions[:, :, None]  # [B, T, S]
+
+  def layer(carry, lp):
+    x, ck, cv, i = carry
+    h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
+    q, k, v = _project_qkv(cfg, lp, h, positions)
+    if cache is not None:
+      layer_k = _write_rows(ck[i], k, positions)
+      layer_v = _write_rows(cv[i], v, positions)
+      ck = jax.lax.dynamic_update_index_in_dim(ck, layer_k, i, 0)
+      cv = jax.lax.dynamic_update_index_in_dim(cv, layer_v, i, 0)
+      k, v = layer_k, layer_v
+    x = x + attention(q, k, v, mask) @ lp["o"]
+    h = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
+    x = x + _mlp(lp, h)
+    return (x, ck, cv, i + 1), None
+
+  if remat:
+    layer = jax.checkpoint(layer, prevent_cse=False)
+  ck = cache.k if cache is not None else jnp.zeros((), dtype)
+  cv = cache.v if cache is not None else jnp.zeros((), dtype)
+  (x, ck, cv, _), _ = jax.lax.scan(layer, (x, ck, cv, jnp.int32(0)), params["layers"])
+  x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
+  return x, (KVCache(k=ck, v=cv) if cache is not None else None)
+
+
+def positions_from_mask(attention_mask):
+  """int32[B, T] positions for a (left- or right-) padded batch: running count of real tokens."""
+  m = attention_mask.astype(jnp.int32)
+  return jnp.maximum(jnp.cumsum(m, axis=1) - 1, 0)
+
+
+def init_params(cfg: ModelConfig, rng, scale: float = 0.02):
+  """Random params (for tests and GPU checks). Returns the params pytree."""
+  d, f, h, kv, hd, l = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads,
+                        cfg.num_kv_heads, cfg.head_dim, cfg.num_layers)
+  shapes = {
+      "q": (l, d, h * hd), "k": (l, d, kv * hd), "v": (l, d, kv * hd), "o": (l, h * hd, d),
+      "gate": (l, d, f), "up": (l, d, f), "down": (l, f, d),
+  }
+  keys = jax.random.split(rng, len(shapes) + 2)
+  dtype = cfg.jnp_dtype
+  layers = {name: (scale * jax.random.normal(k, s)).astype(dtype)
+            for (name, s), k in zip(shapes.items(), keys)}
+  layers["attn_norm"] = jnp.ones((l, d), dtype)
+  layers["mlp_norm"] = jnp.ones((l, d), dtype)
+  if cfg.qkv_bias:
+    layers["q_bias"] = jnp.zeros((l, h * hd), dtype)
+    layers["k_bias"] = jnp.zeros((l, kv * hd), dtype)
+    layers["v_bias"] = jnp.zeros((l, kv * hd), dtype)
+  if cfg.qk_norm:
+    layers["q_norm"] = jnp.ones((l, hd), dtype)
+    layers["k_norm"] = jnp.ones((l, hd), dtype)
+  params = {
+      "embed": (scale * jax.random.normal(keys[-2], (cfg.vocab_size, d))).astype(dtype),
+      "final_norm": jnp.ones((d,), dtype),
+      "layers": layers,
+  }
+  if not cfg.tie_embeddings:
+    params["lm_head"] = (scale * jax.random.normal(keys[-1], (d, cfg.vocab_size))).astype(dtype)
+  return params
+
+
+def param_shapes(cfg: ModelConfig) -> dict:
+  """The expected shape of every leaf, as a flat {"layers/q": (L, D, H*hd), ...} dict."""
+  shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
+  return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)}
