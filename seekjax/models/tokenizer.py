@@ -73,9 +73,14 @@ def _field(reader, name, default=None):
   return f.contents()
 
 
-def tokenizer_from_gguf(reader, path="<gguf>") -> Tokenizer:
-  """Build a byte-level BPE tokenizer from a gguf.GGUFReader's metadata (no torch needed)."""
+def tokenizer_from_gguf(reader, path="<gguf>") -> Tokenizer | None:
+  """Build a byte-level BPE tokenizer from a gguf.GGUFReader's metadata (no torch needed).
+
+  Returns None when the file carries no tokenizer.
+  """
   model = _field(reader, "tokenizer.ggml.model")
+  if model is None:
+    return None
   if model != "gpt2":
     raise ModelLoadError(path, f"unsupported GGUF tokenizer model {model!r} (only 'gpt2' BPE)")
   tokens = _field(reader, "tokenizer.ggml.tokens")

@@ -1,0 +1,55 @@
+"""The helper interface: an LLM (or stand-in) that the SLM may message mid-episode.
+
+A helper is anything with one async method, ``respond(message, history)``. It never
+sees the user's question, only what the SLM chose to send. It answers with a
+``HelperReply``: either a request for missing context (``kind="need"``) or useful
+information (``kind="info"``). Failures are reported in ``error``, never raised into
+the rollout engine (the pool in ``seekjax.rollout`` also guards against raising).
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+REPLY_KINDS = ("info", "need")
+
+
+@dataclasses.dataclass
+class HelperReply:
+  """One helper turn.
+
+  kind: "info" (helpful information) or "need" (a request for missing context).
+  text: the body that goes inside <info>/<need> (no tags).
+  tokens: helper tokens spent on this reply (completion tokens where known).
+  latency: seconds from request to reply.
+  error: None on success, else a short machine-readable reason
+    ("timeout", "http_500", "rate_limited", "malformed", "exception:<Type>", ...).
+  """
+
+  kind: str
+  text: str
+  tokens: int = 0
+  latency: float = 0.0
+  error: str | None = None
+
+  def __post_init__(self):
+    if self.kind not in REPLY_KINDS:
+      raise ValueError(f"HelperReply.kind must be one of {REPLY_KINDS}, got {self.kind!r}")
+
+
+# history is the list of earlier exchanges of this episode, oldest first:
+# [(message_sent_by_slm, HelperReply), ...]
+History = list
+
+
+class Helper(abc.ABC):
+  """An LLM helper. Subclasses implement ``respond``."""
+
+  name: str = "helper"
+
+  @abc.abstractmethod
+  async def respond(self, message: str, history: History) -> HelperReply:
+    """Answer one SLM message. Must not block the event loop for long."""
+
+  async def aclose(self) -> None:
+    """Release resources (HTTP clients, threads). Optional."""

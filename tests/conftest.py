@@ -1,0 +1,28 @@
+"""Shared fixtures: the embedded SLM (loaded once per session) and a tiny random model."""
+import os
+
+import pytest
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
+@pytest.fixture(scope="session")
+def smollm():
+  import seekjax as sj
+  return sj.load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def smollm_tokenizer(smollm):
+  return smollm.tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_model(smollm_tokenizer):
+  """A 2-layer random Llama with the SmolLM2 vocabulary and tokenizer (fast, real ids)."""
+  import seekjax as sj
+  cfg = sj.ModelConfig(arch="llama", vocab_size=smollm_tokenizer.vocab_size, hidden_size=64,
+                       num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+                       intermediate_size=128, rope_theta=10000.0, rms_norm_eps=1e-5,
+                       tie_embeddings=True, max_position_embeddings=2048)
+  return sj.random_model(cfg, seed=0, tokenizer=smollm_tokenizer)
