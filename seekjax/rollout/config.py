@@ -1,0 +1,59 @@
+"""Rollout limits and sampling settings, as an ml_collections ConfigDict."""
+from __future__ import annotations
+
+import ml_collections
+
+
+def rollout_config(**overrides) -> ml_collections.ConfigDict:
+  """Defaults for `sj.rollout`; any field may be overridden by keyword.
+
+  max_turns:          most messages an episode may send to the helper.
+  max_new_tokens:     most tokens the SLM samples in one turn (between two feedbacks).
+  max_message_tokens: most tokens inside one <message>; longer ones are refused.
+  max_episode_tokens: most tokens after the prompt (SLM + feedback); None derives it.
+  max_feedback_tokens: feedback longer than this is truncated (with a marker).
+  temperature / top_k / top_p: sampling (temperature 0 is greedy).
+  max_steps_per_call: decode steps before the loop returns to the host to inject replies.
+  helper_timeout:     seconds before a helper call is abandoned (error "timeout").
+  helper_concurrency: most helper calls in flight at once.
+  group_size:         samples per question (GRPO groups); each prompt is prefilled once.
+  blocking:           wait for each helper inside the callback (for benchmarks only).
+  """
+  cfg = ml_collections.ConfigDict(dict(
+      max_turns=3,
+      max_new_tokens=256,
+      max_message_tokens=64,
+      max_episode_tokens=ml_collections.FieldReference(None, field_type=int),
+      max_feedback_tokens=128,
+      temperature=1.0,
+      top_k=0,
+      top_p=1.0,
+      max_steps_per_call=64,
+      helper_timeout=60.0,
+      helper_concurrency=64,
+      group_size=1,
+      system_prompt=ml_collections.FieldReference(None, field_type=str),
+      blocking=False,
+  ))
+  for k, v in overrides.items():
+    if k not in cfg:
+      raise KeyError(f"unknown rollout config key {k!r}; valid keys: {sorted(cfg.keys())}")
+    cfg[k] = v
+  return cfg
+
+
+def episode_budget(cfg) -> int:
+  if cfg.max_episode_tokens is not None:
+    return int(cfg.max_episode_tokens)
+  return (cfg.max_turns + 1) * cfg.max_new_tokens + cfg.max_turns * (cfg.max_feedback_tokens + 8)
+
+
+def validate(cfg) -> None:
+  if cfg.max_turns < 0:
+    raise ValueError(f"max_turns must be >= 0, got {cfg.max_turns}")
+  if cfg.max_new_tokens < 1:
+    raise ValueError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
+  if cfg.group_size < 1:
+    raise ValueError(f"group_size must be >= 1, got {cfg.group_size}")
+  if cfg.temperature < 0:
+    raise ValueError(f"temperature must be >= 0, got {cfg.temperature}")

@@ -1,0 +1,280 @@
+"""`sj.rollout`: the host loop around the jitted engine, and the `Episodes` it returns.
+
+prefill -> [decode_until_blocked -> gather ready helper replies -> append_chunk]* -> Episodes.
+The io_callback inside the decode loop lands in `_Host.submit`, which parses the
+closed message and starts the helper call on the pool without waiting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import sys
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seekjax import protocol
+from seekjax.helpers.base import HelperReply
+from seekjax.models import sharding
+from seekjax.models.generate import bucket
+from seekjax.rollout import engine, tagmatch
+from seekjax.rollout.config import episode_budget, validate
+from seekjax.rollout.pool import HelperPool
+
+
+@dataclasses.dataclass
+class Episodes:
+  """B = len(questions) * group_size episodes; row i answers question question_index[i]."""
+
+  tokens: np.ndarray          # int32[B, L]
+  loss_mask: np.ndarray       # int32[B, L]: 1 only on SLM-sampled tokens
+  logprobs: np.ndarray        # float32[B, L]: sampler log-probs at loss_mask == 1
+  lengths: np.ndarray         # int32[B]
+  prompt_lengths: np.ndarray  # int32[B]
+  num_messages: np.ndarray    # int32[B]: messages actually sent to the helper
+  helper_tokens: np.ndarray   # int32[B]
+  helper_latency: np.ndarray  # float32[B]: seconds, summed over the episode's calls
+  helper_errors: np.ndarray   # int32[B]: calls that failed (timeout, exception, malformed...)
+  question_index: np.ndarray  # int32[B]
+  answers: list               # str | None per episode
+  messages: list              # list[str] per episode: what was sent to the helper
+  replies: list               # list[HelperReply] per episode
+  transcripts: list           # readable text of everything after the prompt
+  finish: list                # "answer" | "eos" | "episode_budget" | "turn_budget"
+  refusals: list              # list[str] per episode: messages refused before the helper
+  wall_time: float = 0.0
+
+  def __len__(self):
+    return len(self.answers)
+
+
+class _Host:
+  """Host side of one rollout: turns closed messages into helper calls and feedback ids."""
+
+  def __init__(self, tokenizer, pool: HelperPool, cfg, num_rows: int):
+    self.tok = tokenizer
+    self.pool = pool
+    self.cfg = cfg
+    self.messages = [[] for _ in range(num_rows)]
+    self.replies = [[] for _ in range(num_rows)]
+    self.refusals = [[] for _ in range(num_rows)]
+    self.immediate: dict[int, HelperReply] = {}
+    self.lock = threading.Lock()
+    self.callback_error: BaseException | None = None
+
+  def submit(self, closed, window, window_len):
+    """Called from the decode loop's io_callback. Never raises, never waits (unless blocking)."""
+    try:
+      for row in np.flatnonzero(np.asarray(closed)):
+        text = self.tok.decode(np.asarray(window)[row, :int(window_len[row])])
+        self._request(int(row), text)
+    except BaseException as e:  # noqa: BLE001 - surfaced by the driver after the loop
+      self.callback_error = e
+    return np.asarray(closed, np.int32)
+
+  def _request(self, row: int, turn_text: str):
+    action = protocol.parse_slm_turn(turn_text)
+    message = action.text if action.kind == "message" else ""
+    sent = len(self.messages[row])
+    refusal = None
+    if sent >= self.cfg.max_turns:
+      refusal = ("too_many_turns", f"No more messages: the limit is {self.cfg.max_turns}. "
+                                   "Answer now.")
+    elif not message.strip():
+      refusal = ("empty_message", "Your message was empty.")
+    elif len(self.tok.encode(message)) > self.cfg.max_message_tokens:
+      refusal = ("message_too_long", f"Message refused: over {self.cfg.max_message_tokens} "
+                                     "tokens. Send a shorter message.")
+    with self.lock:
+      if refusal is not None:
+        self.refusals[row].append(message)
+        self.immediate[row] = HelperReply("info", refusal[1], error=refusal[0])
+        return
+      history = list(zip(self.messages[row], self.replies[row]))
+      self.messages[row].append(message)
+    self.pool.submit(row, message, history)
+    if self.cfg.blocking:  # benchmark mode: what a blocking callback would cost
+      self.pool.wait_any()
+      while row not in self.pool.ready():
+        self.pool.wait_any(0.01)
+
+  def ready_rows(self, parked: np.ndarray) -> list[int]:
+    with self.lock:
+      rows = set(self.immediate) | set(self.pool.ready())
+    return sorted(r for r in rows if parked[r])
+
+  def take_reply(self, row: int) -> HelperReply:
+    with self.lock:
+      if row in self.immediate:
+        return self.immediate.pop(row)
+    reply = self.pool.take(row)
+    self.replies[row].append(reply)
+    return reply
+
+  def feedback_ids(self, reply: HelperReply) -> list[int]:
+    """Tokenize sanitized feedback; no special id can survive; truncated to the budget."""
+    text = protocol.format_feedback(reply, special_tokens=self.tok.special_tokens)
+    special = set(self.tok.eos_ids) | {self.tok.token_to_id(t) for t in self.tok.special_tokens}
+    ids = [i for i in self.tok.encode(text + "\n") if i not in special]
+    limit = self.cfg.max_feedback_tokens
+    if len(ids) > limit:
+      tail = self.tok.encode(f" ...</{reply.kind}></feedback>\n")
+      ids = ids[:max(limit - len(tail), 0)] + tail
+    return ids
+
+
+_host_ids = itertools.count(1)
+
+
+def _encode_prompts(tokenizer, questions, system):
+  if not questions:
+    raise ValueError("rollout needs at least one question")
+  prompts = []
+  for i, q in enumerate(questions):
+    if not isinstance(q, str) or not q.strip():
+      raise ValueError(f"question {i} is empty or not a string: {q!r}")
+    prompts.append(tokenizer.encode_chat(protocol.slm_messages(q, **(
+        {"system": system} if system else {}))))
+  return prompts
+
+
+def rollout(model, questions: list[str], helper, cfg, rng, *, verbose: bool = False) -> Episodes:
+  """Generate `group_size` episodes per question, asking `helper` when the SLM messages it.
+
+  rng: a jax PRNGKey (or an int seed). Returns Episodes (see its fields).
+  """
+  validate(cfg)
+  tok = model.tokenizer
+  if tok is None:
+    raise ValueError(f"model {model.name!r} has no tokenizer; rollout needs one")
+  t_start = time.perf_counter()
+  rng = jax.random.PRNGKey(rng) if isinstance(rng, int) else rng
+  prompts = _encode_prompts(tok, questions, cfg.system_prompt)
+  group = int(cfg.group_size)
+  n_q = len(prompts)
+  n_pad = n_q  # pad with repeats of question 0.. so rows divide the mesh's data axes
+  while (n_pad * group) % sharding.batch_divisor(model.mesh):
+    n_pad += 1
+  width = bucket(max(len(p) for p in prompts))
+  budget = episode_budget(cfg)
+  max_len = bucket(width + budget, 64)
+  if max_len > model.config.max_position_embeddings:
+    raise ValueError(f"longest prompt ({max(len(p) for p in prompts)} tokens) + episode budget "
+                     f"({budget}) exceeds the model's context "
+                     f"({model.config.max_position_embeddings})")
+  prompt_arr = np.full((n_pad, width), tok.pad_id, np.int32)
+  prompt_len = np.ones((n_pad,), np.int32)
+  for i in range(n_pad):
+    p = prompts[i % n_q]
+    prompt_arr[i, :len(p)] = p
+    prompt_len[i] = len(p)
+  spec = engine.EngineSpec(
+      model=model.config, max_len=max_len, turn_window=int(cfg.max_new_tokens),
+      episode_budget=budget, max_steps=int(cfg.max_steps_per_call),
+      temperature=float(cfg.temperature), top_k=int(cfg.top_k), top_p=float(cfg.top_p),
+      eos_ids=tuple(int(i) for i in tok.eos_ids))
+  v = model.config.vocab_size
+  mn, mh = tagmatch.tag_tables(tok, v, protocol.MESSAGE_CLOSE)
+  an, ah = tagmatch.tag_tables(tok, v, protocol.ANSWER_CLOSE)
+  tables = engine.TagTables(jnp.asarray(mn), jnp.asarray(mh), jnp.asarray(an), jnp.asarray(ah))
+
+  b = n_pad * group
+  pool = HelperPool(helper, timeout=cfg.helper_timeout, max_concurrency=cfg.helper_concurrency)
+  host = _Host(tok, pool, cfg, b)
+  host_id = next(_host_ids)
+  engine._HOSTS[host_id] = host  # pylint: disable=protected-access
+  try:
+    prompts_dev, lens_dev = jnp.asarray(prompt_arr), jnp.asarray(prompt_len)
+    if model.mesh is not None and n_pad % sharding.batch_divisor(model.mesh) == 0:
+      prompts_dev = jax.device_put(prompts_dev, sharding.batch_sharding(model.mesh, 2))
+      lens_dev = jax.device_put(lens_dev, sharding.batch_sharding(model.mesh, 1))
+    state = engine.prefill(model.params, prompts_dev, lens_dev, rng, spec=spec, group=group)
+    state = _run(model, tables, state, host, host_id, spec, verbose)
+  finally:
+    engine._HOSTS.pop(host_id, None)  # pylint: disable=protected-access
+    pool.close()
+  keep = np.arange(n_q * group)  # drop padding rows
+  return _collect(tok, state, host, keep, group, time.perf_counter() - t_start)
+
+
+def _run(model, tables, state, host, host_id, spec, verbose):
+  chunk_buckets = (32, 64, 128, 256, 512)
+  host_id_dev = jnp.int32(host_id)
+  while True:
+    state = engine.decode_until_blocked(model.params, tables, state, host_id_dev, spec=spec)
+    if host.callback_error is not None:
+      raise RuntimeError(f"rollout host callback failed: {host.callback_error!r}")
+    status = np.asarray(state.status)
+    parked = status == engine.PARKED
+    running = status == engine.RUNNING
+    if verbose:
+      print(f"[rollout] running={running.sum()} parked={parked.sum()} "
+            f"done={(status == engine.DONE).sum()}", file=sys.stderr)
+    if not parked.any():
+      if not running.any():
+        return state
+      continue
+    ready = host.ready_rows(parked)
+    if not ready and not running.any():
+      host.pool.wait_any(timeout=host.cfg.helper_timeout + 5)
+      ready = host.ready_rows(parked)
+    if not ready:
+      continue
+    length = np.asarray(state.length)
+    prompt_len = np.asarray(state.prompt_len)
+    chunks, no_room = {}, np.zeros_like(parked)
+    for row in ready:
+      ids = host.feedback_ids(host.take_reply(row))
+      room = min(spec.max_len - int(length[row]),
+                 spec.episode_budget - int(length[row] - prompt_len[row])) - 1
+      if room < 8:
+        no_room[row] = True
+        continue
+      chunks[row] = ids[:room]
+    if no_room.any():
+      state = engine.finish_rows(state, jnp.asarray(no_room), engine.FINISH_BUDGET)
+    if chunks:
+      width = next((c for c in chunk_buckets if c >= max(map(len, chunks.values()))),
+                   bucket(max(map(len, chunks.values()))))
+      b = parked.shape[0]
+      chunk = np.zeros((b, width), np.int32)
+      chunk_len = np.zeros((b,), np.int32)
+      for row, ids in chunks.items():
+        chunk[row, :len(ids)] = ids
+        chunk_len[row] = len(ids)
+      state = engine.append_chunk(model.params, state, jnp.asarray(chunk), jnp.asarray(chunk_len),
+                                  spec=spec)
+
+
+def _collect(tok, state, host, keep, group, wall) -> Episodes:
+  tokens = np.asarray(state.tokens)[keep]
+  lengths = np.asarray(state.length)[keep]
+  prompt_len = np.asarray(state.prompt_len)[keep]
+  # Zero whatever lies past each row's end (scratch writes of the fixed-shape loop).
+  past = np.arange(tokens.shape[1])[None, :] >= lengths[:, None]
+  tokens = np.where(past, 0, tokens)
+  loss_mask = np.where(past, 0, np.asarray(state.loss_mask)[keep])
+  logprobs = np.where(past, 0.0, np.asarray(state.logprobs)[keep]).astype(np.float32)
+  finish = np.asarray(state.finish)[keep]
+  answers, transcripts = [], []
+  for i in range(len(keep)):
+    text = tok.decode(tokens[i, prompt_len[i]:lengths[i]])
+    transcripts.append(text)
+    slm_text = tok.decode(tokens[i, prompt_len[i]:lengths[i]][loss_mask[i, prompt_len[i]:lengths[i]] == 1])
+    answers.append(protocol.extract_answer(slm_text) if finish[i] == engine.FINISH_ANSWER
+                   else None)
+  replies = [host.replies[i] for i in keep]
+  return Episodes(
+      tokens=tokens, loss_mask=loss_mask, logprobs=logprobs, lengths=lengths,
+      prompt_lengths=prompt_len,
+      num_messages=np.array([len(host.messages[i]) for i in keep], np.int32),
+      helper_tokens=np.array([sum(r.tokens for r in rs) for rs in replies], np.int32),
+      helper_latency=np.array([sum(r.latency for r in rs) for rs in replies], np.float32),
+      helper_errors=np.array([sum(r.error is not None for r in rs) for rs in replies], np.int32),
+      question_index=(keep // group).astype(np.int32), answers=answers,
+      messages=[host.messages[i] for i in keep], replies=replies, transcripts=transcripts,
+      finish=[engine.FINISH_NAMES[int(f)] for f in finish],
+      refusals=[host.refusals[i] for i in keep], wall_time=wall)

@@ -1,0 +1,212 @@
+"""The jitted rollout engine: prefill, decode-until-blocked (with the helper callback), append.
+
+All three functions take and return a `SamplingState` pytree; the host driver in
+`seekjax.rollout.driver` strings them together. Per-row offsets let rows at different
+points of their conversation share one batch and one KV cache.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jax.experimental import io_callback
+
+from seekjax.models import decoder
+from seekjax.models.config import ModelConfig
+from seekjax.models.generate import decode_step, prefill_chunk
+from seekjax.models.sampling import sample_token
+
+RUNNING, PARKED, DONE = 0, 1, 2
+# finish reasons (state.finish)
+FINISH_NONE, FINISH_ANSWER, FINISH_EOS, FINISH_BUDGET, FINISH_TURN = 0, 1, 2, 3, 4
+FINISH_NAMES = {FINISH_NONE: "running", FINISH_ANSWER: "answer", FINISH_EOS: "eos",
+                FINISH_BUDGET: "episode_budget", FINISH_TURN: "turn_budget"}
+
+
+@struct.dataclass
+class SamplingState:
+  """Everything the decode loop carries. B rows, buffer length L, vocab V."""
+
+  tokens: jax.Array      # int32[B, L]   prompt, SLM tokens and feedback, as sampled/inserted
+  loss_mask: jax.Array   # int32[B, L]   1 only on SLM-sampled tokens
+  logprobs: jax.Array    # float32[B, L] sampler log-prob of each sampled token (0 elsewhere)
+  cache: decoder.KVCache  # [layers, B, L, K, hd], filled for slots [0, length)
+  logits: jax.Array      # float32[B, V] next-token logits of each row
+  length: jax.Array      # int32[B]      tokens in the buffer (and in the cache)
+  prompt_len: jax.Array  # int32[B]
+  turn_start: jax.Array  # int32[B]      where the current SLM turn began
+  status: jax.Array      # int32[B]      RUNNING | PARKED | DONE
+  finish: jax.Array      # int32[B]      FINISH_* reason once DONE
+  msg_q: jax.Array       # int32[B]      "</message>" automaton state
+  ans_q: jax.Array       # int32[B]      "</answer>" automaton state
+  rng: jax.Array
+  steps: jax.Array       # int32[]       decode steps taken in the current call
+
+
+@struct.dataclass
+class TagTables:
+  """Closing-tag automata (seekjax.rollout.tagmatch): int32/bool[Q, V]."""
+
+  msg_next: jax.Array
+  msg_hit: jax.Array
+  ans_next: jax.Array
+  ans_hit: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSpec:
+  """Static (compile-time) settings; hashable so each shape compiles once."""
+
+  model: ModelConfig
+  max_len: int             # L
+  turn_window: int         # M: most tokens one SLM turn may sample
+  episode_budget: int      # most tokens after the prompt
+  max_steps: int           # decode steps per call
+  temperature: float
+  top_k: int
+  top_p: float
+  eos_ids: tuple
+
+
+# The io_callback target must be a static Python function; it routes to the live
+# driver by an integer id passed as an operand, so one compiled loop serves every rollout.
+_HOSTS: dict = {}
+
+
+def _host_submit(host_id, closed, window, window_len):
+  host = _HOSTS.get(int(host_id))
+  if host is None:
+    return jnp.zeros(closed.shape, jnp.int32)
+  return host.submit(closed, window, window_len)
+
+
+def _repeat_rows(x, g, axis=0):
+  return x if g == 1 else jnp.repeat(x, g, axis=axis)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "group"))
+def prefill(params, prompts, prompt_len, rng, *, spec: EngineSpec, group: int):
+  """Prefill N distinct prompts once, then give each G rows (B = N*G).
+
+  prompts: int32[N, P] right-padded, prompt_len: int32[N]. Returns SamplingState with B rows.
+  """
+  n, p = prompts.shape
+  cfg = spec.model
+  cache = decoder.init_cache(cfg, n, spec.max_len)
+  logits, cache = prefill_chunk(params, cfg, cache, prompts, prompt_len, jnp.zeros_like(prompt_len))
+  b = n * group
+  cache = decoder.KVCache(k=_repeat_rows(cache.k, group, 1), v=_repeat_rows(cache.v, group, 1))
+  tokens = jnp.zeros((b, spec.max_len), jnp.int32).at[:, :p].set(_repeat_rows(prompts, group))
+  length = _repeat_rows(prompt_len, group)
+  zeros = jnp.zeros((b,), jnp.int32)
+  return SamplingState(
+      tokens=tokens, loss_mask=jnp.zeros((b, spec.max_len), jnp.int32),
+      logprobs=jnp.zeros((b, spec.max_len), jnp.float32), cache=cache,
+      logits=_repeat_rows(logits, group), length=length, prompt_len=length, turn_start=length,
+      status=zeros, finish=zeros, msg_q=zeros, ans_q=zeros, rng=rng, steps=jnp.int32(0))
+
+
+def _turn_window(tokens, turn_start, width):
+  """The tokens of each row's current turn: int32[B, width] (past-the-end slots clipped)."""
+  idx = jnp.clip(turn_start[:, None] + jnp.arange(width)[None, :], 0, tokens.shape[1] - 1)
+  return jnp.take_along_axis(tokens, idx, axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
+def decode_until_blocked(params, tables: TagTables, state: SamplingState, host_id, *,
+                         spec: EngineSpec):
+  """Decode RUNNING rows until none is left or `spec.max_steps` steps were taken.
+
+  A row that closes </message> is handed to the host (io_callback, only on steps where
+  some row closed one) and PARKED; the others keep decoding. </answer>, an eos id or a
+  spent budget make a row DONE. Returns the new SamplingState.
+  """
+  cfg, max_len = spec.model, spec.max_len
+  eos = jnp.asarray(spec.eos_ids or (-1,), jnp.int32)
+  rows = jnp.arange(state.length.shape[0])
+
+  def cond(s):
+    return (s.steps < spec.max_steps) & jnp.any(s.status == RUNNING)
+
+  def body(s):
+    running = s.status == RUNNING
+    rng, sub = jax.random.split(s.rng)
+    ids, lp = sample_token(s.logits, sub, spec.temperature, spec.top_k, spec.top_p)
+    ids = jnp.where(running, ids, 0)
+    slot = jnp.where(running, s.length, max_len)  # max_len: dropped by the scatter
+    tokens = s.tokens.at[rows, slot].set(ids, mode="drop")
+    loss_mask = s.loss_mask.at[rows, slot].set(1, mode="drop")
+    logprobs = s.logprobs.at[rows, slot].set(lp, mode="drop")
+    length = s.length + running.astype(jnp.int32)
+
+    msg_hit = tables.msg_hit[s.msg_q, ids]
+    ans_hit = tables.ans_hit[s.ans_q, ids]
+    msg_q = tables.msg_next[s.msg_q, ids]
+    ans_q = tables.ans_next[s.ans_q, ids]
+    answered = running & ans_hit
+    eos_now = running & jnp.isin(ids, eos) & ~answered
+    ended = answered | eos_now
+    no_room = (length - s.prompt_len >= spec.episode_budget) | (length >= max_len)
+    closed = running & msg_hit & ~ended & ~no_room
+    turn_spent = running & ~ended & ~closed & (length - s.turn_start >= spec.turn_window)
+    out_of_budget = running & ~ended & ~closed & no_room
+    finish = jnp.select([answered, eos_now, out_of_budget, turn_spent],
+                        [FINISH_ANSWER, FINISH_EOS, FINISH_BUDGET, FINISH_TURN], s.finish)
+    done_now = ended | out_of_budget | turn_spent
+
+    def submit(_):
+      window = _turn_window(tokens, s.turn_start, spec.turn_window)
+      return io_callback(_host_submit, jax.ShapeDtypeStruct(closed.shape, jnp.int32),
+                         host_id, closed, window, length - s.turn_start, ordered=True)
+
+    accepted = jax.lax.cond(jnp.any(closed), submit, lambda _: jnp.zeros_like(length), None)
+    status = jnp.where(done_now, DONE, jnp.where(closed, PARKED, s.status))
+    # Every row forwards its token (static shapes); only RUNNING rows' writes are kept:
+    # others write past their end, which is never attended and later overwritten.
+    logits, cache = decode_step(params, cfg, s.cache, ids, s.length)
+    del accepted
+    return SamplingState(tokens=tokens, loss_mask=loss_mask, logprobs=logprobs, cache=cache,
+                         logits=logits, length=length, prompt_len=s.prompt_len,
+                         turn_start=s.turn_start, status=status, finish=finish, msg_q=msg_q,
+                         ans_q=ans_q, rng=rng, steps=s.steps + 1)
+
+  state = state.replace(steps=jnp.int32(0))
+  return jax.lax.while_loop(cond, body, state)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
+def append_chunk(params, state: SamplingState, chunk, chunk_len, *, spec: EngineSpec):
+  """Insert feedback into rows at their own offsets, without re-encoding earlier context.
+
+  chunk: int32[B, C] right-padded, chunk_len: int32[B] (0 = row untouched). Written
+  tokens get loss_mask 0; rows that received a chunk go back to RUNNING with a new turn.
+  """
+  max_len = spec.max_len
+  logits, cache = prefill_chunk(params, spec.model, state.cache, chunk, chunk_len, state.length)
+  c = chunk.shape[1]
+  rows = jnp.arange(chunk.shape[0])[:, None]
+  valid = jnp.arange(c)[None, :] < chunk_len[:, None]
+  slot = jnp.where(valid, state.length[:, None] + jnp.arange(c)[None, :], max_len)
+  has = chunk_len > 0
+  length = state.length + chunk_len
+  return state.replace(
+      tokens=state.tokens.at[rows, slot].set(chunk, mode="drop"),
+      loss_mask=state.loss_mask.at[rows, slot].set(0, mode="drop"),
+      logprobs=state.logprobs.at[rows, slot].set(0.0, mode="drop"),
+      cache=cache,
+      logits=jnp.where(has[:, None], logits, state.logits),
+      length=length,
+      turn_start=jnp.where(has, length, state.turn_start),
+      status=jnp.where(has, RUNNING, state.status),
+      msg_q=jnp.where(has, 0, state.msg_q),
+      ans_q=jnp.where(has, 0, state.ans_q))
+
+
+@functools.partial(jax.jit, donate_argnames=("state",))
+def finish_rows(state: SamplingState, rows_mask, reason):
+  """Mark rows DONE with a reason (e.g. a parked row whose feedback cannot fit)."""
+  return state.replace(status=jnp.where(rows_mask, DONE, state.status),
+                       finish=jnp.where(rows_mask, reason, state.finish))

@@ -1,0 +1,71 @@
+"""Detect a closing tag (e.g. "</message>") in sampled ids, whatever the tokenization.
+
+A per-row KMP automaton over characters, lifted to tokens: for every automaton state q
+and token id t, `table[q, t]` is the state after reading t's text, and `hit[q, t]`
+says whether the pattern completed anywhere inside it. The tables are built once per
+(tokenizer, pattern) on the host; inside the jitted loop detection is two gathers.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+
+def _kmp_failure(pattern: str) -> list[int]:
+  fail = [0] * len(pattern)
+  k = 0
+  for i in range(1, len(pattern)):
+    while k and pattern[i] != pattern[k]:
+      k = fail[k - 1]
+    if pattern[i] == pattern[k]:
+      k += 1
+    fail[i] = k
+  return fail
+
+
+def _step(pattern, fail, q, ch):
+  """One character. Returns (new state, completed)."""
+  while q and ch != pattern[q]:
+    q = fail[q - 1]
+  if ch == pattern[q]:
+    q += 1
+  if q == len(pattern):
+    return fail[q - 1], True
+  return q, False
+
+
+def build_tables(token_texts: list[str], pattern: str):
+  """Returns (table int32[Q, V], hit bool[Q, V]) with Q = len(pattern)."""
+  n_states, vocab = len(pattern), len(token_texts)
+  fail = _kmp_failure(pattern)
+  chars = set(pattern)
+  table = np.zeros((n_states, vocab), np.int32)
+  hit = np.zeros((n_states, vocab), bool)
+  for t, text in enumerate(token_texts):
+    if not chars.intersection(text):
+      continue  # resets every state to 0 and completes nothing
+    for q in range(n_states):
+      s, h = q, False
+      for ch in text:
+        s, done = _step(pattern, fail, s, ch)
+        h |= done
+      table[q, t], hit[q, t] = s, h
+  return table, hit
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(token_texts: tuple, pattern: str):
+  return build_tables(list(token_texts), pattern)
+
+
+def token_texts(tokenizer, vocab_size: int) -> tuple:
+  """The text each id decodes to on its own (special tokens give their literal text)."""
+  n = min(vocab_size, tokenizer.vocab_size)
+  texts = tokenizer.tok.decode_batch([[i] for i in range(n)], skip_special_tokens=False)
+  return tuple(texts) + ("",) * (vocab_size - n)
+
+
+def tag_tables(tokenizer, vocab_size: int, pattern: str):
+  """Cached tables for one tokenizer and pattern: (int32[Q, V], bool[Q, V])."""
+  return _cached(token_texts(tokenizer, vocab_size), pattern)
