@@ -6,6 +6,7 @@ from seekjax import helpers
 from seekjax.models.api import Model, load_model, logits, random_model
 from seekjax.models.config import ModelConfig
 from seekjax.models.generate import generate, generate_ids
+from seekjax.rollout import Episodes, rollout, rollout_config
 
-__all__ = ["Model", "ModelConfig", "generate", "generate_ids", "helpers", "load_model", "logits",
-           "random_model"]
+__all__ = ["Episodes", "Model", "ModelConfig", "generate", "generate_ids", "helpers",
+           "load_model", "logits", "random_model", "rollout", "rollout_config"]

@@ -28,8 +28,8 @@ def scripted_model(tiny_model):
     _, ids, mask = script_ids(tok, q, TURNS, fb)
     seqs.append(ids)
     masks.append(mask)
-  model, loss = overfit(tiny_model, seqs, masks, steps=120)
-  assert loss < 0.05, loss
+  model, loss = overfit(tiny_model, seqs, masks, steps=200)
+  assert loss < 0.1, loss
   return model
 
 
@@ -163,7 +163,7 @@ def test_failing_helper_gives_defined_feedback_and_error_flag(scripted_model, he
   assert (eps.helper_errors == eps.num_messages).all() and eps.num_messages.sum() > 0
   assert all(r.error == error for rs in eps.replies for r in rs)
   fb = protocol.format_feedback(HelperReply("info", "", error=error))
-  assert fb.split("<feedback>")[1][:10] in eps.transcripts[0]
+  assert fb in eps.transcripts[0]
 
 
 def test_max_turns_zero_refuses_every_message(scripted_model):

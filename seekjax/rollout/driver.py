@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from seekjax import protocol
-from seekjax.helpers.base import HelperReply
 from seekjax.models import sharding
 from seekjax.models.generate import bucket
 from seekjax.rollout import engine, tagmatch
@@ -77,25 +76,19 @@ class _Host:
 
   def _request(self, row: int, turn_text: str):
     action = protocol.parse_slm_turn(turn_text)
-    message = action.text if action.kind == "message" else ""
     sent = len(self.messages[row])
-    refusal = None
-    if sent >= self.cfg.max_turns:
-      refusal = ("too_many_turns", f"No more messages: the limit is {self.cfg.max_turns}. "
-                                   "Answer now.")
-    elif not message.strip():
-      refusal = ("empty_message", "Your message was empty.")
-    elif len(self.tok.encode(message)) > self.cfg.max_message_tokens:
-      refusal = ("message_too_long", f"Message refused: over {self.cfg.max_message_tokens} "
-                                     "tokens. Send a shorter message.")
+    n_tokens = len(self.tok.encode(action.text)) if action.kind == "message" else 0
+    action = protocol.check_limits(action, n_tokens, self.cfg.max_message_tokens, sent,
+                                   self.cfg.max_turns)
+    if action.kind != "message" or action.error is not None:
+      with self.lock:  # refused before the helper: defined feedback, nothing sent
+        self.refusals[row].append(action.text)
+        self.immediate[row] = protocol.limit_feedback(action.error or protocol.NO_ANSWER)
+      return
     with self.lock:
-      if refusal is not None:
-        self.refusals[row].append(message)
-        self.immediate[row] = HelperReply("info", refusal[1], error=refusal[0])
-        return
       history = list(zip(self.messages[row], self.replies[row]))
-      self.messages[row].append(message)
-    self.pool.submit(row, message, history)
+      self.messages[row].append(action.text)
+    self.pool.submit(row, action.text, history)
     if self.cfg.blocking:  # benchmark mode: what a blocking callback would cost
       self.pool.wait_any()
       while row not in self.pool.ready():
@@ -106,22 +99,22 @@ class _Host:
       rows = set(self.immediate) | set(self.pool.ready())
     return sorted(r for r in rows if parked[r])
 
-  def take_reply(self, row: int) -> HelperReply:
+  def take_feedback(self, row: int) -> tuple[str, str]:
+    """(feedback text, reply kind) for a row whose reply is ready."""
     with self.lock:
       if row in self.immediate:
-        return self.immediate.pop(row)
+        return self.immediate.pop(row), "info"
     reply = self.pool.take(row)
     self.replies[row].append(reply)
-    return reply
+    return protocol.format_feedback(reply, special_tokens=self.tok.special_tokens), reply.kind
 
-  def feedback_ids(self, reply: HelperReply) -> list[int]:
+  def feedback_ids(self, text: str, kind: str) -> list[int]:
     """Tokenize sanitized feedback; no special id can survive; truncated to the budget."""
-    text = protocol.format_feedback(reply, special_tokens=self.tok.special_tokens)
     special = set(self.tok.eos_ids) | {self.tok.token_to_id(t) for t in self.tok.special_tokens}
     ids = [i for i in self.tok.encode(text + "\n") if i not in special]
     limit = self.cfg.max_feedback_tokens
     if len(ids) > limit:
-      tail = self.tok.encode(f" ...</{reply.kind}></feedback>\n")
+      tail = self.tok.encode(f"{protocol.TRUNCATION_MARKER}</{kind}></feedback>\n")
       ids = ids[:max(limit - len(tail), 0)] + tail
     return ids
 
@@ -227,7 +220,7 @@ def _run(model, tables, state, host, host_id, spec, verbose):
     prompt_len = np.asarray(state.prompt_len)
     chunks, no_room = {}, np.zeros_like(parked)
     for row in ready:
-      ids = host.feedback_ids(host.take_reply(row))
+      ids = host.feedback_ids(*host.take_feedback(row))
       room = min(spec.max_len - int(length[row]),
                  spec.episode_budget - int(length[row] - prompt_len[row])) - 1
       if room < 8:
@@ -259,13 +252,15 @@ def _collect(tok, state, host, keep, group, wall) -> Episodes:
   loss_mask = np.where(past, 0, np.asarray(state.loss_mask)[keep])
   logprobs = np.where(past, 0.0, np.asarray(state.logprobs)[keep]).astype(np.float32)
   finish = np.asarray(state.finish)[keep]
+  turn_start = np.asarray(state.turn_start)[keep]
   answers, transcripts = [], []
   for i in range(len(keep)):
-    text = tok.decode(tokens[i, prompt_len[i]:lengths[i]])
-    transcripts.append(text)
-    slm_text = tok.decode(tokens[i, prompt_len[i]:lengths[i]][loss_mask[i, prompt_len[i]:lengths[i]] == 1])
-    answers.append(protocol.extract_answer(slm_text) if finish[i] == engine.FINISH_ANSWER
-                   else None)
+    transcripts.append(tok.decode(tokens[i, prompt_len[i]:lengths[i]]))
+    answer = None
+    if finish[i] == engine.FINISH_ANSWER:  # the answer is the action of the final turn
+      action = protocol.parse_slm_turn(tok.decode(tokens[i, turn_start[i]:lengths[i]]))
+      answer = action.text if action.kind == "answer" else None
+    answers.append(answer)
   replies = [host.replies[i] for i in keep]
   return Episodes(
       tokens=tokens, loss_mask=loss_mask, logprobs=logprobs, lengths=lengths,
