@@ -1,4 +1,8 @@
 """LLM helpers the SLM can message, and privacy-leak judges."""
-from seekjax.helpers.base import Helper, HelperReply, History
+from seekjax.helpers.base import Helper, HelperReply, History, LeakVerdict
+from seekjax.helpers.judges import LLMLeakJudge, RuleLeakJudge, parse_judge_output
+from seekjax.helpers.knowledge import FactIndex, KnowledgeHelper
+from seekjax.helpers.openai_helper import OpenAIHelper
 
-__all__ = ["Helper", "HelperReply", "History"]
+__all__ = ["FactIndex", "Helper", "HelperReply", "History", "KnowledgeHelper", "LLMLeakJudge",
+           "LeakVerdict", "OpenAIHelper", "RuleLeakJudge", "parse_judge_output"]

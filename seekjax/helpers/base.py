@@ -53,3 +53,24 @@ class Helper(abc.ABC):
 
   async def aclose(self) -> None:
     """Release resources (HTTP clients, threads). Optional."""
+
+
+@dataclasses.dataclass
+class LeakVerdict:
+  """A privacy judge's decision on an episode's messages.
+
+  leak: whether the messages leak the user's private information.
+  reason: a short explanation.
+  matched: the private spans found in the messages (rule judge; empty for the LLM judge).
+  error: None, or why no real decision was made ("unparseable", "backend:<error>").
+    A verdict with an error has leak=False but must not be read as "no leak".
+  """
+
+  leak: bool
+  reason: str = ""
+  matched: list = dataclasses.field(default_factory=list)
+  error: str | None = None
+
+  @property
+  def ok(self) -> bool:
+    return self.error is None

@@ -1,0 +1,192 @@
+"""A helper served by any OpenAI-compatible chat endpoint (vLLM, SGLang, hosted APIs).
+
+``OpenAIHelper.respond`` never raises: failures come back as a HelperReply with
+``error`` set to one of "timeout", "connection", "rate_limited", "http_<status>",
+"malformed" or "exception:<Type>", and the defined "helper unavailable" text. Transient
+failures (timeout, connection, 429, 5xx) are retried with exponential backoff and
+jitter; a 429's Retry-After is honoured. The API key is read from the environment
+variable named by ``api_key_env`` and is never stored on the helper, logged, shown in
+repr, or put into an error.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import random
+import time
+
+import openai
+
+from seekjax import protocol
+from seekjax.helpers.base import Helper, HelperReply, History
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = ("timeout", "connection", "rate_limited")
+NO_KEY = "EMPTY"  # what local servers (vLLM, SGLang) accept when they need no key
+
+
+def _retry_after_seconds(headers) -> float | None:
+  """Seconds from a Retry-After header (delta-seconds or HTTP date), or None."""
+  value = headers.get("retry-after") if headers is not None else None
+  if value is None:
+    return None
+  try:
+    return max(0.0, float(value))
+  except ValueError:
+    pass
+  try:
+    when = email.utils.parsedate_to_datetime(value)
+    return max(0.0, when.timestamp() - time.time())
+  except (TypeError, ValueError):
+    return None
+
+
+def classify_error(e: BaseException) -> tuple[str, float | None]:
+  """Map an exception from the client to (error code, retry-after seconds or None)."""
+  if isinstance(e, (openai.APITimeoutError, asyncio.TimeoutError)):
+    return "timeout", None
+  if isinstance(e, openai.APIConnectionError):
+    return "connection", None
+  if isinstance(e, openai.RateLimitError):
+    return "rate_limited", _retry_after_seconds(getattr(e.response, "headers", None))
+  if isinstance(e, openai.APIStatusError):
+    return f"http_{e.status_code}", None
+  if isinstance(e, (openai.APIResponseValidationError, ValueError, KeyError, TypeError,
+                    AttributeError, IndexError)):
+    return protocol.MALFORMED, None
+  return f"exception:{type(e).__name__}", None
+
+
+def _is_retryable(error: str) -> bool:
+  return error in RETRYABLE or (error.startswith("http_") and error[5:].isdigit()
+                                and int(error[5:]) >= 500)
+
+
+def _content_and_tokens(completion) -> tuple[str, int | None]:
+  """The first choice's text and usage.completion_tokens; raises on a malformed body."""
+  choices = getattr(completion, "choices", None)
+  if not choices:
+    raise ValueError("no choices")
+  content = choices[0].message.content
+  if not isinstance(content, str):
+    raise ValueError("content is not text")
+  usage = getattr(completion, "usage", None)
+  tokens = getattr(usage, "completion_tokens", None) if usage is not None else None
+  return content, tokens if isinstance(tokens, int) else None
+
+
+class OpenAIHelper(Helper):
+  """Helper over an OpenAI-compatible ``/chat/completions`` endpoint."""
+
+  name = "openai"
+
+  def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
+               timeout: float = 60.0, max_retries: int = 3, backoff_base: float = 0.5,
+               backoff_max: float = 30.0, max_concurrency: int = 16, temperature: float = 0.0,
+               max_tokens: int = 512, system_prompt: str = protocol.HELPER_SYSTEM_PROMPT,
+               seed: int | None = None, extra_body: dict | None = None):
+    self.base_url = base_url
+    self.model = model
+    self.api_key_env = api_key_env
+    self.timeout = float(timeout)
+    self.max_retries = int(max_retries)
+    self.backoff_base = float(backoff_base)
+    self.backoff_max = float(backoff_max)
+    self.max_concurrency = int(max_concurrency)
+    self.temperature = float(temperature)
+    self.max_tokens = int(max_tokens)
+    self.system_prompt = system_prompt
+    self.extra_body = dict(extra_body or {})
+    self._rng = random.Random(seed)
+    self._loop = None
+    self._client = None
+    self._semaphore = None
+
+  @classmethod
+  def from_config(cls, cfg) -> "OpenAIHelper":
+    """Build from a ConfigDict or dict with keys matching the constructor's arguments."""
+    d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    d.pop("kind", None)
+    return cls(d.pop("base_url"), d.pop("model"), **d)
+
+  def __repr__(self) -> str:
+    return (f"OpenAIHelper(base_url={self.base_url!r}, model={self.model!r}, "
+            f"api_key_env={self.api_key_env!r}, timeout={self.timeout}, "
+            f"max_retries={self.max_retries}, max_concurrency={self.max_concurrency})")
+
+  __str__ = __repr__
+
+  def _ensure_client(self):
+    """One client and semaphore per event loop (they cannot be shared across loops)."""
+    loop = asyncio.get_running_loop()
+    if self._loop is not loop:
+      key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+      self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=key or NO_KEY,
+                                        timeout=self.timeout, max_retries=0)
+      self._semaphore = asyncio.Semaphore(self.max_concurrency)
+      self._loop = loop
+    return self._client
+
+  def _backoff(self, attempt: int, retry_after: float | None) -> float:
+    delay = min(self.backoff_max, self.backoff_base * 2 ** attempt)
+    delay *= 0.5 + self._rng.random()   # jitter in [0.5, 1.5)
+    if retry_after is not None:
+      delay = max(delay, min(retry_after, self.backoff_max))
+    return delay
+
+  async def _complete_once(self, messages: list[dict]) -> tuple[str, int | None]:
+    client = self._ensure_client()
+    async with self._semaphore:
+      completion = await client.chat.completions.create(
+          model=self.model, messages=messages, temperature=self.temperature,
+          max_tokens=self.max_tokens, extra_body=self.extra_body or None)
+    return _content_and_tokens(completion)
+
+  async def acomplete(self, messages: list[dict]) -> tuple[str, int | None, str | None]:
+    """Raw completion with retries: (text, completion tokens or None, error or None)."""
+    error = None
+    for attempt in range(self.max_retries + 1):
+      try:
+        text, tokens = await self._complete_once(messages)
+        return text, tokens, None
+      except asyncio.CancelledError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        error, retry_after = classify_error(e)
+      if not _is_retryable(error) or attempt == self.max_retries:
+        break
+      delay = self._backoff(attempt, retry_after)
+      log.info("helper call failed (%s); retry %d/%d in %.2fs", error, attempt + 1,
+               self.max_retries, delay)
+      await asyncio.sleep(delay)
+    log.warning("helper call failed: %s", error)
+    return "", None, error
+
+  async def respond(self, message: str, history: History) -> HelperReply:
+    start = time.perf_counter()
+    text, tokens, error = await self.acomplete(
+        protocol.helper_messages(message, history, self.system_prompt))
+    latency = time.perf_counter() - start
+    if error is not None:
+      return HelperReply("info", protocol.HELPER_UNAVAILABLE_TEXT, 0, latency, error)
+    reply = parse_reply_with_tokens(text, tokens)
+    reply.latency = latency
+    return reply
+
+  async def aclose(self) -> None:
+    if self._client is not None:
+      try:
+        await self._client.close()
+      except Exception:  # pylint: disable=broad-except  (closing on another loop)
+        pass
+      self._client, self._loop = None, None
+
+
+def parse_reply_with_tokens(raw: str, tokens: int | None) -> HelperReply:
+  """parse_helper_reply, with tokens = completion tokens or the raw whitespace count."""
+  reply = protocol.parse_helper_reply(raw)
+  reply.tokens = tokens if tokens is not None else len(raw.split())
+  return reply
