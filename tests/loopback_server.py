@@ -95,6 +95,9 @@ class LoopbackServer:
     self.responder = responder
     self.default = default or Behavior("ok")
     self.calls: list[Call] = []
+    self.max_in_flight = 0   # the most requests held at once since the last reset()
+    self._generation = 0
+    self._active: collections.Counter = collections.Counter()
     self._script: collections.deque = collections.deque()
     self._faults: FaultConfig | None = None
     self._fault_rng = random.Random(0)
@@ -104,6 +107,7 @@ class LoopbackServer:
     self._runner: web.AppRunner | None = None
     self._thread: threading.Thread | None = None
     self.port = 0
+    self.addresses: list[tuple[str, int]] = []   # every (host, port) the server bound
 
   @property
   def base_url(self) -> str:
@@ -126,6 +130,8 @@ class LoopbackServer:
       self._script.clear()
       self.calls.clear()
       self._faults = None
+      self.max_in_flight = 0
+      self._generation += 1
 
   def _next_behavior(self) -> Behavior:
     with self._lock:
@@ -147,6 +153,17 @@ class LoopbackServer:
       return self.default
 
   async def _handle(self, request: web.Request) -> web.StreamResponse:
+    with self._lock:   # count only requests that arrived since the last reset()
+      gen = self._generation
+      self._active[gen] += 1
+      self.max_in_flight = max(self.max_in_flight, self._active[self._generation])
+    try:
+      return await self._respond(request)
+    finally:
+      with self._lock:
+        self._active[gen] -= 1
+
+  async def _respond(self, request: web.Request) -> web.StreamResponse:
     raw = await request.read()
     try:
       body = json.loads(raw)
@@ -185,7 +202,9 @@ class LoopbackServer:
     await self._runner.setup()
     site = web.TCPSite(self._runner, host="127.0.0.1", port=0)
     await site.start()
-    self.port = site._server.sockets[0].getsockname()[1]  # pylint: disable=protected-access
+    sockets = site._server.sockets  # pylint: disable=protected-access
+    self.addresses = [sock.getsockname()[:2] for sock in sockets]
+    self.port = self.addresses[0][1]
 
   def start(self) -> "LoopbackServer":
     ready = threading.Event()
