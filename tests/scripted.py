@@ -19,6 +19,7 @@ from seekjax.helpers.base import Helper, HelperReply
 from seekjax.models import decoder
 
 FEEDBACK = "the capital is Asmara"
+SYSTEM = "Think, then <answer> or <message>."  # short, so the overfit stays cheap
 
 
 class ScriptedHelper(Helper):
@@ -41,7 +42,7 @@ def feedback_text(tokenizer, reply: HelperReply) -> str:
 
 def script_ids(tokenizer, question, turns: list[str], feedback: str):
   """Prompt ids and the full scripted episode ids: turns joined by the feedback chunk."""
-  prompt = tokenizer.encode_chat(protocol.slm_messages(question))
+  prompt = tokenizer.encode_chat(protocol.slm_messages(question, SYSTEM))
   ids = list(prompt)
   mask = [0] * len(ids)
   fb = [i for i in tokenizer.encode(feedback) if i not in tokenizer.eos_ids]

@@ -10,7 +10,7 @@ import seekjax as sj
 from seekjax import protocol
 from seekjax.helpers.base import Helper, HelperReply
 from seekjax.rollout import rollout, rollout_config
-from tests.scripted import FEEDBACK, ScriptedHelper, feedback_text, overfit, script_ids
+from tests.scripted import FEEDBACK, SYSTEM, ScriptedHelper, feedback_text, overfit, script_ids
 
 QUESTIONS = ["What is the capital of Eritrea?", "Where is Asmara?", "Name a city in Eritrea.",
              "Which country has Asmara?"]
@@ -35,7 +35,8 @@ def scripted_model(tiny_model):
 
 def _cfg(**kw):
   base = dict(max_turns=3, max_new_tokens=48, max_message_tokens=32, temperature=1.0,
-              max_steps_per_call=16, max_feedback_tokens=64, helper_timeout=10.0)
+              max_steps_per_call=16, max_feedback_tokens=64, helper_timeout=10.0,
+              system_prompt=SYSTEM)
   base.update(kw)
   return rollout_config(**base)
 
@@ -183,3 +184,54 @@ def test_bad_questions_raise_clear_errors(scripted_model):
     rollout(scripted_model, ["word " * 3000], ScriptedHelper(), _cfg(), 0)
   with pytest.raises(KeyError, match="valid keys"):
     rollout_config(max_turn=2)
+
+
+SHARDED_SCRIPT = """
+import sys, numpy as np, jax
+sys.path.insert(0, {root!r})
+import seekjax as sj
+from seekjax.models import sharding
+from seekjax.rollout import rollout, rollout_config
+from tests.scripted import ScriptedHelper, SYSTEM
+from tests.test_rollout import QUESTIONS
+assert jax.device_count() == 8
+tok = sj.load_model("smollm2-135m").tokenizer
+flat = dict(np.load({path!r}))
+params = {{"embed": flat.pop("embed"), "final_norm": flat.pop("final_norm"),
+          "layers": {{k.split("/")[1]: v for k, v in flat.items()}}}}
+cfg = sj.ModelConfig(**{cfg!r})
+model = sj.Model(cfg, jax.tree.map(jax.numpy.asarray, params), tok)
+rc = rollout_config(max_turns=3, max_new_tokens=48, max_message_tokens=32, temperature=0.0,
+                    max_steps_per_call=16, max_feedback_tokens=64, system_prompt=SYSTEM)
+qs = QUESTIONS * 2
+ref = rollout(model, qs, ScriptedHelper(), rc, jax.random.PRNGKey(0))
+for shape in [(2, 2, 2), (8, 1, 1)]:
+  mesh = sharding.make_mesh(shape)
+  sm = model.replace(params=sharding.shard_params(mesh, model.params), mesh=mesh)
+  assert len(sm.params["layers"]["q"].sharding.device_set) == 8
+  got = rollout(sm, qs, ScriptedHelper(), rc, jax.random.PRNGKey(0))
+  assert (got.tokens == ref.tokens).all(), shape
+  assert got.answers == ref.answers and (got.num_messages == ref.num_messages).all()
+  print("ok", shape, list(got.num_messages))
+"""
+
+
+def test_sharded_rollout_equals_unsharded_on_8_devices(scripted_model, tmp_path):
+  import dataclasses
+  import os
+  import subprocess
+  import sys
+  flat = {"embed": scripted_model.params["embed"],
+          "final_norm": scripted_model.params["final_norm"]}
+  flat.update({f"layers/{k}": v for k, v in scripted_model.params["layers"].items()})
+  path = str(tmp_path / "params.npz")
+  np.savez(path, **{k: np.asarray(v) for k, v in flat.items()})
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  script = SHARDED_SCRIPT.format(root=root, path=path,
+                                 cfg=dataclasses.asdict(scripted_model.config))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                     timeout=900, check=False, cwd=root)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert r.stdout.count("ok ") == 2, r.stdout
