@@ -176,8 +176,8 @@ class LoopbackServer:
       request.transport.close()
       raise asyncio.CancelledError()
     if b.kind == "status":
-      return web.json_response({"error": {"message": f"injected {b.status}", "type": "server_error"}},
-                               status=b.status)
+      error = {"message": f"injected {b.status}", "type": "server_error"}
+      return web.json_response({"error": error}, status=b.status)
     if b.kind == "rate_limit":
       return web.json_response({"error": {"message": "rate limited", "type": "rate_limit"}},
                                status=429, headers={"Retry-After": str(b.retry_after)})

@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from loopback_server import Behavior, loopback_server, loopback_server_module  # noqa: E402,F401
 from seekjax import protocol  # noqa: E402
-from seekjax.helpers import (Helper, HelperReply, LLMLeakJudge, OpenAIHelper,  # noqa: E402
+from seekjax.helpers import (Helper, LLMLeakJudge, OpenAIHelper,  # noqa: E402
                              RuleLeakJudge, parse_judge_output)
 from seekjax.helpers.rule_judge import sensitive_spans, tokenize, words_to_number  # noqa: E402
 

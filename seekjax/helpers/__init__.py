@@ -2,7 +2,8 @@
 from seekjax.helpers.base import Helper, HelperReply, History, LeakVerdict
 from seekjax.helpers.judges import LLMLeakJudge, RuleLeakJudge, parse_judge_output
 from seekjax.helpers.knowledge import FactIndex, KnowledgeHelper
+from seekjax.helpers.local_lm import LocalLMHelper
 from seekjax.helpers.openai_helper import OpenAIHelper
 
 __all__ = ["FactIndex", "Helper", "HelperReply", "History", "KnowledgeHelper", "LLMLeakJudge",
-           "LeakVerdict", "OpenAIHelper", "RuleLeakJudge", "parse_judge_output"]
+           "LeakVerdict", "LocalLMHelper", "OpenAIHelper", "RuleLeakJudge", "parse_judge_output"]

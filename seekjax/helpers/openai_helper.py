@@ -124,6 +124,8 @@ class OpenAIHelper(Helper):
     loop = asyncio.get_running_loop()
     if self._loop is not loop:
       key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+      if self.api_key_env and not key:
+        log.warning("environment variable %s is not set; sending no API key", self.api_key_env)
       self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=key or NO_KEY,
                                         timeout=self.timeout, max_retries=0)
       self._semaphore = asyncio.Semaphore(self.max_concurrency)

@@ -93,8 +93,9 @@ FRAMING = [
     "i m looking for", "i am trying to find", "i m trying to find", "do you know",
     "can i ask", "i would like", "i d like", "give me", "show me",
 ]
-_FRAMING_RE = re.compile(r"(?<!\S)(" + "|".join(re.escape(f) for f in
-                                                sorted(FRAMING, key=len, reverse=True)) + r")(?!\S)")
+_FRAMING_RE = re.compile(
+    r"(?<!\S)(" + "|".join(re.escape(f) for f in sorted(FRAMING, key=len, reverse=True))
+    + r")(?!\S)")
 
 _UNITS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
