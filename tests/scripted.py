@@ -17,6 +17,7 @@ import seekjax as sj
 from seekjax import protocol
 from seekjax.helpers.base import Helper, HelperReply
 from seekjax.models import decoder
+from seekjax.rl import sft
 
 FEEDBACK = "the capital is Asmara"
 SYSTEM = "Think, then <answer> or <message>."  # short, so the overfit stays cheap
@@ -41,21 +42,11 @@ def feedback_text(tokenizer, reply: HelperReply) -> str:
 
 
 def script_ids(tokenizer, question, turns: list[str], feedback: str):
-  """Prompt ids and the full scripted episode ids: turns joined by the feedback chunk."""
+  """Prompt ids and the full scripted episode (ids, mask), laid out as the rollout does."""
   prompt = tokenizer.encode_chat(protocol.slm_messages(question, SYSTEM))
-  ids = list(prompt)
-  mask = [0] * len(ids)
-  fb = [i for i in tokenizer.encode(feedback) if i not in tokenizer.eos_ids]
-  for k, turn in enumerate(turns):
-    t = tokenizer.encode(turn)
-    if k == len(turns) - 1:
-      t = t + [tokenizer.eos_id]
-    ids += t
-    mask += [1] * len(t)
-    if k < len(turns) - 1:
-      ids += fb
-      mask += [0] * len(fb)
-  return prompt, np.array(ids, np.int32), np.array(mask, np.int32)
+  demo = sft.Demo(question, turns, [feedback.rstrip("\n")] * (len(turns) - 1))
+  ids, mask = sft.demo_ids(tokenizer, demo, system=SYSTEM)
+  return prompt, ids, mask
 
 
 def overfit(model, sequences, masks, steps=120, lr=1e-2):

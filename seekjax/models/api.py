@@ -56,6 +56,30 @@ def _place(params, cfg: ModelConfig, mesh):
   return sharding.shard_params(mesh, params)
 
 
+def _converted_tokenizer(conv: str) -> Tokenizer:
+  import tokenizers  # pylint: disable=import-outside-toplevel
+  with open(os.path.join(conv, "tokenizer_meta.json")) as f:
+    meta = json.load(f)
+  return Tokenizer(tokenizers.Tokenizer.from_file(os.path.join(conv, "tokenizer.json")),
+                   eos_id=meta["eos_id"], bos_id=meta["bos_id"], pad_id=meta["pad_id"],
+                   add_bos=meta["add_bos"], chat_template=meta["chat_template"],
+                   extra_eos_ids=tuple(meta["extra_eos_ids"]))
+
+
+def load_tokenizer(name: str = "smollm2-135m") -> Tokenizer:
+  """The embedded model's tokenizer alone (converting the model once if needed)."""
+  conv = embedded.converted_dir(name)
+  if not os.path.exists(os.path.join(conv, "tokenizer_meta.json")):
+    load_model(name)
+  return _converted_tokenizer(conv)
+
+
+TINY_CONFIG = ModelConfig(arch="llama", vocab_size=49152, hidden_size=64, num_layers=2,
+                          num_heads=4, num_kv_heads=2, head_dim=16, intermediate_size=128,
+                          rope_theta=10000.0, rms_norm_eps=1e-5, tie_embeddings=True,
+                          max_position_embeddings=2048)
+
+
 def _load_embedded(name: str, dtype: str, mesh):
   conv = embedded.converted_dir(name)
   if os.path.exists(os.path.join(conv, "params.safetensors")):
@@ -63,12 +87,7 @@ def _load_embedded(name: str, dtype: str, mesh):
     import tokenizers  # pylint: disable=import-outside-toplevel
     with open(os.path.join(conv, "config.json")) as f:
       cfg = ModelConfig(**{**json.load(f), "dtype": dtype})
-    with open(os.path.join(conv, "tokenizer_meta.json")) as f:
-      meta = json.load(f)
-    tok = Tokenizer(tokenizers.Tokenizer.from_file(os.path.join(conv, "tokenizer.json")),
-                    eos_id=meta["eos_id"], bos_id=meta["bos_id"], pad_id=meta["pad_id"],
-                    add_bos=meta["add_bos"], chat_template=meta["chat_template"],
-                    extra_eos_ids=tuple(meta["extra_eos_ids"]))
+    tok = _converted_tokenizer(conv)
     params = _unflatten(load_file(os.path.join(conv, "params.safetensors")))
     return Model(cfg, _place(params, cfg, mesh), tok, mesh, name)
   path = embedded.embedded_gguf(name)
@@ -105,6 +124,8 @@ def load_model(path: str, *, dtype: str = "float32", mesh=None, verbose: bool = 
   straight onto their NamedSharding. Bad inputs raise ModelLoadError with one line.
   """
   t0 = time.perf_counter()
+  if path == "tiny-random":  # tests and smoke runs: 2 random layers, the SmolLM2 tokenizer
+    return random_model(TINY_CONFIG.replace(dtype=dtype), tokenizer=load_tokenizer(), mesh=mesh)
   if path in embedded.EMBEDDED:
     model = _load_embedded(path, dtype, mesh)
   elif str(path).endswith(".gguf"):

@@ -45,6 +45,7 @@ class Episodes:
   finish: list                # "answer" | "eos" | "episode_budget" | "turn_budget"
   refusals: list              # list[str] per episode: messages refused before the helper
   wall_time: float = 0.0
+  helper_wait_time: float = 0.0  # seconds the host loop sat idle waiting for replies
 
   def __len__(self):
     return len(self.answers)
@@ -63,6 +64,7 @@ class _Host:
     self.immediate: dict[int, HelperReply] = {}
     self.lock = threading.Lock()
     self.callback_error: BaseException | None = None
+    self.wait_time = 0.0
 
   def submit(self, closed, window, window_len):
     """Called from the decode loop's io_callback. Never raises, never waits (unless blocking)."""
@@ -108,15 +110,19 @@ class _Host:
     self.replies[row].append(reply)
     return protocol.format_feedback(reply, special_tokens=self.tok.special_tokens), reply.kind
 
-  def feedback_ids(self, text: str, kind: str) -> list[int]:
-    """Tokenize sanitized feedback; no special id can survive; truncated to the budget."""
-    special = set(self.tok.eos_ids) | {self.tok.token_to_id(t) for t in self.tok.special_tokens}
-    ids = [i for i in self.tok.encode(text + "\n") if i not in special]
-    limit = self.cfg.max_feedback_tokens
-    if len(ids) > limit:
-      tail = self.tok.encode(f"{protocol.TRUNCATION_MARKER}</{kind}></feedback>\n")
-      ids = ids[:max(limit - len(tail), 0)] + tail
-    return ids
+def feedback_ids(tok, text: str, kind: str, max_tokens: int) -> list[int]:
+  """Token ids of a feedback chunk (plus a newline), as the SLM will read them.
+
+  No special id can survive (the text was sanitized already; this is the last guard),
+  and chunks over `max_tokens` are cut with a closing marker. SFT demonstrations use
+  this same function, so cold start and rollout see identical feedback ids.
+  """
+  special = set(tok.eos_ids) | {tok.token_to_id(t) for t in tok.special_tokens}
+  ids = [i for i in tok.encode(text + "\n") if i not in special]
+  if len(ids) > max_tokens:
+    tail = tok.encode(f"{protocol.TRUNCATION_MARKER}</{kind}></feedback>\n")
+    ids = ids[:max(max_tokens - len(tail), 0)] + tail
+  return ids
 
 
 _host_ids = itertools.count(1)
@@ -212,7 +218,9 @@ def _run(model, tables, state, host, host_id, spec, verbose):
       continue
     ready = host.ready_rows(parked)
     if not ready and not running.any():
+      t_wait = time.perf_counter()
       host.pool.wait_any(timeout=host.cfg.helper_timeout + 5)
+      host.wait_time += time.perf_counter() - t_wait
       ready = host.ready_rows(parked)
     if not ready:
       continue
@@ -220,7 +228,7 @@ def _run(model, tables, state, host, host_id, spec, verbose):
     prompt_len = np.asarray(state.prompt_len)
     chunks, no_room = {}, np.zeros_like(parked)
     for row in ready:
-      ids = host.feedback_ids(*host.take_feedback(row))
+      ids = feedback_ids(host.tok, *host.take_feedback(row), host.cfg.max_feedback_tokens)
       room = min(spec.max_len - int(length[row]),
                  spec.episode_budget - int(length[row] - prompt_len[row])) - 1
       if room < 8:
@@ -272,4 +280,4 @@ def _collect(tok, state, host, keep, group, wall) -> Episodes:
       question_index=(keep // group).astype(np.int32), answers=answers,
       messages=[host.messages[i] for i in keep], replies=replies, transcripts=transcripts,
       finish=[engine.FINISH_NAMES[int(f)] for f in finish],
-      refusals=[host.refusals[i] for i in keep], wall_time=wall)
+      refusals=[host.refusals[i] for i in keep], wall_time=wall, helper_wait_time=host.wait_time)

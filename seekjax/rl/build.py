@@ -1,0 +1,112 @@
+"""Build a run's parts from its config: model + mesh, task splits, helper, leak judge."""
+from __future__ import annotations
+
+import os
+import random
+
+import jax
+
+from seekjax.helpers import KnowledgeHelper, LocalLMHelper, OpenAIHelper, RuleLeakJudge
+from seekjax.helpers.judges import LLMLeakJudge
+from seekjax.models import sharding
+from seekjax.models.api import load_model
+from seekjax.tasks import (TemplatePrivacySynthesizer, split_by_entity, task_examples,
+                           world_fact_base, world_facts_examples)
+from seekjax.tasks.world_questions import SELF_CONTAINED_QTYPES, WORLD_QTYPES
+
+
+class RunSetupError(ValueError):
+  """A config that names something that does not exist (path, task, helper kind)."""
+
+
+def build_mesh(cfg):
+  return sharding.make_mesh(tuple(cfg.model.mesh_shape))
+
+
+def build_model(cfg, mesh=None):
+  path = cfg.model.path
+  from seekjax.models.embedded import EMBEDDED  # pylint: disable=import-outside-toplevel
+  if path not in EMBEDDED and path != "tiny-random" and not os.path.exists(path):
+    raise RunSetupError(f"config.model.path: {path!r} does not exist")
+  return load_model(path, dtype=cfg.model.dtype, mesh=mesh)
+
+
+def _world_mix(seed: int, private_fraction: float) -> list[dict]:
+  """World-facts questions; a fraction of the helper-dependent ones carry private details."""
+  public = world_facts_examples(seed)
+  rng = random.Random(seed)
+  synth = TemplatePrivacySynthesizer(seed)
+  out = []
+  for ex in public:
+    if ex["qtype"] not in SELF_CONTAINED_QTYPES and rng.random() < private_fraction:
+      out.append(synth.synthesize_one(ex))
+    else:
+      out.append(ex)
+  return out
+
+
+def build_task(cfg, seed: int):
+  """Returns (train_examples, eval_examples). Split by entity, never only by id."""
+  name = cfg.task.name
+  if name == "world_facts_mix":
+    examples = _world_mix(seed, cfg.task.private_fraction)
+  else:
+    kwargs = {"seed": seed}
+    if cfg.task.path:
+      if not os.path.exists(cfg.task.path):
+        raise RunSetupError(f"config.task.path: {cfg.task.path!r} does not exist")
+      kwargs = {"path": cfg.task.path}
+    try:
+      examples = task_examples(name, **kwargs)
+    except ValueError as e:
+      raise RunSetupError(f"config.task.name: {e}") from None
+  train, evaluation = split_by_entity(examples, eval_fraction=cfg.task.eval_fraction)
+  rng = random.Random(seed)
+  rng.shuffle(train)
+  rng.shuffle(evaluation)
+  return train[:cfg.task.max_train], evaluation[:cfg.task.max_eval]
+
+
+def build_helper(hcfg, slm_model=None):
+  """The helper named by `hcfg.kind`. KnowledgeHelper is a documented stand-in for an LLM."""
+  if hcfg.kind == "knowledge":
+    facts, entities = world_fact_base()
+    return KnowledgeHelper(facts, entities, coverage=hcfg.coverage, noise=hcfg.noise,
+                           top_k=hcfg.top_k, style=hcfg.style, entity_kind="country")
+  if hcfg.kind == "openai":
+    return OpenAIHelper.from_config(hcfg)
+  if hcfg.kind == "local_lm":
+    model = slm_model if not hcfg.get("model") else load_model(hcfg.model)
+    facts, _ = world_fact_base()
+    return LocalLMHelper(model, facts=facts, top_k=hcfg.top_k)
+  raise RunSetupError(f"config.helper.kind: unknown {hcfg.kind!r}; valid: knowledge, openai, "
+                      "local_lm")
+
+
+def build_judge(cfg, helper=None):
+  if cfg.reward.judge == "rule":
+    return RuleLeakJudge()
+  if cfg.reward.judge == "llm":
+    if helper is None:
+      raise RunSetupError("config.reward.judge='llm' needs a helper backend")
+    return LLMLeakJudge(helper)
+  raise RunSetupError(f"config.reward.judge: unknown {cfg.reward.judge!r}; valid: rule, llm")
+
+
+def maybe_initialize_distributed(cfg) -> None:
+  """Start JAX's multi-host runtime when the config or the environment asks for it."""
+  d = cfg.distributed
+  if not (d.initialize or os.environ.get("SEEKJAX_DISTRIBUTED") == "1"):
+    return
+  kwargs = {}
+  if d.coordinator_address:
+    kwargs = dict(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
+                  process_id=d.process_id)
+  # CPU hosts need a collectives backend (harmless elsewhere); this must precede any
+  # call that initializes a JAX backend.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(**kwargs)
+
+
+__all__ = ["RunSetupError", "WORLD_QTYPES", "build_helper", "build_judge", "build_mesh",
+           "build_model", "build_task", "maybe_initialize_distributed"]

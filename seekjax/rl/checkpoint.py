@@ -1,0 +1,79 @@
+"""Orbax checkpoints of a training run: trainable params, optimizer state, RNG, data position.
+
+One `CheckpointManager` (async saves, keep the last K). Each step directory holds
+  state: the pytree {trainable, ref_trainable, opt_state, rng, step}
+  data:  the grain iterator state (JSON)
+  meta:  the model fingerprint, so a checkpoint from another model is refused.
+Orbax writes each step to a temporary directory and renames it when complete, so a
+step killed mid-save is never listed (and never restored).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointMismatch(ValueError):
+  """A checkpoint that belongs to another model or another trainable layout."""
+
+
+def model_fingerprint(model_cfg, trainable_spec) -> dict:
+  return {"model": {k: v for k, v in model_cfg.__dict__.items() if k != "dtype"},
+          "trainable": dict(trainable_spec.__dict__)}
+
+
+def _jsonable(x):
+  return json.loads(json.dumps(x, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+
+
+class Checkpointer:
+  """Save/restore the training state under `<workdir>/checkpoints`."""
+
+  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=async_save)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=("state", "data", "meta"))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: dict, data_state: dict, fingerprint: dict,
+           force: bool = False) -> None:
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(_jsonable(data_state)),
+        meta=ocp.args.JsonSave(_jsonable(fingerprint))), force=force)
+
+  def restore(self, step: int, template: dict, fingerprint: dict):
+    """Returns (state, data_state) of `step`; refuses a checkpoint of another model."""
+    meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    want = _jsonable(fingerprint)
+    if meta != want:
+      diff = sorted(k for k in set(meta.get("model", {})) | set(want["model"])
+                    if meta.get("model", {}).get(k) != want["model"].get(k))
+      diff += [f"trainable.{k}" for k in set(meta.get("trainable", {})) | set(want["trainable"])
+               if meta.get("trainable", {}).get(k) != want["trainable"].get(k)]
+      raise CheckpointMismatch(f"{self.directory}/{step}: checkpoint is from a different model "
+                               f"(differs in {', '.join(diff) or 'metadata'})")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+    return out["state"], out["data"]
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def to_host(tree):
+  """Numpy copies (for comparing params bitwise in tests)."""
+  return jax.tree.map(lambda x: np.asarray(x), tree)

@@ -1,0 +1,126 @@
+"""One RL iteration: rollout -> score -> rewards -> advantages -> reference forward -> PPO.
+
+`rl_iteration` is the whole algorithm in one readable function; everything it calls
+is a small pure function chosen by name from the config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seekjax.models.generate import bucket
+from seekjax.rl import advantages as advantages_lib
+from seekjax.rl import losses, rewards as rewards_lib
+from seekjax.rl import trainable as trainable_lib
+from seekjax.rl.step import Batch, reference_logprobs
+from seekjax.rollout import rollout
+from seekjax.tasks import f1, task_score
+
+
+@dataclasses.dataclass
+class RunContext:
+  """What stays fixed across iterations."""
+
+  cfg: object            # the full ConfigDict
+  model: object          # seekjax Model (frozen params live in `frozen`)
+  spec: object           # trainable.Trainable
+  frozen: object
+  helper: object
+  judge: object
+  rollout_cfg: object
+  train_step: object     # from step.make_train_step
+
+
+def score_episodes(episodes, examples, score: str, judge) -> dict:
+  """Per-episode task score, leak flag and format flag (numpy arrays [B])."""
+  b = len(episodes)
+  scores = np.zeros(b, np.float32)
+  em = np.zeros(b, np.float32)
+  leaks = np.zeros(b, np.float32)
+  format_ok = np.zeros(b, np.float32)
+  for i in range(b):
+    ex = examples[int(episodes.question_index[i])]
+    ans = episodes.answers[i]
+    em[i] = task_score(ans, ex)
+    scores[i] = {"em": em[i], "f1": f1(ans, ex["answers"]) if ex["answers"] else em[i],
+                 "task": em[i]}[score]
+    format_ok[i] = float(ans is not None)
+    if ex["private_facts"] and episodes.messages[i]:
+      leaks[i] = float(judge.judge(episodes.messages[i], ex["private_facts"]).leak)
+  return dict(score=scores, em=em, leak=leaks, format_ok=format_ok)
+
+
+def _trim(x, width):
+  return x[:, :width]
+
+
+def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples, rng):
+  """Returns (trainable, opt_state, metrics dict, episodes)."""
+  cfg = ctx.cfg
+  t0 = time.perf_counter()
+  params = trainable_lib.merge(ctx.spec, trainable, ctx.frozen)
+  policy = ctx.model.replace(params=params)
+  episodes = rollout(policy, [e["question"] for e in examples], ctx.helper, ctx.rollout_cfg, rng)
+  t_rollout = time.perf_counter() - t0
+
+  s = score_episodes(episodes, examples, cfg.reward.score, ctx.judge)
+  width = bucket(int(episodes.lengths.max()), 64)
+  tokens = jnp.asarray(_trim(episodes.tokens, width))
+  mask = jnp.asarray(_trim(episodes.loss_mask, width), jnp.float32)
+  sampler_lp = jnp.asarray(_trim(episodes.logprobs, width))
+
+  t1 = time.perf_counter()
+  ref_params = trainable_lib.merge(ctx.spec, ref_trainable, ctx.frozen)
+  ref_lp = reference_logprobs(ref_params, tokens, cfg=ctx.model.config)
+  ref_lp.block_until_ready()
+  t_ref = time.perf_counter() - t1
+
+  kl_reward = np.zeros(len(episodes), np.float32)
+  if cfg.rl.kl_in == "reward":
+    kl_tok = losses.kl_divergence(sampler_lp, ref_lp, cfg.rl.kl_method)
+    kl_reward = np.asarray(jnp.sum(kl_tok * mask, axis=1))
+  rewards, components, valid = rewards_lib.compute_rewards(
+      task_scores=s["score"], num_messages=episodes.num_messages,
+      helper_tokens=episodes.helper_tokens, leaks=s["leak"], format_ok=s["format_ok"],
+      helper_errors=episodes.helper_errors, cfg=cfg.reward)
+  rewards = np.asarray(rewards, np.float32) - cfg.rl.kl_beta * kl_reward * (cfg.rl.kl_in == "reward")
+  adv_fn = advantages_lib.get_advantage_fn(cfg.rl.advantage)
+  adv = np.asarray(adv_fn(jnp.asarray(rewards), cfg.rl.group_size, whiten=cfg.rl.whiten))
+  adv = adv * np.asarray(valid, np.float32)
+
+  t2 = time.perf_counter()
+  batch = Batch(tokens=tokens, loss_mask=mask, old_logprobs=sampler_lp, ref_logprobs=ref_lp,
+                advantages=jnp.asarray(adv, jnp.float32))
+  step_metrics = []
+  n = len(episodes)
+  mini = max(1, cfg.rl.mini_batches)
+  for _ in range(cfg.rl.num_epochs):
+    for k in range(mini):
+      sl = slice(k * n // mini, (k + 1) * n // mini)
+      mb = jax.tree.map(lambda x, sl=sl: x[sl], batch)
+      trainable, opt_state, m = ctx.train_step(trainable, ctx.frozen, opt_state, mb)
+      step_metrics.append(m)
+  step_metrics = jax.tree.map(lambda *xs: float(np.mean([float(x) for x in xs])), *step_metrics)
+  t_update = time.perf_counter() - t2
+
+  n_tokens = float(mask.sum())
+  metrics = dict(step_metrics)
+  metrics.update(
+      reward=float(np.mean(rewards)), em=float(s["em"].mean()),
+      messages_per_episode=float(episodes.num_messages.mean()),
+      leak_rate=float(s["leak"].mean()), format_ok=float(s["format_ok"].mean()),
+      helper_errors=float(episodes.helper_errors.sum()),
+      helper_tokens=float(episodes.helper_tokens.mean()),
+      valid_fraction=float(np.mean(valid)),
+      time_rollout=t_rollout, time_helper_wait=float(episodes.helper_wait_time),
+      time_reference=t_ref, time_update=t_update,
+      step_time=time.perf_counter() - t0,
+      train_tokens_per_s=n_tokens * cfg.rl.num_epochs / max(t_update, 1e-9),
+      episode_tokens=float(episodes.lengths.sum() - episodes.prompt_lengths.sum()))
+  for k, v in components.items():
+    metrics[f"reward/{k}"] = float(np.mean(v))
+  return trainable, opt_state, metrics, episodes

@@ -1,0 +1,121 @@
+"""The jitted policy-gradient step: teacher-forced log-probs, PPO-clip + KL, optax update.
+
+`make_train_step(spec, optimizer)` returns one jitted function
+  (trainable, frozen, opt_state, batch) -> (trainable, opt_state, metrics)
+that splits the batch into micro-batches (gradient accumulation with `lax.scan`),
+so the largest live logits tensor is [B / micro_batches, T, V].
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from seekjax.models import decoder
+from seekjax.models.config import ModelConfig
+from seekjax.rl import losses, trainable as trainable_lib
+
+
+@struct.dataclass
+class Batch:
+  """One PPO mini-batch. B episodes of T tokens."""
+
+  tokens: jax.Array          # int32[B, T]
+  loss_mask: jax.Array       # float32[B, T]  1 on SLM-sampled tokens
+  old_logprobs: jax.Array    # float32[B, T]  behaviour-policy log-probs (sampler)
+  ref_logprobs: jax.Array    # float32[B, T]  frozen reference policy
+  advantages: jax.Array      # float32[B]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+  """Static settings of the loss; every choice is explicit (no hidden defaults)."""
+
+  model: ModelConfig
+  trainable: trainable_lib.Trainable
+  epsilon: float
+  epsilon_high: float
+  aggregation: str
+  kl_method: str
+  kl_beta: float            # 0 when the KL goes into the reward instead
+  micro_batches: int = 1
+  remat: bool = False
+
+
+def token_logprobs_and_entropy(params, cfg: ModelConfig, tokens, remat=False):
+  """Teacher-forced log p(tokens[t] | tokens[<t]) and the entropy of that distribution.
+
+  tokens: int32[B, T]. Returns (logprobs float32[B, T], entropy float32[B, T]) with
+  position 0 set to 0 (nothing predicts the first token).
+  """
+  b, t = tokens.shape
+  positions = jnp.broadcast_to(jnp.arange(t), (b, t))
+  logits, _ = decoder.forward(params, cfg, tokens, positions, remat=remat)
+  logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
+  lp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+  ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+  pad = jnp.zeros((b, 1), jnp.float32)
+  return jnp.concatenate([pad, lp], axis=1), jnp.concatenate([pad, ent], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def reference_logprobs(params, tokens, *, cfg: ModelConfig):
+  """float32[B, T] teacher-forced log-probs under `params` (taken once per batch)."""
+  return token_logprobs_and_entropy(params, cfg, tokens)[0]
+
+
+def loss_fn(trainable, frozen, batch: Batch, spec: StepSpec):
+  """Scalar loss and metrics for one micro-batch."""
+  params = trainable_lib.merge(spec.trainable, trainable, frozen)
+  lp, ent = token_logprobs_and_entropy(params, spec.model, batch.tokens, spec.remat)
+  mask = batch.loss_mask
+  pg, pg_metrics = losses.policy_loss(
+      lp, batch.old_logprobs, batch.advantages, mask, epsilon=spec.epsilon,
+      epsilon_high=spec.epsilon_high, aggregation=spec.aggregation)
+  kl_tok = losses.kl_divergence(lp, batch.ref_logprobs, spec.kl_method)
+  kl = losses.masked_mean(kl_tok, mask)
+  loss = pg + spec.kl_beta * kl
+  metrics = dict(pg_metrics, loss=loss, pg_loss=pg, kl=kl, entropy=losses.masked_mean(ent, mask))
+  return loss, metrics
+
+
+def make_train_step(spec: StepSpec, optimizer: optax.GradientTransformation):
+  """A jitted (trainable, frozen, opt_state, batch) -> (trainable, opt_state, metrics)."""
+
+  def micro(batch: Batch):
+    m = spec.micro_batches
+    return jax.tree.map(lambda x: x.reshape((m, x.shape[0] // m) + x.shape[1:]), batch)
+
+  @functools.partial(jax.jit, donate_argnames=("trainable", "opt_state"))
+  def train_step(trainable, frozen, opt_state, batch: Batch):
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def accumulate(grads, mb):
+      (_, metrics), g = grad_fn(trainable, frozen, mb, spec)
+      return jax.tree.map(jnp.add, grads, g), metrics
+
+    zeros = jax.tree.map(jnp.zeros_like, trainable)
+    grads, metrics = jax.lax.scan(accumulate, zeros, micro(batch))
+    grads = jax.tree.map(lambda g: g / spec.micro_batches, grads)
+    metrics = jax.tree.map(jnp.mean, metrics)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    updates, opt_state = optimizer.update(grads, opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    return trainable, opt_state, metrics
+
+  return train_step
+
+
+def make_optimizer(lr: float, total_steps: int, warmup_steps: int, weight_decay: float,
+                   clip_norm: float, b1: float = 0.9, b2: float = 0.999):
+  """AdamW with global-norm clipping and a warmup + cosine schedule."""
+  warmup_steps = max(0, min(warmup_steps, total_steps - 1))
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0 if warmup_steps else lr, peak_value=lr, warmup_steps=warmup_steps,
+      decay_steps=max(total_steps, warmup_steps + 1), end_value=lr * 0.1)
+  return optax.chain(optax.clip_by_global_norm(clip_norm),
+                     optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay)), schedule

@@ -1,0 +1,235 @@
+"""`python -m seekjax.train --config=configs/X.py --workdir=DIR [--config.a.b=v]`.
+
+Read top to bottom: set up (config, workdir, model, data, helper), restore or cold-start,
+then the RL loop (one `rl_iteration` per step), with metrics, checkpoints and a clean
+exit on SIGTERM (how TPU preemption notices arrive).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import jax
+import numpy as np
+
+from seekjax import configlib
+from seekjax.models import sharding
+from seekjax.models.errors import ModelLoadError
+from seekjax.rl import build, checkpoint, cycle, demos, metrics as metrics_lib, sft
+from seekjax.rl import step as step_lib
+from seekjax.rl import trainable as trainable_lib
+from seekjax.rollout import rollout_config
+from seekjax.tasks import make_pipeline
+
+
+class WorkdirError(ValueError):
+  """The workdir holds another run, or cannot be written."""
+
+
+def log(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(f"[seekjax] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def prepare_workdir(workdir: str, cfg, overwrite: bool) -> None:
+  """Create the workdir and write the resolved config; refuse another run's workdir."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w") as f:
+      f.write("")
+    os.remove(probe)
+  except OSError as e:
+    raise WorkdirError(f"{workdir}: cannot write ({e.strerror})") from None
+  path = os.path.join(workdir, "config.json")
+  resolved = configlib.config_to_dict(cfg)
+  if os.path.exists(path) and not overwrite:
+    with open(path) as f:
+      old = json.load(f)
+    if old != resolved:
+      raise WorkdirError(f"{workdir} holds another run's config; use a new --workdir, or "
+                         "--overwrite to replace it")
+  if jax.process_index() == 0:
+    configlib.dump_config(cfg, workdir)
+
+
+def make_rollout_config(cfg):
+  return rollout_config(group_size=cfg.rl.group_size, helper_timeout=cfg.helper.timeout,
+                        helper_concurrency=cfg.helper.concurrency, **cfg.rollout.to_dict())
+
+
+def trainable_spec(cfg) -> trainable_lib.Trainable:
+  m = cfg.model
+  return trainable_lib.Trainable(mode=m.trainable, top_n=m.top_n, lora_rank=m.lora_rank,
+                                 lora_alpha=m.lora_alpha, lora_targets=tuple(m.lora_targets))
+
+
+def make_step(cfg, model_cfg, spec, optimizer):
+  r = cfg.rl
+  step_spec = step_lib.StepSpec(
+      model=model_cfg, trainable=spec, epsilon=r.epsilon, epsilon_high=r.epsilon_high,
+      aggregation=r.aggregation, kl_method=r.kl_method,
+      kl_beta=r.kl_beta if r.kl_in == "loss" else 0.0, micro_batches=r.micro_batches,
+      remat=cfg.model.remat)
+  return step_lib.make_train_step(step_spec, optimizer)
+
+
+def check_batch_fits(cfg, mesh) -> None:
+  rows = cfg.rl.questions_per_step * cfg.rl.group_size
+  sharding.check_batch(mesh, rows, "rl.questions_per_step * rl.group_size")
+  per_mini = rows // max(cfg.rl.mini_batches, 1)
+  if rows % max(cfg.rl.mini_batches, 1) or per_mini % cfg.rl.micro_batches:
+    raise configlib.ConfigError(
+        f"config.rl: {rows} episodes per step must split into mini_batches="
+        f"{cfg.rl.mini_batches} x micro_batches={cfg.rl.micro_batches}")
+
+
+# ----------------------------------------------------------------------------- cold start
+
+
+def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper):
+  """Supervised cold start on protocol demonstrations. Returns the new trainable params."""
+  s = cfg.sft
+  if s.steps <= 0:
+    return trainable
+  examples = train_examples[: s.num_demos * 2]
+  demo_list = demos.make_demos(examples, helper, seed=cfg.seed, need_fraction=s.need_fraction)
+  demo_list = demo_list[: s.num_demos]
+  if not demo_list:
+    raise build.RunSetupError("cold start: no demonstration could be built from the task")
+  tok = model.tokenizer
+  packed = [sft.demo_ids(tok, d, system=cfg.rollout.get("system_prompt"),
+                         max_feedback_tokens=cfg.rollout.max_feedback_tokens) for d in demo_list]
+  optimizer, _ = step_lib.make_optimizer(s.lr, s.steps, min(5, s.steps // 4), 0.0,
+                                         cfg.optim.clip_norm)
+  opt_state = optimizer.init(trainable)
+  sft_step = sft.make_sft_step(spec, model.config, optimizer)
+  rng = np.random.default_rng(cfg.seed)
+  progress = metrics_lib.Progress(s.steps, desc="cold start")
+  log(f"cold start: {len(demo_list)} demonstrations, {s.steps} steps")
+  for i in range(s.steps):
+    idx = rng.choice(len(packed), size=min(s.batch_size, len(packed)), replace=False)
+    chosen = [packed[j] for j in idx]
+    width = step_lib_bucket(max(len(c[0]) for c in chosen))
+    ids, mask = sft.pack(chosen, width)
+    trainable, opt_state, loss = sft_step(trainable, frozen, opt_state, ids, mask)
+    if i % 5 == 0 or i == s.steps - 1:
+      progress.update(i + 1, loss=float(loss))
+  return trainable
+
+
+def step_lib_bucket(n: int) -> int:
+  from seekjax.models.generate import bucket  # pylint: disable=import-outside-toplevel
+  return bucket(n, 64)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(cfg, workdir: str, overwrite: bool = False) -> dict:
+  """Run (or resume) a training run. Returns the last step's metrics."""
+  build.maybe_initialize_distributed(cfg)
+  prepare_workdir(workdir, cfg, overwrite)
+  mesh = build.build_mesh(cfg)
+  check_batch_fits(cfg, mesh)
+  model = build.build_model(cfg, mesh)
+  train_ex, eval_ex = build.build_task(cfg, cfg.seed)
+  log(f"task {cfg.task.name}: {len(train_ex)} train / {len(eval_ex)} eval examples")
+  helper = build.build_helper(cfg.helper, model)
+  judge = build.build_judge(cfg, helper)
+  spec = trainable_spec(cfg)
+  trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(cfg.seed + 1))
+  log(f"training {trainable_lib.count(trainable) / 1e6:.2f}M of "
+      f"{model.config.num_params / 1e6:.0f}M params ({spec.mode})")
+  optimizer, schedule = step_lib.make_optimizer(
+      cfg.optim.lr, cfg.rl.steps * cfg.rl.num_epochs * max(cfg.rl.mini_batches, 1),
+      cfg.optim.warmup_steps, cfg.optim.weight_decay, cfg.optim.clip_norm, cfg.optim.b1,
+      cfg.optim.b2)
+  fingerprint = checkpoint.model_fingerprint(model.config, spec)
+  ckpt = checkpoint.Checkpointer(workdir, keep=cfg.train.keep_checkpoints,
+                                 async_save=cfg.train.async_checkpoint)
+  data = iter(make_pipeline(train_ex, batch_size=cfg.rl.questions_per_step, seed=cfg.seed))
+  writer = metrics_lib.MetricsWriter(workdir)
+
+  start = ckpt.latest_step()
+  if start is None:
+    trainable = cold_start(cfg, model, spec, trainable, frozen, train_ex, helper)
+    ref_trainable = jax.tree.map(lambda x: x.copy(), trainable)
+    opt_state = optimizer.init(trainable)
+    start = 0
+    state = dict(trainable=trainable, ref_trainable=ref_trainable, opt_state=opt_state,
+                 step=np.int32(0))
+    ckpt.save(0, state, data.get_state(), fingerprint, force=True)
+  else:
+    template = dict(trainable=trainable, ref_trainable=trainable,
+                    opt_state=optimizer.init(trainable), step=np.int32(0))
+    state, data_state = ckpt.restore(start, template, fingerprint)
+    trainable, ref_trainable, opt_state = (state["trainable"], state["ref_trainable"],
+                                           state["opt_state"])
+    data.set_state(data_state)
+    metrics_lib.truncate_after(writer.path, start)
+    log(f"resumed from step {start} ({ckpt.directory})")
+
+  ctx = cycle.RunContext(cfg=cfg, model=model, spec=spec, frozen=frozen, helper=helper,
+                         judge=judge, rollout_cfg=make_rollout_config(cfg),
+                         train_step=make_step(cfg, model.config, spec, optimizer))
+  stop = {"signal": None}
+
+  def on_sigterm(signum, _frame):
+    stop["signal"] = signum
+    log("SIGTERM received: finishing this step, then saving a checkpoint")
+  previous = signal.signal(signal.SIGTERM, on_sigterm)
+
+  progress = metrics_lib.Progress(cfg.rl.steps, start=start, desc="rl")
+  base_rng = jax.random.PRNGKey(cfg.seed)
+  last = {}
+  try:
+    for step in range(start, cfg.rl.steps):
+      examples = next(data)
+      rng = jax.random.fold_in(base_rng, step)
+      trainable, opt_state, last, _ = cycle.rl_iteration(ctx, trainable, opt_state,
+                                                         ref_trainable, examples, rng)
+      last["lr"] = float(schedule(step * cfg.rl.num_epochs * max(cfg.rl.mini_batches, 1)))
+      writer.write(step + 1, last)
+      progress.update(step + 1, reward=last["reward"], em=last["em"],
+                      msgs=last["messages_per_episode"], leak=last["leak_rate"],
+                      kl=last["kl"])
+      done = step + 1 == cfg.rl.steps
+      if done or (step + 1) % cfg.train.checkpoint_every == 0 or stop["signal"]:
+        ckpt.save(step + 1, dict(trainable=trainable, ref_trainable=ref_trainable,
+                                 opt_state=opt_state, step=np.int32(step + 1)),
+                  data.get_state(), fingerprint, force=True)
+      if stop["signal"]:
+        break
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+    ckpt.close()
+    writer.close()
+  if stop["signal"]:
+    log(f"stopped by signal after step {step + 1}; checkpoint saved")
+  return dict(last, trainable=trainable, frozen=frozen, spec=spec, model=model,
+              eval_examples=eval_ex, helper=helper, judge=judge)
+
+
+def main(argv=None) -> int:
+  from seekjax.rl.checkpoint import CheckpointMismatch  # pylint: disable=import-outside-toplevel
+  try:
+    cfg, workdir, flags = configlib.parse_argv(sys.argv[1:] if argv is None else argv)
+    t0 = time.perf_counter()
+    train(cfg, workdir, overwrite=flags.get("overwrite", False))
+    log(f"done in {time.perf_counter() - t0:.0f}s; results in {os.path.abspath(workdir)}")
+    return 0
+  except (configlib.ConfigError, build.RunSetupError, ModelLoadError, sharding.MeshError,
+          CheckpointMismatch, WorkdirError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())
