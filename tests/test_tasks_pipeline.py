@@ -61,13 +61,15 @@ def test_shards_are_disjoint_equal_and_cover_the_data():
     make_pipeline(examples, batch_size=4, process_index=3, process_count=3)
 
 
-@pytest.mark.parametrize("consumed", [0, 3, 11])  # 11 batches of 4 crosses the 40-example epoch
-def test_resume_from_saved_state_gives_the_same_next_batches(consumed):
+# 11 batches of 4 cross the 20-example shard's epoch boundary twice; threads=2 prefetches.
+@pytest.mark.parametrize("consumed,threads", [(0, 0), (3, 0), (11, 0), (5, 2)])
+def test_resume_from_saved_state_gives_the_same_next_batches(consumed, threads):
   examples = toy_examples(40)
 
   def pipeline():
     return make_pipeline(examples, batch_size=4, seed=11, process_index=1, process_count=2,
-                         transforms=[lambda e: dict(e, seen=True)])
+                         transforms=[lambda e: dict(e, seen=True)], read_threads=threads,
+                         prefetch=4 * threads)
 
   iterator = iter(pipeline())
   take(iterator, consumed)

@@ -175,7 +175,8 @@ def test_strict_raises_one_line_value_error(tmp_path, line_index, problem):
 
 
 def test_invalid_utf8_row_is_skipped_in_jsonl_and_json_array(tmp_path):
-  good, bad = json.dumps(GSM_ROW).encode(), json.dumps(GSM_ROW).encode().replace(b"Natalia", b"Nat\xffia")
+  good = json.dumps(GSM_ROW).encode()
+  bad = good.replace(b"Natalia", b"Nat\xffia")
   jsonl = tmp_path / "g.jsonl"
   jsonl.write_bytes(bad + b"\n" + good + b"\n")
   with pytest.warns(MalformedRowWarning) as record:

@@ -14,6 +14,7 @@ def _world_private(seed: int = 0, qtypes=None) -> list[dict]:
 
 
 def _reasoning(seed: int = 0, names=DEFAULT_RG_TASKS, size_per_task: int = 100) -> list[dict]:
+  """Returns reasoning-gym examples (see ``reasoning_examples``)."""
   return reasoning_examples(names, size_per_task, seed)
 
 
@@ -35,4 +36,5 @@ def task_examples(name: str, **kwargs) -> list[dict]:
     return TASK_BUILDERS[name](**kwargs)
   if name in FORMATS:
     return read_qa(kwargs["path"], name, strict=kwargs.get("strict", False))
-  raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASK_BUILDERS) + list(FORMATS)}")
+  known = sorted(TASK_BUILDERS) + list(FORMATS)
+  raise ValueError(f"unknown task {name!r}; expected one of {known}")

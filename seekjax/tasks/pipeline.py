@@ -65,6 +65,7 @@ def split_by_entity(examples: Sequence[dict], eval_fraction: float = 0.1,
 
 
 def _process_layout(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  """Returns (process_index, process_count), defaulting to JAX's; raises ValueError."""
   if process_index is None or process_count is None:
     import jax  # pylint: disable=import-outside-toplevel
     process_index = jax.process_index() if process_index is None else process_index
@@ -78,7 +79,8 @@ def make_pipeline(examples: Sequence[dict], *, batch_size: int, seed: int = 0,
                   shuffle: bool = True, num_epochs: int | None = None,
                   drop_remainder: bool = True, process_index: int | None = None,
                   process_count: int | None = None,
-                  transforms: Sequence[Callable[[dict], dict]] = ()) -> grain.IterDataset:
+                  transforms: Sequence[Callable[[dict], dict]] = (),
+                  read_threads: int = 0, prefetch: int = 0) -> grain.IterDataset:
   """Returns a grain IterDataset yielding batches (lists of example dicts) for this process.
 
   Args:
@@ -92,6 +94,9 @@ def make_pipeline(examples: Sequence[dict], *, batch_size: int, seed: int = 0,
       ``jax.process_index()`` / ``jax.process_count()`` (injectable for tests).
     transforms: functions example -> example applied after shuffling (e.g.
       ``tokenize_transform``); each receives a shallow copy it may modify.
+    read_threads, prefetch: grain ReadOptions. The default 0/0 reads synchronously in
+      the calling thread: on a 2-core CPU grain's default 16 reader threads make the
+      pipeline ~8x slower (about 2,600 vs 20,000 examples/s without tokenization).
   """
   if batch_size <= 0:
     raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -107,7 +112,9 @@ def make_pipeline(examples: Sequence[dict], *, batch_size: int, seed: int = 0,
   ds = ds.map(dict)
   for fn in transforms:
     ds = ds.map(fn)
-  return ds.to_iter_dataset().batch(batch_size, drop_remainder=drop_remainder, batch_fn=list)
+  options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch)
+  return ds.to_iter_dataset(options).batch(batch_size, drop_remainder=drop_remainder,
+                                           batch_fn=list)
 
 
 def tokenize_transform(tokenizer, *, field: str = "question", key: str = "question_ids",
@@ -119,6 +126,7 @@ def tokenize_transform(tokenizer, *, field: str = "question", key: str = "questi
   ``example["truncated"]`` records whether that happened.
   """
   def transform(example: dict) -> dict:
+    """Returns the example with token ids under ``key`` and a ``truncated`` flag."""
     ids = tokenizer.encode(example[field])
     example["truncated"] = max_length is not None and len(ids) > max_length
     example[key] = np.asarray(ids[:max_length] if max_length else ids, np.int32)

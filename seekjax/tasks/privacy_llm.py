@@ -39,7 +39,8 @@ Follow three steps.
 Reply with one JSON object and nothing else:
 {{"question": "<the new question>", "answer": "<the original answer, unchanged>",
  "private_facts": ["the user's ...", "..."],
- "private_spans": ["<phrases copied exactly from the new question that reveal private information>"]}}
+ "private_spans": ["<phrases copied exactly from the new question that reveal private
+                    information>"]}}
 """
 
 DROP_REASONS = ("backend_error", "exception", "no_json", "bad_fields", "answer_changed",
@@ -124,6 +125,7 @@ class LLMPrivacySynthesizer:
     return reply if isinstance(reply, str) else None
 
   async def _one(self, example: dict, semaphore: asyncio.Semaphore) -> tuple[dict | None, str]:
+    """Returns (private example or None, outcome: "kept" or a drop reason)."""
     answer = example["answers"][0] if example["answers"] else ""
     prompt = self.prompt.format(question=example["question"], answer=answer)
     async with semaphore:

@@ -45,6 +45,7 @@ def _field(row: dict, name: str, kind, *, nonempty: bool = False):
 
 
 def _str_list(value, name: str) -> list[str]:
+  """Returns ``value`` if it is a list of str; raises RowProblem otherwise."""
   if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
     raise RowProblem(f"field {name!r} must be a list of strings")
   return value
@@ -64,6 +65,7 @@ def _titled_paragraphs(context) -> list[tuple[str, list[str]]]:
 
 
 def _supporting_facts(value) -> list[tuple[str, int]]:
+  """Returns [(title, sentence index)]; raises RowProblem on a bad layout."""
   if not isinstance(value, list) or not all(
       isinstance(f, list) and len(f) == 2 and isinstance(f[0], str) and isinstance(f[1], int)
       for f in value):

@@ -73,6 +73,7 @@ def _iter_jsonl(text: str) -> Iterator[tuple[int, object]]:
 
 
 def _skip_ws(text: str, pos: int) -> int:
+  """Returns the first position at or after ``pos`` that is not JSON whitespace."""
   while pos < len(text) and text[pos] in " \t\r\n":
     pos += 1
   return pos
@@ -87,6 +88,7 @@ def _iter_json_array(text: str, path: str) -> Iterator[tuple[int, object]]:
   line, counted = 1, 0
 
   def line_at(p):
+    """Returns the 1-based line of position ``p`` (positions must not decrease)."""
     nonlocal line, counted
     line += text.count("\n", counted, p)
     counted = p
@@ -148,8 +150,9 @@ def _convert(row, parser) -> dict | None:
   return parser(row)
 
 
-def read_qa_with_stats(path: str, format: str, strict: bool = False  # pylint: disable=redefined-builtin
-                       ) -> tuple[list[dict], ReadStats]:
+# pylint: disable-next=redefined-builtin
+def read_qa_with_stats(path: str, format: str,
+                       strict: bool = False) -> tuple[list[dict], ReadStats]:
   """Returns (examples, stats) read from ``path`` in the given layout; see ``read_qa``."""
   if format not in PARSERS:
     raise QAFileError(path, f"unknown QA format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -184,7 +187,8 @@ def read_qa_with_stats(path: str, format: str, strict: bool = False  # pylint: d
   return examples, stats
 
 
-def read_qa(path: str, format: str, strict: bool = False) -> list[dict]:  # pylint: disable=redefined-builtin
+# pylint: disable-next=redefined-builtin
+def read_qa(path: str, format: str, strict: bool = False) -> list[dict]:
   """Returns the examples of a local QA file in one of ``FORMATS``.
 
   Args:

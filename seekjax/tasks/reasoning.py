@@ -24,6 +24,7 @@ DEFAULT_RG_TASKS = ("gsm_symbolic", "basic_arithmetic", "chain_sum", "propositio
 
 @functools.lru_cache(maxsize=64)
 def _dataset(name: str, size: int, seed: int, config_json: str):
+  """Returns the reasoning-gym dataset for this exact config (cached)."""
   import reasoning_gym  # pylint: disable=import-outside-toplevel
   return reasoning_gym.create_dataset(name, size=size, seed=seed, **json.loads(config_json))
 

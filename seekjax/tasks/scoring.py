@@ -50,6 +50,7 @@ def _protect_numbers(text: str) -> str:
 
 
 def _is_punctuation(ch: str) -> bool:
+  """True for ASCII punctuation and every Unicode P* character."""
   return ch in string.punctuation or unicodedata.category(ch).startswith("P")
 
 
@@ -64,6 +65,7 @@ def normalize_answer(text: str) -> str:
 
 
 def _as_aliases(answers) -> list[str]:
+  """Returns the alias list (a lone string becomes a one-element list)."""
   if isinstance(answers, str):
     return [answers]
   return [a for a in answers if isinstance(a, str)]
@@ -83,6 +85,7 @@ def exact_match(prediction: str | None, answers) -> float:
 
 
 def _token_f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+  """Returns SQuAD token F1 between two token lists (1.0 if both are empty)."""
   if not pred_tokens or not gold_tokens:
     return float(pred_tokens == gold_tokens)
   common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)

@@ -49,6 +49,7 @@ class Country:
 
   @property
   def is_head(self) -> bool:
+    """True when popularity >= HEAD_POPULARITY (10 million people or more)."""
     return self.popularity >= HEAD_POPULARITY
 
 
@@ -86,6 +87,7 @@ def _currency(code: str) -> Currency | None:
 
 
 def _languages(raw: dict, alpha3: str) -> tuple[str, ...]:
+  """Returns the English names of a raw entry's languages (unknown codes dropped)."""
   names = []
   for lang in raw.get("languages") or []:
     if not isinstance(lang, str):
@@ -97,12 +99,14 @@ def _languages(raw: dict, alpha3: str) -> tuple[str, ...]:
 
 
 def _positive_number(value) -> float | None:
+  """Returns value as a float if it is a finite number > 0, else None."""
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     return None
   return float(value) if math.isfinite(value) and value > 0 else None
 
 
 def _completeness(raw: dict) -> int:
+  """Returns how many of the main fields a raw entry fills (for de-duplication)."""
   return sum(bool(raw.get(k)) for k in ("capital", "currencies", "languages", "borders", "area"))
 
 
@@ -134,6 +138,7 @@ def _border_codes(raw: dict, alpha2_to_3: dict[str, str]) -> set[str]:
 
 
 def _country(raw: dict, neighbours: list[str]) -> Country:
+  """Returns the cleaned Country for one raw entry and its mutual neighbours."""
   alpha3 = raw["ISO"]["alpha3"].strip()
   name, renamed_aliases = codes.COUNTRY_RENAMES.get(raw["name"].strip(), (raw["name"].strip(), ()))
   aliases = (name,) + tuple(renamed_aliases) + codes.COUNTRY_ALIASES.get(name, ())

@@ -11,10 +11,12 @@ from seekjax.tasks.world_data import (Country, countries_by_code, format_int, in
 
 
 def capital_fact(c: Country) -> str:
+  """Returns the capital sentence, e.g. "The capital of X is Y."."""
   return f"The capital of {in_sentence(c.name)} is {c.capital}."
 
 
 def currency_fact(c: Country) -> str:
+  """Returns the currency sentence, e.g. "The currency of X is the NAME (CODE)."."""
   named = [f"the {x.name} ({x.code})" for x in c.currencies]
   if len(named) == 1:
     return f"The currency of {in_sentence(c.name)} is {named[0]}."
@@ -22,27 +24,32 @@ def currency_fact(c: Country) -> str:
 
 
 def language_fact(c: Country) -> str:
+  """Returns the official-language sentence (plural when there are several)."""
   if len(c.languages) == 1:
     return f"The official language of {in_sentence(c.name)} is {c.languages[0]}."
   return f"The official languages of {in_sentence(c.name)} are {join_names(c.languages)}."
 
 
 def region_fact(c: Country) -> str:
+  """Returns "X is in the region R (subregion, intermediate region)." for ``c``."""
   parts = [p for p in (c.subregion, c.intermediate_region) if p and p != c.region]
   detail = f" ({', '.join(parts)})" if parts else ""
   return sentence_start(f"{in_sentence(c.name)} is in the region {c.region}{detail}.")
 
 
 def neighbour_fact(c: Country) -> str:
+  """Returns the border sentence, e.g. "X shares land borders with A and B."."""
   names = [in_sentence(countries_by_code()[code].name) for code in c.neighbours]
   return sentence_start(f"{in_sentence(c.name)} shares land borders with {join_names(names)}.")
 
 
 def population_fact(c: Country) -> str:
+  """Returns the population sentence (number with thousands separators)."""
   return f"The population of {in_sentence(c.name)} is {format_int(c.population)}."
 
 
 def area_fact(c: Country) -> str:
+  """Returns the area sentence, in square kilometres."""
   return f"The area of {in_sentence(c.name)} is {format_int(c.area)} square kilometres."
 
 

@@ -73,6 +73,7 @@ _DESCRIPTORS = {  # qtype -> (descriptor template, answer kind)
 
 
 def _rng(seed: int, qtype: str, key: str) -> random.Random:
+  """Returns a Random seeded only by (seed, qtype, key), independent of other examples."""
   return random.Random(f"{seed}/{qtype}/{key}")
 
 
@@ -88,6 +89,7 @@ def _number_aliases(n: float, unit: str = "") -> list[str]:
 
 def _example(qtype: str, key: str, c: Country, question: str, answers, *, fmt: dict,
              facts: list[str], entities: list[str] | None = None) -> dict:
+  """Returns a world-facts example; popularity is that of the least known country in ``key``."""
   meta = {"facts": facts, "entities": entities or [c.name]}
   if qtype in _DESCRIPTORS:
     descriptor, kind = _DESCRIPTORS[qtype]
@@ -124,10 +126,12 @@ def _one_hop(qtype: str, c: Country, seed: int) -> dict | None:
 
 
 def _language_aliases(c: Country) -> list[str]:
+  """Returns every accepted name of every official language of ``c``."""
   return [a for lang in c.languages for a in (lang,) + LANGUAGE_ALIASES.get(lang, ())]
 
 
 def _region_aliases(c: Country) -> list[str]:
+  """Returns region, subregion and intermediate region (those present)."""
   return [r for r in (c.region, c.subregion, c.intermediate_region) if r]
 
 
@@ -146,6 +150,7 @@ def _two_hop_via_capital(qtype: str, c: Country, seed: int, unique_capitals: set
 
 
 def _neighbour_capital(c: Country, seed: int) -> dict | None:
+  """Returns "capital of a country bordering X" (any neighbour's capital counts), or None."""
   by_code = countries_by_code()
   neighbours = [by_code[n] for n in c.neighbours if by_code[n].capital]
   if not neighbours:
@@ -160,6 +165,7 @@ def _neighbour_capital(c: Country, seed: int) -> dict | None:
 
 
 def _capital_by_currency(c: Country, seed: int, currency_users: dict) -> dict | None:
+  """Returns "capital of the country using CURRENCY" for a currency one country uses, or None."""
   unique = [x for x in c.currencies if currency_users[x.code] == 1]
   if not unique or not c.capital:
     return None
@@ -178,6 +184,7 @@ def _partner(c: Country, countries, rng: random.Random, min_ratio: float = 1.25)
 
 
 def _compare_population(c: Country, seed: int, countries) -> dict:
+  """Returns "which of A and B has more people" with a clearly different partner B."""
   qtype = "compare_population"
   rng = _rng(seed, qtype, c.code)
   other = _partner(c, countries, rng)
