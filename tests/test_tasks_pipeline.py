@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from seekjax.tasks import (em_by_popularity, em_by_qtype, entity_unit, make_example, make_pipeline,
-                           pad_batch, split_by_entity, tokenize_transform, world_facts_examples)
+                           pad_batch, split_by_entity, task_examples, tokenize_transform,
+                           world_facts_examples)
 
 
 def toy_examples(n=50):
@@ -148,3 +149,22 @@ def test_em_hooks_with_oracle_and_constant_answerers():
   assert buckets == {"head": 1.0, "tail": 1.0}
   with pytest.raises(ValueError, match="answers for"):
     em_by_qtype(examples, lambda qs: [])
+
+
+def test_default_process_layout_comes_from_jax():
+  import jax  # pylint: disable=import-outside-toplevel
+  assert (jax.process_index(), jax.process_count()) == (0, 1)
+  examples = toy_examples(10)
+  (batch,) = list(make_pipeline(examples, batch_size=10, num_epochs=1))
+  assert sorted(e["id"] for e in batch) == sorted(e["id"] for e in examples)
+
+
+def test_task_catalog(tmp_path):
+  private = task_examples("world_facts_private", seed=0, qtypes=["capital", "self_reading"])
+  assert {e["qtype"] for e in private} == {"capital"}  # self-contained types are not made private
+  assert all(e["private_facts"] and e["id"].endswith("#private") for e in private)
+  path = tmp_path / "gsm.jsonl"
+  path.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
+  assert task_examples("gsm8k", path=str(path))[0]["answers"] == ["2"]
+  with pytest.raises(ValueError, match="unknown task"):
+    task_examples("world_fact")

@@ -31,10 +31,10 @@ def language_fact(c: Country) -> str:
 
 
 def region_fact(c: Country) -> str:
-  """Returns "X is in the region R (subregion, intermediate region)." for ``c``."""
+  """Returns "X is in the world region R (subregion, intermediate region)." for ``c``."""
   parts = [p for p in (c.subregion, c.intermediate_region) if p and p != c.region]
   detail = f" ({', '.join(parts)})" if parts else ""
-  return sentence_start(f"{in_sentence(c.name)} is in the region {c.region}{detail}.")
+  return sentence_start(f"{in_sentence(c.name)} is in the world region {c.region}{detail}.")
 
 
 def neighbour_fact(c: Country) -> str:
@@ -45,7 +45,7 @@ def neighbour_fact(c: Country) -> str:
 
 def population_fact(c: Country) -> str:
   """Returns the population sentence (number with thousands separators)."""
-  return f"The population of {in_sentence(c.name)} is {format_int(c.population)}."
+  return f"The population of {in_sentence(c.name)} is {format_int(c.population)} people."
 
 
 def area_fact(c: Country) -> str:
