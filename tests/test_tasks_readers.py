@@ -206,6 +206,12 @@ def test_json_array_reports_element_lines(tmp_path):
   assert info.value.line == second_line and "missing field 'evidences'" in str(info.value)
 
 
+def test_jsonl_starting_with_an_array_row_is_not_misread(tmp_path):
+  path = write_jsonl(tmp_path / "g.jsonl", ["[1, 2]", GSM_ROW])
+  with pytest.raises(QAFileError, match=r"g\.jsonl:2: unexpected content after"):
+    read_quietly(path, "gsm8k")
+
+
 def test_json_array_syntax_error_raises_even_when_lenient(tmp_path):
   path = tmp_path / "broken.json"
   path.write_text('[\n{"_id": "a"},\n{"_id": \n', encoding="utf-8")

@@ -19,6 +19,8 @@ from seekjax.tasks.scoring import exact_match, extract_answer, f1, normalize_ans
     ("-4", "-4"),
     ("The answer is 5.", "answer is 5"),
     ("theory", "theory"),  # articles only as whole words
+    ("Straße", "strasse"),  # casefold, not lower
+    ("\u22124", "-4"),  # Unicode minus sign
 ])
 def test_normalize_answer_hand_computed(text, expected):
   assert normalize_answer(text) == expected

@@ -79,6 +79,18 @@ def _skip_ws(text: str, pos: int) -> int:
   return pos
 
 
+def _expect_end(text: str, pos: int, path: str, line_at) -> None:
+  """Returns None if only whitespace follows ``pos``; raises QAFileError otherwise.
+
+  Catches a JSONL file whose first row happens to be an array, which would otherwise
+  be read as a one-array file with every later line silently ignored.
+  """
+  end = _skip_ws(text, pos)
+  if end < len(text):
+    raise QAFileError(path, "unexpected content after the top-level JSON array "
+                      "(a JSONL file whose first row is an array?)", line_at(end))
+
+
 def _iter_json_array(text: str, path: str) -> Iterator[tuple[int, object]]:
   """Yields (line where the element starts, element) from a top-level JSON array."""
   decoder = json.JSONDecoder()
@@ -96,6 +108,7 @@ def _iter_json_array(text: str, path: str) -> Iterator[tuple[int, object]]:
 
   pos = _skip_ws(text, pos + 1)
   if pos < len(text) and text[pos] == "]":
+    _expect_end(text, pos + 1, path, line_at)
     return
   while True:
     start_line = line_at(pos)
@@ -109,6 +122,7 @@ def _iter_json_array(text: str, path: str) -> Iterator[tuple[int, object]]:
     if pos < len(text) and text[pos] == ",":
       pos = _skip_ws(text, pos + 1)
     elif pos < len(text) and text[pos] == "]":
+      _expect_end(text, pos + 1, path, line_at)
       return
     else:
       raise QAFileError(path, "expected ',' or ']' between array elements", line_at(pos))

@@ -4,8 +4,10 @@ Normalisation follows the SQuAD v1.1 evaluation script (lowercase, drop punctuat
 drop the articles a/an/the, collapse whitespace) with three documented extensions:
 
 1. Unicode: text is NFKD-decomposed and combining marks are dropped, so accents fold
-   ("Bogotá" == "Bogota", "Chișinău" == "Chisinau"); every Unicode punctuation
-   character (category P*) is dropped, not only ASCII punctuation.
+   ("Bogotá" == "Bogota", "Chișinău" == "Chisinau", full-width letters become ASCII);
+   case is folded with ``str.casefold`` ("Straße" == "strasse"); every Unicode
+   punctuation character (category P*) is dropped, not only ASCII punctuation; the
+   Unicode minus sign (U+2212) counts as "-".
 2. Numbers: thousands separators are dropped ("6,536,000" == "6536000"), a decimal
    point between digits is kept and trailing zeros trimmed ("3.50" == "3.5",
    "1000.0" == "1000"; plain SQuAD would turn "3.5" into "35"), and a minus sign that
@@ -56,7 +58,7 @@ def _is_punctuation(ch: str) -> bool:
 
 def normalize_answer(text: str) -> str:
   """Returns the SQuAD-normalised form of ``text`` (see the module docstring)."""
-  text = _fold_unicode(text).lower()
+  text = _fold_unicode(text).replace("\u2212", "-").casefold()
   text = _protect_numbers(text)
   text = "".join(ch for ch in text if not _is_punctuation(ch))
   text = text.replace(_KEEP_DOT, ".").replace(_KEEP_MINUS, "-")
