@@ -160,7 +160,16 @@ def test_malformed_rows_are_skipped_with_counted_warnings(tmp_path):
                         (7, "duplicate id"), (8, "not an object")]:
     assert any(m.startswith(f"{path}:{line}:") and problem in m for m in messages), (line, messages)
   assert sum(stats.skipped.values()) == 7 and stats.rows == 9 and stats.kept == 2
-  assert any("kept 2 of 9" in m for m in messages)  # the per-file summary
+  assert any("kept 2 of 9" in m and "skipped 7 malformed" in m for m in messages)  # summary
+
+
+def test_many_bad_rows_warn_a_bounded_number_of_times(tmp_path):
+  rows = [{"question": f"q{i}?", "answer": "no marker"} for i in range(30)] + [GSM_ROW]
+  with pytest.warns(MalformedRowWarning) as record:
+    examples, stats = read_qa_with_stats(write_jsonl(tmp_path / "g.jsonl", rows), "gsm8k")
+  assert len(examples) == 1 and sum(stats.skipped.values()) == 30
+  assert len(record) == 21  # 20 row warnings + 1 summary
+  assert "skipped 30 malformed, first 20 listed above" in str(record[-1].message)
 
 
 @pytest.mark.parametrize("line_index,problem", [(1, "missing field 'subj'"), (2, "bad JSON")])

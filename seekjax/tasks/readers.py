@@ -2,7 +2,8 @@
 
 ``read_qa(path, format)`` never returns a silently wrong row. A malformed row (missing
 field, bad JSON, empty question, invalid UTF-8, wrong type, duplicate id) is either
-skipped with a ``MalformedRowWarning`` naming ``file:line`` and the problem (default),
+skipped with a ``MalformedRowWarning`` naming ``file:line`` and the problem (default;
+the first ``MAX_ROW_WARNINGS`` rows per file, and a summary warning counts them all),
 or, with ``strict=True``, raises ``MalformedRowError``, a ``ValueError`` whose one-line
 message is ``file:line: problem``. Problems that make the rest of a file unreadable
 (a syntax error inside a JSON array, an unknown format, a missing file) raise
@@ -20,6 +21,7 @@ from typing import Iterator
 from seekjax.tasks.qa_formats import PARSERS, RowProblem
 
 FORMATS = tuple(PARSERS)
+MAX_ROW_WARNINGS = 20  # per file; the summary warning counts every skipped row
 
 
 class QAFileError(ValueError):
@@ -184,8 +186,9 @@ def read_qa_with_stats(path: str, format: str,
       if strict:
         raise MalformedRowError(path, str(problem), line) from None
       stats.skipped[str(problem).split(" (")[0]] += 1
-      warnings.warn(f"{path}:{line}: skipped malformed {format} row: {problem}",
-                    MalformedRowWarning, stacklevel=3)
+      if sum(stats.skipped.values()) <= MAX_ROW_WARNINGS:
+        warnings.warn(f"{path}:{line}: skipped malformed {format} row: {problem}",
+                      MalformedRowWarning, stacklevel=3)
       continue
     if example is None:
       stats.excluded["unanswerable"] += 1
@@ -193,10 +196,11 @@ def read_qa_with_stats(path: str, format: str,
     seen_ids.add(example["id"])
     examples.append(example)
   stats.kept = len(examples)
-  dropped = sum(stats.skipped.values()) + sum(stats.excluded.values())
-  if dropped:
-    warnings.warn(f"{path}: kept {stats.kept} of {stats.rows} {format} rows "
-                  f"(skipped malformed: {dict(stats.skipped)}; excluded: {dict(stats.excluded)})",
+  skipped = sum(stats.skipped.values())
+  if skipped or stats.excluded:
+    shown = f", first {MAX_ROW_WARNINGS} listed above" if skipped > MAX_ROW_WARNINGS else ""
+    warnings.warn(f"{path}: kept {stats.kept} of {stats.rows} {format} rows (skipped {skipped} "
+                  f"malformed{shown}: {dict(stats.skipped)}; excluded: {dict(stats.excluded)})",
                   MalformedRowWarning, stacklevel=3)
   return examples, stats
 
