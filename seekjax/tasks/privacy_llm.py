@@ -39,8 +39,7 @@ Follow three steps.
 Reply with one JSON object and nothing else:
 {{"question": "<the new question>", "answer": "<the original answer, unchanged>",
  "private_facts": ["the user's ...", "..."],
- "private_spans": ["<phrases copied exactly from the new question that reveal private
-                    information>"]}}
+ "private_spans": ["<exact phrases of the new question that reveal private details>"]}}
 """
 
 DROP_REASONS = ("backend_error", "exception", "no_json", "bad_fields", "answer_changed",
