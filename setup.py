@@ -31,7 +31,8 @@ setup(
         "absl-py>=2.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "aiohttp>=3.9", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+        "test": ["pytest>=8", "aiohttp>=3.9", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
+                 "pyarrow>=14"],
         "torch": ["torch>=2.4"],
     },
 )

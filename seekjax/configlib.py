@@ -134,6 +134,7 @@ def dump_config(cfg, workdir: str) -> str:
 
 
 FLAGS = ("overwrite",)
+INT_FLAGS = ("stop_after",)
 
 
 def parse_argv(argv: list[str]):
@@ -148,9 +149,15 @@ def parse_argv(argv: list[str]):
       workdir = a.split("=", 1)[1]
     elif a.lstrip("-") in FLAGS:
       flags[a.lstrip("-")] = True
+    elif a.lstrip("-").split("=")[0] in INT_FLAGS and "=" in a:
+      name, raw = a.lstrip("-").split("=", 1)
+      try:
+        flags[name] = int(raw)
+      except ValueError:
+        raise ConfigError(f"--{name}: expected an int, got {raw!r}") from None
     else:
       raise ConfigError(f"unknown argument {a!r}; expected --config=FILE, --workdir=DIR, "
-                        f"--config.KEY=VALUE or one of {['--' + f for f in FLAGS]}")
+                        f"--config.KEY=VALUE, --stop_after=N or --overwrite")
   if config_spec is None:
     raise ConfigError("--config=FILE.py is required")
   if workdir is None:

@@ -13,6 +13,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from seekjax import configlib
@@ -132,8 +133,12 @@ def step_lib_bucket(n: int) -> int:
 # ----------------------------------------------------------------------------- the loop
 
 
-def train(cfg, workdir: str, overwrite: bool = False) -> dict:
-  """Run (or resume) a training run. Returns the last step's metrics."""
+def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = None) -> dict:
+  """Run (or resume) a training run; returns the last step's metrics and the final state.
+
+  stop_after: leave after this step (with a checkpoint), e.g. to fit a scheduler's time
+  slot; the next run with the same command resumes there.
+  """
   build.maybe_initialize_distributed(cfg)
   prepare_workdir(workdir, cfg, overwrite)
   mesh = build.build_mesh(cfg)
@@ -164,11 +169,11 @@ def train(cfg, workdir: str, overwrite: bool = False) -> dict:
     opt_state = optimizer.init(trainable)
     start = 0
     state = dict(trainable=trainable, ref_trainable=ref_trainable, opt_state=opt_state,
-                 step=np.int32(0))
+                 step=jnp.asarray(0, jnp.int32))
     ckpt.save(0, state, data.get_state(), fingerprint, force=True)
   else:
     template = dict(trainable=trainable, ref_trainable=trainable,
-                    opt_state=optimizer.init(trainable), step=np.int32(0))
+                    opt_state=optimizer.init(trainable), step=jnp.asarray(0, jnp.int32))
     state, data_state = ckpt.restore(start, template, fingerprint)
     trainable, ref_trainable, opt_state = (state["trainable"], state["ref_trainable"],
                                            state["opt_state"])
@@ -201,9 +206,11 @@ def train(cfg, workdir: str, overwrite: bool = False) -> dict:
                       msgs=last["messages_per_episode"], leak=last["leak_rate"],
                       kl=last["kl"])
       done = step + 1 == cfg.rl.steps
+      if stop_after is not None and step + 1 >= stop_after:
+        stop["signal"] = stop["signal"] or "stop_after"
       if done or (step + 1) % cfg.train.checkpoint_every == 0 or stop["signal"]:
         ckpt.save(step + 1, dict(trainable=trainable, ref_trainable=ref_trainable,
-                                 opt_state=opt_state, step=np.int32(step + 1)),
+                                 opt_state=opt_state, step=jnp.asarray(step + 1, jnp.int32)),
                   data.get_state(), fingerprint, force=True)
       if stop["signal"]:
         break
@@ -212,7 +219,7 @@ def train(cfg, workdir: str, overwrite: bool = False) -> dict:
     ckpt.close()
     writer.close()
   if stop["signal"]:
-    log(f"stopped by signal after step {step + 1}; checkpoint saved")
+    log(f"stopped ({stop['signal']}) after step {step + 1}; checkpoint saved")
   return dict(last, trainable=trainable, frozen=frozen, spec=spec, model=model,
               eval_examples=eval_ex, helper=helper, judge=judge)
 
@@ -222,7 +229,8 @@ def main(argv=None) -> int:
   try:
     cfg, workdir, flags = configlib.parse_argv(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
-    train(cfg, workdir, overwrite=flags.get("overwrite", False))
+    train(cfg, workdir, overwrite=flags.get("overwrite", False),
+          stop_after=flags.get("stop_after"))
     log(f"done in {time.perf_counter() - t0:.0f}s; results in {os.path.abspath(workdir)}")
     return 0
   except (configlib.ConfigError, build.RunSetupError, ModelLoadError, sharding.MeshError,

@@ -102,7 +102,7 @@ def make_train_step(spec: StepSpec, optimizer: optax.GradientTransformation):
     grads, metrics = jax.lax.scan(accumulate, zeros, micro(batch))
     grads = jax.tree.map(lambda g: g / spec.micro_batches, grads)
     metrics = jax.tree.map(jnp.mean, metrics)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
     return trainable, opt_state, metrics
