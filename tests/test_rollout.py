@@ -235,3 +235,18 @@ def test_sharded_rollout_equals_unsharded_on_8_devices(scripted_model, tmp_path)
                      timeout=900, check=False, cwd=root)
   assert r.returncode == 0, r.stderr[-3000:]
   assert r.stdout.count("ok ") == 2, r.stdout
+
+
+def test_forced_turns_really_ask_the_helper_and_count_as_messages(scripted_model):
+  helper = ScriptedHelper()
+  turn = "<think>I do not know.</think><message>capital of Eritrea?</message>"
+  forced = [[(turn, "capital of Eritrea?")] for _ in QUESTIONS]
+  eps = rollout(scripted_model, QUESTIONS, helper, _cfg(temperature=0.0, group_size=2),
+                jax.random.PRNGKey(0), forced=forced)
+  assert len(helper.calls) >= len(QUESTIONS)  # forced calls happen once per question
+  assert all(m[0] == "capital of Eritrea?" for m in eps.messages)
+  assert (eps.num_messages >= 1).all()
+  for i in range(len(eps)):
+    assert eps.transcripts[i].startswith(turn + "<feedback>")
+    # the forced turn is context: nothing before the prompt end is trained on
+    assert eps.loss_mask[i, :eps.prompt_lengths[i]].sum() == 0

@@ -140,10 +140,31 @@ def _encode_prompts(tokenizer, questions, system):
   return prompts
 
 
-def rollout(model, questions: list[str], helper, cfg, rng, *, verbose: bool = False) -> Episodes:
+def _forced_prefixes(tok, pool, forced, max_feedback_tokens):
+  """Run the forced turns' helper calls; returns per-question (ids, messages, replies)."""
+  out = []
+  for q, turns in enumerate(forced):
+    ids, messages, replies = [], [], []
+    for turn_text, message in turns:
+      pool.submit(-1 - q, message, list(zip(messages, replies)))
+      reply = pool.wait(-1 - q)
+      messages.append(message)
+      replies.append(reply)
+      fb = protocol.format_feedback(reply, special_tokens=tok.special_tokens)
+      ids += tok.encode(turn_text) + feedback_ids(tok, fb, reply.kind, max_feedback_tokens)
+    out.append((ids, messages, replies))
+  return out
+
+
+def rollout(model, questions: list[str], helper, cfg, rng, *, forced=None,
+            verbose: bool = False) -> Episodes:
   """Generate `group_size` episodes per question, asking `helper` when the SLM messages it.
 
-  rng: a jax PRNGKey (or an int seed). Returns Episodes (see its fields).
+  rng: a jax PRNGKey (or an int seed).
+  forced: optional per-question list of (slm_turn_text, message) pairs that are played
+    before sampling starts (static pipelines): each message really goes to the helper
+    and counts as a message; these tokens are context (loss_mask 0), not samples.
+  Returns Episodes (see its fields).
   """
   validate(cfg)
   tok = model.tokenizer
@@ -152,6 +173,20 @@ def rollout(model, questions: list[str], helper, cfg, rng, *, verbose: bool = Fa
   t_start = time.perf_counter()
   rng = jax.random.PRNGKey(rng) if isinstance(rng, int) else rng
   prompts = _encode_prompts(tok, questions, cfg.system_prompt)
+  if forced is not None and len(forced) != len(questions):
+    raise ValueError(f"forced has {len(forced)} entries for {len(questions)} questions")
+  pool = HelperPool(helper, timeout=cfg.helper_timeout, max_concurrency=cfg.helper_concurrency)
+  try:
+    return _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start)
+  finally:
+    pool.close()
+
+
+def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start) -> Episodes:
+  prefixes = None
+  if forced is not None:
+    prefixes = _forced_prefixes(tok, pool, forced, cfg.max_feedback_tokens)
+    prompts = [p + ids for p, (ids, _, _) in zip(prompts, prefixes)]
   group = int(cfg.group_size)
   n_q = len(prompts)
   n_pad = n_q  # pad with repeats of question 0.. so rows divide the mesh's data axes
@@ -181,8 +216,13 @@ def rollout(model, questions: list[str], helper, cfg, rng, *, verbose: bool = Fa
   tables = engine.TagTables(jnp.asarray(mn), jnp.asarray(mh), jnp.asarray(an), jnp.asarray(ah))
 
   b = n_pad * group
-  pool = HelperPool(helper, timeout=cfg.helper_timeout, max_concurrency=cfg.helper_concurrency)
   host = _Host(tok, pool, cfg, b)
+  forced_len = np.zeros((b,), np.int32)
+  if prefixes is not None:
+    for row in range(n_q * group):
+      ids, messages, replies = prefixes[row // group]
+      host.messages[row], host.replies[row] = list(messages), list(replies)
+      forced_len[row] = len(ids)
   host_id = next(_host_ids)
   engine._HOSTS[host_id] = host  # pylint: disable=protected-access
   try:
@@ -194,9 +234,9 @@ def rollout(model, questions: list[str], helper, cfg, rng, *, verbose: bool = Fa
     state = _run(model, tables, state, host, host_id, spec, verbose)
   finally:
     engine._HOSTS.pop(host_id, None)  # pylint: disable=protected-access
-    pool.close()
   keep = np.arange(n_q * group)  # drop padding rows
-  return _collect(tok, state, host, keep, group, time.perf_counter() - t_start)
+  return _collect(tok, state, host, keep, group, time.perf_counter() - t_start,
+                  forced_len[keep])
 
 
 def _run(model, tables, state, host, host_id, spec, verbose):
@@ -250,7 +290,7 @@ def _run(model, tables, state, host, host_id, spec, verbose):
                                   spec=spec)
 
 
-def _collect(tok, state, host, keep, group, wall) -> Episodes:
+def _collect(tok, state, host, keep, group, wall, forced_len) -> Episodes:
   tokens = np.asarray(state.tokens)[keep]
   lengths = np.asarray(state.length)[keep]
   prompt_len = np.asarray(state.prompt_len)[keep]
@@ -263,7 +303,7 @@ def _collect(tok, state, host, keep, group, wall) -> Episodes:
   turn_start = np.asarray(state.turn_start)[keep]
   answers, transcripts = [], []
   for i in range(len(keep)):
-    transcripts.append(tok.decode(tokens[i, prompt_len[i]:lengths[i]]))
+    transcripts.append(tok.decode(tokens[i, prompt_len[i] - forced_len[i]:lengths[i]]))
     answer = None
     if finish[i] == engine.FINISH_ANSWER:  # the answer is the action of the final turn
       action = protocol.parse_slm_turn(tok.decode(tokens[i, turn_start[i]:lengths[i]]))
