@@ -1,115 +1,247 @@
 """Policy-gradient losses as small pure functions: PPO-clip, KL estimators, masked reductions.
 
-Alignment convention (shared with `seekjax.rl.step.token_logprobs_and_entropy`):
-`logprobs[b, t]` is log p(tokens[b, t] | tokens[b, <t]); masks mark the tokens the SLM
-sampled, so feedback and prompt tokens never get gradient.
+Alignment convention, used by every function here and by the trainer:
+  `logprobs[b, t] = log p(tokens[b, t] | tokens[b, :t])`, a float32[B, T] aligned with
+  `tokens`. Position 0 is 0 (nothing predicts the first token). `token_logprobs` builds it
+  from logits, where `logits[:, t]` is the prediction for `tokens[:, t + 1]`.
+Masks are float32[B, T] (bool/int accepted) aligned the same way: 1 on tokens the SLM
+sampled, 0 on prompt, feedback and padding. A masked position never contributes to a
+loss value or a gradient, even if its inputs are inf or NaN.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
+# ----------------------------------------------------------------------------- reductions
+
+
+def _as_mask(mask):
+  return jnp.asarray(mask).astype(jnp.float32)
+
 
 def masked_sum(x, mask, axis=None):
-  """Sum of x where mask is 1. x, mask: [B, T]."""
-  return jnp.sum(x * mask, axis=axis)
+  """Sum of x * mask over `axis` (all axes if None); masked entries never leak inf/NaN.
+
+  x: float32[B, T]; mask: [B, T] (0/1 or weights). Returns a scalar or the reduced array.
+  """
+  mask = _as_mask(mask)
+  return jnp.sum(jnp.where(mask > 0, x * mask, 0.0), axis=axis)
 
 
 def masked_mean(x, mask, axis=None):
-  """Mean of x where mask is 1 (0 when the mask is empty). x, mask: [B, T]."""
-  return masked_sum(x, mask, axis) / jnp.maximum(jnp.sum(mask, axis=axis), 1.0)
+  """Weighted mean of x where mask > 0; 0 where the mask is empty.
+
+  x: float32[B, T]; mask: [B, T]. Returns a scalar or the reduced array.
+  """
+  mask = _as_mask(mask)
+  return masked_sum(x, mask, axis) / jnp.maximum(jnp.sum(mask, axis=axis), 1e-8)
 
 
+# ----------------------------------------------------------------------------- aggregation
+
+# name -> fn(per_token float32[B, T], mask float32[B, T]) -> scalar
+AGGREGATIONS: dict[str, Callable] = {}
+
+
+def register_aggregation(name: str):
+  """Decorator: registers a rule `fn(per_token, mask) -> scalar` under `name`."""
+  def deco(fn):
+    AGGREGATIONS[name] = fn
+    return fn
+  return deco
+
+
+def _row_present(mask):
+  """float32[B]: 1 for rows with at least one unmasked token."""
+  return (jnp.sum(mask, axis=1) > 0).astype(jnp.float32)
+
+
+@register_aggregation("token-mean")
 def _token_mean(per_token, mask):
+  """Mean over every unmasked token of the batch (long episodes weigh more)."""
   return masked_mean(per_token, mask)
 
 
+@register_aggregation("seq-mean-token-mean")
 def _seq_mean_token_mean(per_token, mask):
+  """Mean over episodes of each episode's token mean (the original GRPO)."""
   seq = masked_mean(per_token, mask, axis=1)
-  has = (jnp.sum(mask, axis=1) > 0).astype(per_token.dtype)
-  return jnp.sum(seq * has) / jnp.maximum(jnp.sum(has), 1.0)
+  present = _row_present(mask)
+  return jnp.sum(seq * present) / jnp.maximum(jnp.sum(present), 1.0)
 
 
+@register_aggregation("seq-mean-token-sum")
 def _seq_mean_token_sum(per_token, mask):
+  """Mean over episodes of each episode's token sum (no length normalisation)."""
   seq = masked_sum(per_token, mask, axis=1)
-  return jnp.mean(seq)
-
-
-AGGREGATIONS = {
-    "token-mean": _token_mean,
-    "seq-mean-token-mean": _seq_mean_token_mean,
-    "seq-mean-token-sum": _seq_mean_token_sum,
-}
+  present = _row_present(mask)
+  return jnp.sum(seq * present) / jnp.maximum(jnp.sum(present), 1.0)
 
 
 def aggregate(per_token, mask, aggregation: str):
-  """Reduce a float32[B, T] per-token loss to a scalar by the named rule."""
+  """Reduce per_token float32[B, T] under mask [B, T] to a scalar by the named rule.
+
+  Episodes whose mask is empty are not counted in the sequence-level means.
+  """
   if aggregation not in AGGREGATIONS:
-    raise ValueError(f"unknown loss aggregation {aggregation!r}; valid: {sorted(AGGREGATIONS)}")
-  return AGGREGATIONS[aggregation](per_token, mask)
+    raise ValueError(f"unknown loss aggregation {aggregation!r}; valid: "
+                     f"{', '.join(sorted(AGGREGATIONS))}")
+  return AGGREGATIONS[aggregation](per_token, _as_mask(mask))
+
+
+# ----------------------------------------------------------------------------- log-probs
+
+
+def token_logprobs(logits, tokens):
+  """Teacher-forced log-probabilities of `tokens`, aligned with them.
+
+  logits: float[B, T, V], logits[:, t] predicts tokens[:, t + 1]; tokens: int32[B, T].
+  Returns float32[B, T] with out[:, t] = log p(tokens[:, t] | tokens[:, :t]) for t >= 1
+  and out[:, 0] = 0.
+  """
+  logits = logits[:, :-1].astype(jnp.float32)
+  picked = jnp.take_along_axis(logits, tokens[:, 1:, None], axis=-1)[..., 0]
+  lp = picked - jax.nn.logsumexp(logits, axis=-1)
+  return jnp.pad(lp, ((0, 0), (1, 0)))
+
+
+def token_entropy(logits):
+  """Entropy of the distribution each token was drawn from, aligned with the tokens.
+
+  logits: float[B, T, V] (as in `token_logprobs`). Returns float32[B, T] with
+  out[:, t] = H(p(. | tokens[:, :t])) for t >= 1 and out[:, 0] = 0.
+  """
+  logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+  ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+  return jnp.pad(ent, ((0, 0), (1, 0)))
+
+
+def entropy_from_logits(logits, mask):
+  """Mean entropy over the masked tokens. logits: float[B, T, V]; mask: [B, T]. Scalar."""
+  return masked_mean(token_entropy(logits), mask)
+
+
+# ----------------------------------------------------------------------------- PPO
 
 
 def policy_loss(logprobs, old_logprobs, advantages, mask, *, epsilon: float,
                 epsilon_high: float | None = None, aggregation: str = "token-mean",
                 tis_cap: float | None = None, sampler_logprobs=None):
-  """PPO-clip surrogate (to minimise).
+  """PPO-clip surrogate, to minimise.
 
-  logprobs: float32[B, T] current policy; old_logprobs: float32[B, T] behaviour policy;
-  advantages: float32[B] (one per sequence, broadcast over tokens); mask: [B, T].
-  ratio = exp(logprobs - old_logprobs) is clipped to [1 - epsilon, 1 + epsilon_high].
-  With `tis_cap` and `sampler_logprobs`, each token is reweighted by the truncated
-  importance weight min(exp(old - sampler), tis_cap) (no gradient), correcting for a
-  sampler whose log-probs differ from the trainer's.
-  Returns (scalar loss, metrics).
+  Per token: max(-A * r, -A * clip(r, 1 - epsilon, 1 + epsilon_high)) with
+  r = exp(logprobs - old_logprobs) (old_logprobs get no gradient), then `aggregate`d.
+  Truncated importance sampling: when the sampler's log-probs differ from the trainer's
+  old_logprobs (e.g. a bf16 sampler or another engine), pass both `sampler_logprobs` and
+  `tis_cap`; each token is weighted by min(exp(old_logprobs - sampler_logprobs), tis_cap),
+  with no gradient through the weight.
+
+  Args:
+    logprobs: float32[B, T], current policy (differentiated).
+    old_logprobs: float32[B, T], the policy that the ratio is taken against.
+    advantages: float32[B], one per episode, broadcast over its tokens.
+    mask: [B, T] loss mask.
+    epsilon: lower clip, ratio >= 1 - epsilon.
+    epsilon_high: upper clip, ratio <= 1 + epsilon_high (defaults to epsilon).
+    aggregation: "token-mean" | "seq-mean-token-mean" | "seq-mean-token-sum".
+    tis_cap: truncation of the importance weight; requires sampler_logprobs.
+    sampler_logprobs: float32[B, T], the sampler's log-probs; requires tis_cap.
+
+  Returns:
+    (scalar loss, metrics) with metrics clip_fraction (tokens where the clipped term is
+    the active one), clip_fraction_low/high, ratio_mean/min/max, approx_kl (k3 estimate
+    of KL(old || current) on the masked tokens) and, with TIS, tis_weight_mean and
+    tis_truncated_fraction. All are over the masked tokens (ratio_min/max are 1 if none).
   """
-  eps_hi = epsilon if epsilon_high is None else epsilon_high
-  mask = mask.astype(jnp.float32)
-  adv = advantages[:, None].astype(jnp.float32)
-  log_ratio = logprobs - jax.lax.stop_gradient(old_logprobs)
+  if (tis_cap is None) != (sampler_logprobs is None):
+    raise ValueError("truncated importance sampling needs both tis_cap and sampler_logprobs")
+  eps_low = epsilon
+  eps_high = epsilon if epsilon_high is None else epsilon_high
+  mask = _as_mask(mask)
+  on = mask > 0
+  adv = jnp.asarray(advantages, jnp.float32)[:, None]
+  log_ratio = jnp.where(on, logprobs - jax.lax.stop_gradient(old_logprobs), 0.0)
   ratio = jnp.exp(log_ratio)
   unclipped = -adv * ratio
-  clipped = -adv * jnp.clip(ratio, 1.0 - epsilon, 1.0 + eps_hi)
+  clipped = -adv * jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high)
   per_token = jnp.maximum(unclipped, clipped)
-  if tis_cap is not None and sampler_logprobs is not None:
-    w = jnp.minimum(jnp.exp(old_logprobs - sampler_logprobs), tis_cap)
-    per_token = per_token * jax.lax.stop_gradient(w)
+
+  metrics = {}
+  if tis_cap is not None:
+    sampler_gap = jnp.where(on, old_logprobs - sampler_logprobs, 0.0)
+    raw_weight = jnp.exp(sampler_gap)
+    weight = jax.lax.stop_gradient(jnp.minimum(raw_weight, tis_cap))
+    per_token = per_token * weight
+    metrics["tis_weight_mean"] = masked_mean(weight, mask)
+    metrics["tis_truncated_fraction"] = masked_mean((raw_weight > tis_cap).astype(jnp.float32),
+                                                    mask)
+
   loss = aggregate(per_token, mask, aggregation)
-  clip_frac = masked_mean((clipped > unclipped).astype(jnp.float32), mask)
-  metrics = dict(clip_fraction=clip_frac, ratio_mean=masked_mean(ratio, mask),
-                 ratio_max=jnp.max(jnp.where(mask > 0, ratio, 0.0)))
+  ratio_ng = jax.lax.stop_gradient(ratio)
+  adv_b = jnp.broadcast_to(adv, ratio.shape)
+  low = (ratio_ng < 1.0 - eps_low) & (adv_b < 0)
+  high = (ratio_ng > 1.0 + eps_high) & (adv_b > 0)
+  any_on = jnp.any(on)
+  metrics.update(
+      clip_fraction=masked_mean((low | high).astype(jnp.float32), mask),
+      clip_fraction_low=masked_mean(low.astype(jnp.float32), mask),
+      clip_fraction_high=masked_mean(high.astype(jnp.float32), mask),
+      ratio_mean=masked_mean(ratio_ng, mask),
+      ratio_min=jnp.where(any_on, jnp.min(jnp.where(on, ratio_ng, jnp.inf)), 1.0),
+      ratio_max=jnp.where(any_on, jnp.max(jnp.where(on, ratio_ng, -jnp.inf)), 1.0),
+      approx_kl=masked_mean(kl_divergence(jax.lax.stop_gradient(logprobs), old_logprobs, "k3",
+                                          mask=mask), mask),
+  )
   return loss, metrics
 
 
-def kl_divergence(logprobs, ref_logprobs, method: str):
-  """Per-token estimate of KL(policy || reference) from sampled-token log-probs.
+# ----------------------------------------------------------------------------- KL
 
-  k1 = lp - ref (unbiased, can be negative); k2 = (lp - ref)^2 / 2;
-  k3 = exp(ref - lp) - (ref - lp) - 1 (unbiased, non-negative, low variance).
-  No default: the config must name the estimator. Returns float32[B, T].
+KL_METHODS = ("k1", "k2", "k3")
+
+
+def kl_divergence(logprobs, ref_logprobs, method: str, *, mask=None):
+  """Per-token estimate of KL(policy || reference) from log-probs of sampled tokens.
+
+  With d = logprobs - ref_logprobs (tokens sampled from the policy):
+    k1 = d                        unbiased; negative on some tokens
+    k2 = d^2 / 2                  biased, non-negative
+    k3 = exp(-d) + d - 1          unbiased, non-negative, low variance
+  There is no default method: the config names it.
+
+  logprobs, ref_logprobs: float32[B, T]; mask: optional [B, T], zeroing (and making safe)
+  positions outside it. Returns float32[B, T].
   """
   d = logprobs - ref_logprobs
+  if mask is not None:
+    d = jnp.where(_as_mask(mask) > 0, d, 0.0)
   if method == "k1":
     return d
   if method == "k2":
-    return 0.5 * d * d
+    return 0.5 * jnp.square(d)
   if method == "k3":
-    return jnp.exp(-d) + d - 1.0
-  raise ValueError(f"unknown KL estimator {method!r}; valid: k1, k2, k3")
+    return jnp.expm1(-d) + d
+  raise ValueError(f"unknown KL estimator {method!r}; valid: {', '.join(KL_METHODS)}")
 
 
 def kl_loss(logprobs, ref_logprobs, mask, *, beta: float, method: str,
             aggregation: str = "token-mean"):
-  """beta * aggregated KL estimate (the KL-in-the-loss variant). Returns a scalar."""
-  return beta * aggregate(kl_divergence(logprobs, ref_logprobs, method), mask, aggregation)
+  """KL in the loss: beta * aggregate(kl_divergence(...)). Returns a scalar.
+
+  logprobs: float32[B, T] (differentiated); ref_logprobs: float32[B, T]; mask: [B, T].
+  """
+  kl = kl_divergence(logprobs, jax.lax.stop_gradient(ref_logprobs), method, mask=mask)
+  return beta * aggregate(kl, mask, aggregation)
 
 
 def kl_in_reward(logprobs, ref_logprobs, mask, *, method: str):
-  """Per-sequence summed KL estimate, float32[B], to subtract (times beta) from rewards."""
-  return masked_sum(kl_divergence(logprobs, ref_logprobs, method), mask, axis=1)
+  """KL in the reward: each episode's summed KL estimate, to subtract (times beta).
 
-
-def entropy_from_logits(logits, mask):
-  """Mean entropy of the next-token distributions at masked positions. logits: [B, T, V]."""
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-  return masked_mean(ent, mask)
+  logprobs (usually the sampler's), ref_logprobs: float32[B, T]; mask: [B, T].
+  Returns float32[B], with no gradient.
+  """
+  kl = kl_divergence(logprobs, ref_logprobs, method, mask=mask)
+  return jax.lax.stop_gradient(masked_sum(kl, mask, axis=1))
