@@ -16,13 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seekjax import configlib
+from seekjax import configlib, protocol
 from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
+from seekjax.models.generate import bucket
 from seekjax.rl import build, checkpoint, cycle, demos, metrics as metrics_lib, sft
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rollout import rollout_config
+from seekjax.rollout.config import episode_budget
 from seekjax.tasks import make_pipeline
 
 
@@ -63,6 +65,22 @@ def prepare_workdir(workdir: str, cfg, overwrite: bool) -> None:
 def make_rollout_config(cfg):
   return rollout_config(group_size=cfg.rl.group_size, helper_timeout=cfg.helper.timeout,
                         helper_concurrency=cfg.helper.concurrency, **cfg.rollout.to_dict())
+
+
+def fit_to_context(examples: list[dict], model, rollout_cfg, split: str) -> list[dict]:
+  """The examples whose prompt plus a full episode fits the model's context.
+
+  The rollout refuses a batch holding one prompt that does not fit, so such a row (a
+  1 MB question, say) is skipped here and counted in one log line, like a malformed row.
+  """
+  budget, limit = episode_budget(rollout_cfg), model.config.max_position_embeddings
+  system = {"system": rollout_cfg.system_prompt} if rollout_cfg.system_prompt else {}
+  kept = [ex for ex in examples if bucket(bucket(len(model.tokenizer.encode_chat(
+      protocol.slm_messages(ex["question"], **system)))) + budget, 64) <= limit]
+  if len(kept) < len(examples):
+    log(f"task: skipped {len(examples) - len(kept)} of {len(examples)} {split} examples whose "
+        f"prompt + episode ({budget} tokens) exceeds the model's context ({limit} tokens)")
+  return kept
 
 
 def trainable_spec(cfg) -> trainable_lib.Trainable:
@@ -113,13 +131,17 @@ def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper):
   sft_step = sft.make_sft_step(spec, model.config, optimizer)
   rng = np.random.default_rng(cfg.seed)
   progress = metrics_lib.Progress(s.steps, desc="cold start")
+  all_ids, all_mask = sft.pack(packed, step_lib_bucket(max(len(p[0]) for p in packed)))
+  hidden = None
+  if spec.mode == "top_n":  # the frozen bottom layers never change: run them once
+    hidden = np.concatenate([np.asarray(step_lib.bottom_hidden(
+        frozen, all_ids[i:i + 16], cfg=model.config)) for i in range(0, len(all_ids), 16)])
   log(f"cold start: {len(demo_list)} demonstrations, {s.steps} steps")
+  batch = min(s.batch_size, len(packed))
   for i in range(s.steps):
-    idx = rng.choice(len(packed), size=min(s.batch_size, len(packed)), replace=False)
-    chosen = [packed[j] for j in idx]
-    width = step_lib_bucket(max(len(c[0]) for c in chosen))
-    ids, mask = sft.pack(chosen, width)
-    trainable, opt_state, loss = sft_step(trainable, frozen, opt_state, ids, mask)
+    idx = np.sort(rng.choice(len(packed), size=batch, replace=False))
+    trainable, opt_state, loss = sft_step(trainable, frozen, opt_state, all_ids[idx],
+                                          all_mask[idx], None if hidden is None else hidden[idx])
     if i % 5 == 0 or i == s.steps - 1:
       progress.update(i + 1, loss=float(loss))
   return trainable
@@ -144,7 +166,14 @@ def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = N
   mesh = build.build_mesh(cfg)
   check_batch_fits(cfg, mesh)
   model = build.build_model(cfg, mesh)
+  if model.tokenizer is None:
+    raise build.RunSetupError(f"config.model.path: {cfg.model.path!r} has no tokenizer "
+                              "(tokenizer.json); the rollout needs one")
   train_ex, eval_ex = build.build_task(cfg, cfg.seed)
+  train_ex = fit_to_context(train_ex, model, make_rollout_config(cfg), "train")
+  eval_ex = fit_to_context(eval_ex, model, make_rollout_config(cfg), "eval")
+  if not train_ex:
+    raise build.RunSetupError(f"config.task: task {cfg.task.name!r} left no training examples")
   log(f"task {cfg.task.name}: {len(train_ex)} train / {len(eval_ex)} eval examples")
   helper = build.build_helper(cfg.helper, model)
   judge = build.build_judge(cfg, helper)
@@ -193,7 +222,7 @@ def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = N
 
   progress = metrics_lib.Progress(cfg.rl.steps, start=start, desc="rl")
   base_rng = jax.random.PRNGKey(cfg.seed)
-  last = {}
+  last, step = {}, start - 1
   try:
     for step in range(start, cfg.rl.steps):
       examples = next(data)
@@ -208,11 +237,12 @@ def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = N
       done = step + 1 == cfg.rl.steps
       if stop_after is not None and step + 1 >= stop_after:
         stop["signal"] = stop["signal"] or "stop_after"
-      if done or (step + 1) % cfg.train.checkpoint_every == 0 or stop["signal"]:
+      stopping = stop["signal"]  # read once: a later SIGTERM stops after the next step
+      if done or (step + 1) % cfg.train.checkpoint_every == 0 or stopping:
         ckpt.save(step + 1, dict(trainable=trainable, ref_trainable=ref_trainable,
                                  opt_state=opt_state, step=jnp.asarray(step + 1, jnp.int32)),
                   data.get_state(), fingerprint, force=True)
-      if stop["signal"]:
+      if stopping:
         break
   finally:
     signal.signal(signal.SIGTERM, previous)

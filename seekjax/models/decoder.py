@@ -138,7 +138,7 @@ def lm_head(params, cfg: ModelConfig, x):
 
 
 def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache | None = None,
-                  key_mask=None, remat: bool = False):
+                  key_mask=None, remat: bool = False, inputs=None, final_norm: bool = True):
   """Run the decoder stack up to the final norm.
 
   Args:
@@ -149,12 +149,15 @@ def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache
       at `positions` and every token attends to slots <= its position of its row.
     key_mask: optional bool[B, T] (no-cache mode only): False marks padding keys.
     remat: rematerialise each layer in the backward pass (saves activation memory).
+    inputs: optional residual stream [B, T, D] to start from instead of embedding
+      `tokens` (runs only `params["layers"]` on top of earlier layers' output).
+    final_norm: apply the final RMSNorm (False returns the raw residual stream).
 
   Returns:
-    (hidden [B, T, D] after the final norm, new cache or None).
+    (hidden [B, T, D], new cache or None).
   """
   dtype = cfg.jnp_dtype
-  x = params["embed"][tokens].astype(dtype)
+  x = params["embed"][tokens].astype(dtype) if inputs is None else inputs.astype(dtype)
   if cache is None:
     causal = positions[:, None, :] <= positions[:, :, None]  # [B, T(q), T(k)]
     if key_mask is not None:
@@ -184,7 +187,8 @@ def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache
   ck = cache.k if cache is not None else jnp.zeros((), dtype)
   cv = cache.v if cache is not None else jnp.zeros((), dtype)
   (x, ck, cv, _), _ = jax.lax.scan(layer, (x, ck, cv, jnp.int32(0)), params["layers"])
-  x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
+  if final_norm:
+    x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
   return x, (KVCache(k=ck, v=cv) if cache is not None else None)
 
 

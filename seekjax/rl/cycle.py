@@ -16,7 +16,7 @@ from seekjax.models.generate import bucket
 from seekjax.rl import advantages as advantages_lib
 from seekjax.rl import losses, rewards as rewards_lib
 from seekjax.rl import trainable as trainable_lib
-from seekjax.rl.step import Batch, reference_logprobs
+from seekjax.rl.step import Batch, bottom_hidden, reference_logprobs
 from seekjax.rollout import rollout
 from seekjax.tasks import f1, task_score
 
@@ -74,8 +74,11 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   sampler_lp = jnp.asarray(_trim(episodes.logprobs, width))
 
   t1 = time.perf_counter()
-  ref_params = trainable_lib.merge(ctx.spec, ref_trainable, ctx.frozen)
-  ref_lp = reference_logprobs(ref_params, tokens, cfg=ctx.model.config)
+  hidden = None
+  if ctx.spec.mode == "top_n":  # frozen bottom layers: run them once for ref and all epochs
+    hidden = bottom_hidden(ctx.frozen, tokens, cfg=ctx.model.config)
+  ref_lp = reference_logprobs(ref_trainable, ctx.frozen, tokens, hidden,
+                              spec_trainable=ctx.spec, cfg=ctx.model.config)
   ref_lp.block_until_ready()
   t_ref = time.perf_counter() - t1
 
@@ -89,12 +92,13 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
       helper_errors=episodes.helper_errors, cfg=cfg.reward)
   rewards = np.asarray(rewards, np.float32) - cfg.rl.kl_beta * kl_reward * (cfg.rl.kl_in == "reward")
   adv_fn = advantages_lib.get_advantage_fn(cfg.rl.advantage)
-  adv = np.asarray(adv_fn(jnp.asarray(rewards), cfg.rl.group_size, whiten=cfg.rl.whiten))
+  adv = np.asarray(adv_fn(jnp.asarray(rewards), cfg.rl.group_size, whiten=cfg.rl.whiten,
+                          valid=jnp.asarray(valid, jnp.float32)))
   adv = adv * np.asarray(valid, np.float32)
 
   t2 = time.perf_counter()
   batch = Batch(tokens=tokens, loss_mask=mask, old_logprobs=sampler_lp, ref_logprobs=ref_lp,
-                advantages=jnp.asarray(adv, jnp.float32))
+                advantages=jnp.asarray(adv, jnp.float32), hidden=hidden)
   step_metrics = []
   n = len(episodes)
   mini = max(1, cfg.rl.mini_batches)

@@ -17,7 +17,7 @@ import optax
 from seekjax import protocol
 from seekjax.rollout.driver import feedback_ids
 from seekjax.rl import trainable as trainable_lib
-from seekjax.rl.step import token_logprobs_and_entropy
+from seekjax.rl.step import policy_logprobs
 
 
 @dataclasses.dataclass
@@ -64,20 +64,23 @@ def pack(examples: list[tuple[np.ndarray, np.ndarray]], width: int | None = None
   return ids, mask
 
 
-def sft_loss(trainable, frozen, tokens, mask, *, spec, cfg):
-  """Mean negative log-likelihood of the masked (SLM) tokens."""
-  params = trainable_lib.merge(spec, trainable, frozen)
-  lp, _ = token_logprobs_and_entropy(params, cfg, tokens)
+def sft_loss(trainable, frozen, tokens, mask, hidden, *, spec, cfg):
+  """Mean negative log-likelihood of the masked (SLM) tokens.
+
+  hidden: the frozen bottom layers' output (top_n mode) or None.
+  """
+  lp, _ = policy_logprobs(trainable, frozen, tokens, hidden, spec, cfg)
   return -jnp.sum(lp * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def make_sft_step(spec: trainable_lib.Trainable, cfg, optimizer):
-  """Jitted (trainable, frozen, opt_state, tokens[B,T], mask[B,T]) -> (trainable, opt_state, loss)."""
+  """Jitted (trainable, frozen, opt_state, tokens[B,T], mask[B,T], hidden|None)
+  -> (trainable, opt_state, loss)."""
 
   @functools.partial(jax.jit, donate_argnames=("trainable", "opt_state"))
-  def step(trainable, frozen, opt_state, tokens, mask):
-    loss, grads = jax.value_and_grad(sft_loss)(trainable, frozen, tokens, mask, spec=spec,
-                                               cfg=cfg)
+  def step(trainable, frozen, opt_state, tokens, mask, hidden=None):
+    loss, grads = jax.value_and_grad(sft_loss)(trainable, frozen, tokens, mask, hidden,
+                                               spec=spec, cfg=cfg)
     updates, opt_state = optimizer.update(grads, opt_state, trainable)
     return optax.apply_updates(trainable, updates), opt_state, loss
 

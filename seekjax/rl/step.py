@@ -29,6 +29,9 @@ class Batch:
   old_logprobs: jax.Array    # float32[B, T]  behaviour-policy log-probs (sampler)
   ref_logprobs: jax.Array    # float32[B, T]  frozen reference policy
   advantages: jax.Array      # float32[B]
+  hidden: jax.Array | None = None  # float32[B, T, D] output of the frozen bottom layers
+                                   # (top_n mode: computed once per batch, shared by the
+                                   # reference and every PPO epoch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +58,11 @@ def token_logprobs_and_entropy(params, cfg: ModelConfig, tokens, remat=False):
   b, t = tokens.shape
   positions = jnp.broadcast_to(jnp.arange(t), (b, t))
   logits, _ = decoder.forward(params, cfg, tokens, positions, remat=remat)
+  return _logprobs_from_logits(logits, tokens)
+
+
+def _logprobs_from_logits(logits, tokens):
+  b = tokens.shape[0]
   logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
   lp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
   ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
@@ -63,15 +71,39 @@ def token_logprobs_and_entropy(params, cfg: ModelConfig, tokens, remat=False):
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def reference_logprobs(params, tokens, *, cfg: ModelConfig):
-  """float32[B, T] teacher-forced log-probs under `params` (taken once per batch)."""
-  return token_logprobs_and_entropy(params, cfg, tokens)[0]
+def bottom_hidden(frozen, tokens, *, cfg: ModelConfig):
+  """top_n mode: the residual stream after the frozen layers. tokens: int32[B, T] -> [B, T, D]."""
+  b, t = tokens.shape
+  positions = jnp.broadcast_to(jnp.arange(t), (b, t))
+  x, _ = decoder.hidden_states(frozen, cfg, tokens, positions, final_norm=False)
+  return x
+
+
+def policy_logprobs(trainable, frozen, tokens, hidden, spec_trainable, cfg, remat=False):
+  """(logprobs, entropy) float32[B, T] of the policy given by (trainable, frozen).
+
+  With `hidden` (top_n mode) only the trainable top layers run, on the cached
+  bottom-layer output; otherwise the merged params run the whole model.
+  """
+  if hidden is None:
+    params = trainable_lib.merge(spec_trainable, trainable, frozen)
+    return token_logprobs_and_entropy(params, cfg, tokens, remat)
+  b, t = tokens.shape
+  positions = jnp.broadcast_to(jnp.arange(t), (b, t))
+  x, _ = decoder.hidden_states(trainable, cfg, tokens, positions, remat=remat, inputs=hidden)
+  return _logprobs_from_logits(decoder.lm_head(frozen, cfg, x), tokens)
+
+
+@functools.partial(jax.jit, static_argnames=("spec_trainable", "cfg"))
+def reference_logprobs(ref_trainable, frozen, tokens, hidden, *, spec_trainable, cfg):
+  """float32[B, T] teacher-forced log-probs of the reference policy (once per batch)."""
+  return policy_logprobs(ref_trainable, frozen, tokens, hidden, spec_trainable, cfg)[0]
 
 
 def loss_fn(trainable, frozen, batch: Batch, spec: StepSpec):
   """Scalar loss and metrics for one micro-batch."""
-  params = trainable_lib.merge(spec.trainable, trainable, frozen)
-  lp, ent = token_logprobs_and_entropy(params, spec.model, batch.tokens, spec.remat)
+  lp, ent = policy_logprobs(trainable, frozen, batch.tokens, batch.hidden, spec.trainable,
+                            spec.model, spec.remat)
   mask = batch.loss_mask
   pg, pg_metrics = losses.policy_loss(
       lp, batch.old_logprobs, batch.advantages, mask, epsilon=spec.epsilon,
