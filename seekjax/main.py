@@ -1,37 +1,70 @@
-"""The main job on the embedded default: `python -m seekjax.main --workdir=DIR`.
+"""The main job on the embedded default, end to end: `python -m seekjax.main --workdir=DIR`.
 
-Until the full pipeline lands (cold start, RL, evaluation), it loads SmolLM2-135M,
-answers a few questions greedily and writes them to DIR/results.json.
+Fetches SmolLM2-135M (pip, once), builds the world-facts task with privacy variants,
+runs the cold start and RL (configs/smollm2_worldfacts.py), evaluates every baseline
+and the learned policy on the held-out split, then prints the table and where the
+results and plots went. Extra `--config.k=v` overrides pass through.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import time
 
-import seekjax as sj
-
-QUESTIONS = ["What is the capital of France?", "What is the capital of Eritrea?",
-             "What currency is used in Japan?", "What is 17 + 25?"]
+CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      "smollm2_worldfacts.py")
 
 
-def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__)
+def plot_methods(results: dict, outdir: str) -> str:
+  """A bar chart of EM and messages/episode per method. Returns the PNG path."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  methods = results["methods"]
+  names = list(methods)
+  em = [methods[n]["em"] for n in names]
+  msgs = [methods[n]["messages_per_episode"] for n in names]
+  leak = [methods[n].get("leak_rate") or 0.0 for n in names]
+  fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+  for ax, vals, title in zip(axes, (em, msgs, leak), ("EM", "messages / episode", "leak rate")):
+    ax.bar(names, vals, color="#4c72b0")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=30)
+  fig.tight_layout()
+  os.makedirs(outdir, exist_ok=True)
+  path = os.path.join(outdir, "methods.png")
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--workdir", default="runs/default")
-  args = ap.parse_args(argv)
-  os.makedirs(args.workdir, exist_ok=True)
+  ap.add_argument("--config", default=CONFIG)
+  args, overrides = ap.parse_known_args(argv)
+  from seekjax import evaluate, train  # pylint: disable=import-outside-toplevel
+  from seekjax.eval import report  # pylint: disable=import-outside-toplevel
   t0 = time.perf_counter()
-  model = sj.load_model("smollm2-135m", verbose=True)
-  answers = sj.generate(model, QUESTIONS, max_new_tokens=32)
-  out = os.path.join(args.workdir, "results.json")
-  with open(out, "w") as f:
-    json.dump({"model": model.name, "seconds": time.perf_counter() - t0,
-               "answers": dict(zip(QUESTIONS, answers))}, f, indent=2)
-  for q, a in zip(QUESTIONS, answers):
-    print(f"Q: {q}\nA: {a}\n")
-  print(f"results written to {os.path.abspath(out)}")
+  train_args = [f"--config={args.config}", f"--workdir={args.workdir}"] + overrides
+  rc = train.main(train_args)
+  if rc:
+    return rc
+  t1 = time.perf_counter()
+  from seekjax import configlib  # pylint: disable=import-outside-toplevel
+  cfg, workdir, _ = configlib.parse_argv(train_args)
+  out = evaluate.evaluate(cfg, workdir, baselines_on="cold_start")
+  plot = plot_methods(out["results"], os.path.join(workdir, "eval", "plots"))
+  print(report.main_table(out["results"]["methods"]))
+  print(f"\ntraining {t1 - t0:.0f}s, evaluation {time.perf_counter() - t1:.0f}s")
+  print(f"results written to {os.path.abspath(out['paths']['json'])}")
+  print(f"table: {os.path.abspath(out['paths']['md'])}")
+  print(f"plot: {os.path.abspath(plot)}")
+  print(f"metrics: {os.path.abspath(os.path.join(workdir, 'metrics.jsonl'))} (TensorBoard: "
+        f"{os.path.abspath(os.path.join(workdir, 'tb'))})")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

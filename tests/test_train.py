@@ -99,3 +99,15 @@ def test_batch_that_does_not_divide_the_data_axis(tmp_path):
   assert r.returncode == 2, r.stderr[-2000:]
   last = r.stderr.strip().splitlines()[-1]
   assert "does not divide the mesh's data axes" in last, last
+
+
+@pytest.mark.parametrize("name", sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
+                                        if f.endswith(".py") and not f.startswith("_")))
+def test_every_config_loads_and_documents_itself(name):
+  path = os.path.join(ROOT, "configs", name + ".py")
+  cfg = configlib.load_config(path)
+  text = open(path).read()
+  assert text.startswith('"""') and "What it is for" in text and "What it needs" in text
+  assert cfg.rl.kl_method in ("k1", "k2", "k3") and cfg.rl.kl_in in ("loss", "reward")
+  assert cfg.rl.questions_per_step * cfg.rl.group_size % cfg.rl.micro_batches == 0
+  configlib.config_to_dict(cfg)  # no secret values

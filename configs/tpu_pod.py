@@ -1,0 +1,26 @@
+"""Multi-host example (TPU pod slice or several GPU hosts) through JAX's own runtime.
+
+What it is for: the same Qwen3 run, started on every host with the same command.
+What it needs: on TPU, nothing (jax.distributed.initialize() discovers the slice);
+on GPU hosts, the coordinator env vars or flags:
+  --config.distributed.coordinator_address=HOST0:1234
+  --config.distributed.num_processes=N --config.distributed.process_id=I
+Mesh: data x fsdp over all chips (tensor 1); the batch is split over processes.
+"""
+import importlib.util
+import os
+
+_spec = importlib.util.spec_from_file_location(
+    "seekjax_cfg_base", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_base.py"))
+_base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_base)
+
+
+def get_config(arg: str = ""):
+  c = _base.load("qwen3_hotpotqa")
+  c.distributed.initialize = True
+  c.model.mesh_shape = (-1, 8, 1) if not arg else tuple(int(x) for x in arg.split(","))
+  c.rl.questions_per_step = 256
+  c.rl.mini_batches = 4
+  c.rl.micro_batches = 8
+  return c
