@@ -91,7 +91,7 @@ def get_config(arg: str = ""):
       steps=40,
       batch_size=8,
       lr=3e-4,
-      num_demos=160,
+      num_demos=96,
       need_fraction=0.2,
   ))
 

@@ -20,7 +20,7 @@ from seekjax import configlib, protocol
 from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
 from seekjax.models.generate import bucket
-from seekjax.rl import build, checkpoint, cycle, demos, metrics as metrics_lib, sft
+from seekjax.rl import build, checkpoint, cycle, demos, distributed, metrics as metrics_lib, sft
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rollout import rollout_config
@@ -44,7 +44,7 @@ def prepare_workdir(workdir: str, cfg, overwrite: bool) -> None:
   """Create the workdir and write the resolved config; refuse another run's workdir."""
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
+    probe = os.path.join(workdir, f".write_test.{os.getpid()}")
     with open(probe, "w") as f:
       f.write("")
     os.remove(probe)
@@ -107,6 +107,11 @@ def check_batch_fits(cfg, mesh) -> None:
     raise configlib.ConfigError(
         f"config.rl: {rows} episodes per step must split into mini_batches="
         f"{cfg.rl.mini_batches} x micro_batches={cfg.rl.micro_batches}")
+
+
+def data_states(data) -> dict:
+  """Every process's grain iterator state (each host reads its own on resume)."""
+  return {"processes": distributed.gather_json(data.get_state())}
 
 
 # ----------------------------------------------------------------------------- cold start
@@ -195,24 +200,26 @@ def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = N
   if start is None:
     trainable = cold_start(cfg, model, spec, trainable, frozen, train_ex, helper)
     ref_trainable = jax.tree.map(lambda x: x.copy(), trainable)
-    opt_state = optimizer.init(trainable)
+    opt_state = distributed.to_global(mesh, optimizer.init(trainable))
     start = 0
-    state = dict(trainable=trainable, ref_trainable=ref_trainable, opt_state=opt_state,
-                 step=jnp.asarray(0, jnp.int32))
-    ckpt.save(0, state, data.get_state(), fingerprint, force=True)
+    state = distributed.to_global(mesh, dict(
+        trainable=trainable, ref_trainable=ref_trainable, opt_state=opt_state,
+        step=jnp.asarray(0, jnp.int32)))
+    ckpt.save(0, state, data_states(data), fingerprint, force=True)
   else:
-    template = dict(trainable=trainable, ref_trainable=trainable,
-                    opt_state=optimizer.init(trainable), step=jnp.asarray(0, jnp.int32))
+    template = distributed.to_global(mesh, dict(
+        trainable=trainable, ref_trainable=trainable, opt_state=optimizer.init(trainable),
+        step=jnp.asarray(0, jnp.int32)))
     state, data_state = ckpt.restore(start, template, fingerprint)
     trainable, ref_trainable, opt_state = (state["trainable"], state["ref_trainable"],
                                            state["opt_state"])
-    data.set_state(data_state)
+    data.set_state(data_state["processes"][jax.process_index()])
     metrics_lib.truncate_after(writer.path, start)
     log(f"resumed from step {start} ({ckpt.directory})")
 
   ctx = cycle.RunContext(cfg=cfg, model=model, spec=spec, frozen=frozen, helper=helper,
                          judge=judge, rollout_cfg=make_rollout_config(cfg),
-                         train_step=make_step(cfg, model.config, spec, optimizer))
+                         train_step=make_step(cfg, model.config, spec, optimizer), mesh=mesh)
   stop = {"signal": None}
 
   def on_sigterm(signum, _frame):
@@ -239,9 +246,10 @@ def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = N
         stop["signal"] = stop["signal"] or "stop_after"
       stopping = stop["signal"]  # read once: a later SIGTERM stops after the next step
       if done or (step + 1) % cfg.train.checkpoint_every == 0 or stopping:
-        ckpt.save(step + 1, dict(trainable=trainable, ref_trainable=ref_trainable,
-                                 opt_state=opt_state, step=jnp.asarray(step + 1, jnp.int32)),
-                  data.get_state(), fingerprint, force=True)
+        ckpt.save(step + 1, distributed.to_global(mesh, dict(
+            trainable=trainable, ref_trainable=ref_trainable, opt_state=opt_state,
+            step=jnp.asarray(step + 1, jnp.int32))),
+                  data_states(data), fingerprint, force=True)
       if stopping:
         break
   finally:

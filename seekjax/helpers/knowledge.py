@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-import bm25s
 import numpy as np
 
 from seekjax.helpers.base import Helper, HelperReply, History
@@ -31,6 +30,8 @@ _ENTITY_BOOST = 1e6
 
 
 def _tokenize(texts: list[str]) -> list[list[str]]:
+  import bm25s  # pylint: disable=import-outside-toplevel  (lazy: bm25s initializes JAX's
+  # backend on import, which must not happen before jax.distributed.initialize)
   return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
 
 
@@ -61,6 +62,7 @@ class FactIndex:
 
   def __init__(self, facts: list[str]):
     self.facts = list(facts)
+    import bm25s  # pylint: disable=import-outside-toplevel
     self._bm25 = bm25s.BM25()
     if self.facts:
       self._bm25.index(_tokenize(self.facts), show_progress=False)

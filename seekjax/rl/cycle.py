@@ -14,6 +14,7 @@ import numpy as np
 
 from seekjax.models.generate import bucket
 from seekjax.rl import advantages as advantages_lib
+from seekjax.rl import distributed
 from seekjax.rl import losses, rewards as rewards_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rl.step import Batch, bottom_hidden, reference_logprobs
@@ -33,6 +34,12 @@ class RunContext:
   judge: object
   rollout_cfg: object
   train_step: object     # from step.make_train_step
+  mesh: object = None    # the global mesh the update runs on
+  local_frozen: object = None  # host-local copy of `frozen` (multi-host; else `frozen`)
+
+  def __post_init__(self):
+    if self.local_frozen is None:
+      self.local_frozen = distributed.local_copy(self.frozen)
 
 
 def score_episodes(episodes, examples, score: str, judge) -> dict:
@@ -59,16 +66,23 @@ def _trim(x, width):
 
 
 def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples, rng):
-  """Returns (trainable, opt_state, metrics dict, episodes)."""
+  """Returns (trainable, opt_state, metrics dict, episodes).
+
+  Rollout, scoring and the reference forward run host-locally on this process's
+  questions; the PPO update runs on the global mesh over every process's episodes.
+  """
   cfg = ctx.cfg
   t0 = time.perf_counter()
-  params = trainable_lib.merge(ctx.spec, trainable, ctx.frozen)
-  policy = ctx.model.replace(params=params)
+  local_trainable = distributed.local_copy(trainable)
+  params = trainable_lib.merge(ctx.spec, local_trainable, ctx.local_frozen)
+  policy = ctx.model.replace(params=params,
+                             mesh=None if distributed.multiprocess() else ctx.model.mesh)
+  rng = jax.random.fold_in(rng, jax.process_index())
   episodes = rollout(policy, [e["question"] for e in examples], ctx.helper, ctx.rollout_cfg, rng)
   t_rollout = time.perf_counter() - t0
 
   s = score_episodes(episodes, examples, cfg.reward.score, ctx.judge)
-  width = bucket(int(episodes.lengths.max()), 64)
+  width = bucket(distributed.max_over_processes(int(episodes.lengths.max())), 64)
   tokens = jnp.asarray(_trim(episodes.tokens, width))
   mask = jnp.asarray(_trim(episodes.loss_mask, width), jnp.float32)
   sampler_lp = jnp.asarray(_trim(episodes.logprobs, width))
@@ -76,9 +90,9 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   t1 = time.perf_counter()
   hidden = None
   if ctx.spec.mode == "top_n":  # frozen bottom layers: run them once for ref and all epochs
-    hidden = bottom_hidden(ctx.frozen, tokens, cfg=ctx.model.config)
-  ref_lp = reference_logprobs(ref_trainable, ctx.frozen, tokens, hidden,
-                              spec_trainable=ctx.spec, cfg=ctx.model.config)
+    hidden = bottom_hidden(ctx.local_frozen, tokens, cfg=ctx.model.config)
+  ref_lp = reference_logprobs(distributed.local_copy(ref_trainable), ctx.local_frozen, tokens,
+                              hidden, spec_trainable=ctx.spec, cfg=ctx.model.config)
   ref_lp.block_until_ready()
   t_ref = time.perf_counter() - t1
 
@@ -99,8 +113,9 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   t2 = time.perf_counter()
   batch = Batch(tokens=tokens, loss_mask=mask, old_logprobs=sampler_lp, ref_logprobs=ref_lp,
                 advantages=jnp.asarray(adv, jnp.float32), hidden=hidden)
+  batch = distributed.global_batch(ctx.mesh, batch)
   step_metrics = []
-  n = len(episodes)
+  n = batch.tokens.shape[0]
   mini = max(1, cfg.rl.mini_batches)
   for _ in range(cfg.rl.num_epochs):
     for k in range(mini):
@@ -113,7 +128,7 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
 
   n_tokens = float(mask.sum())
   metrics = dict(step_metrics)
-  metrics.update(
+  local = dict(
       reward=float(np.mean(rewards)), em=float(s["em"].mean()),
       messages_per_episode=float(episodes.num_messages.mean()),
       leak_rate=float(s["leak"].mean()), format_ok=float(s["format_ok"].mean()),
@@ -126,5 +141,6 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
       train_tokens_per_s=n_tokens * cfg.rl.num_epochs / max(t_update, 1e-9),
       episode_tokens=float(episodes.lengths.sum() - episodes.prompt_lengths.sum()))
   for k, v in components.items():
-    metrics[f"reward/{k}"] = float(np.mean(v))
+    local[f"reward/{k}"] = float(np.mean(v))
+  metrics.update(distributed.mean_over_processes(local))
   return trainable, opt_state, metrics, episodes
