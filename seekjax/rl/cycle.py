@@ -98,8 +98,8 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
 
   kl_reward = np.zeros(len(episodes), np.float32)
   if cfg.rl.kl_in == "reward":
-    kl_tok = losses.kl_divergence(sampler_lp, ref_lp, cfg.rl.kl_method)
-    kl_reward = np.asarray(jnp.sum(kl_tok * mask, axis=1))
+    kl_reward = np.asarray(losses.kl_in_reward(sampler_lp, ref_lp, mask,
+                                               method=cfg.rl.kl_method))
   rewards, components, valid = rewards_lib.compute_rewards(
       task_scores=s["score"], num_messages=episodes.num_messages,
       helper_tokens=episodes.helper_tokens, leaks=s["leak"], format_ok=s["format_ok"],
