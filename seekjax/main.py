@@ -23,9 +23,9 @@ def plot_methods(results: dict, outdir: str) -> str:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   methods = results["methods"]
   names = list(methods)
-  em = [methods[n]["em"] for n in names]
-  msgs = [methods[n]["messages_per_episode"] for n in names]
-  leak = [methods[n].get("leak_rate") or 0.0 for n in names]
+  em = [methods[n]["overall"]["em"] for n in names]
+  msgs = [methods[n]["overall"]["messages_per_episode"] for n in names]
+  leak = [methods[n]["overall"].get("leak_rate") or 0.0 for n in names]
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
   for ax, vals, title in zip(axes, (em, msgs, leak), ("EM", "messages / episode", "leak rate")):
     ax.bar(names, vals, color="#4c72b0")
