@@ -4,7 +4,12 @@
 ``error`` set to one of "timeout", "connection", "rate_limited", "http_<status>",
 "malformed" or "exception:<Type>", and the defined "helper unavailable" text. Transient
 failures (timeout, connection, 429, 5xx) are retried with exponential backoff and
-jitter; a 429's Retry-After is honoured. The API key is read from the environment
+jitter. A Retry-After header (on a 429 or a 5xx) is honoured: no retry goes out before
+it, and a Retry-After longer than ``max_retry_after`` ends the call instead. Inside a
+rollout's helper pool, each attempt is reported to the pool's outage gate
+(``seekjax.rollout.faults``), which counts faults and may hold attempts back while the
+endpoint is down. Each request carries an ``X-Seekjax-Call: <call id>/<attempt>`` header,
+so server logs can be matched to rows. The API key is read from the environment
 variable named by ``api_key_env`` and is never stored on the helper, logged, shown in
 repr, or put into an error.
 """
@@ -21,6 +26,7 @@ import openai
 
 from seekjax import protocol
 from seekjax.helpers.base import Helper, HelperReply, History
+from seekjax.rollout import faults
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +59,9 @@ def classify_error(e: BaseException) -> tuple[str, float | None]:
   if isinstance(e, openai.RateLimitError):
     return "rate_limited", _retry_after_seconds(getattr(e.response, "headers", None))
   if isinstance(e, openai.APIStatusError):
-    return f"http_{e.status_code}", None
+    retry_after = (_retry_after_seconds(getattr(e.response, "headers", None))
+                   if e.status_code >= 500 else None)
+    return f"http_{e.status_code}", retry_after
   if isinstance(e, (openai.APIResponseValidationError, ValueError, KeyError, TypeError,
                     AttributeError, IndexError)):
     return protocol.MALFORMED, None
@@ -82,10 +90,12 @@ class OpenAIHelper(Helper):
   """Helper over an OpenAI-compatible ``/chat/completions`` endpoint."""
 
   name = "openai"
+  reports_attempts = True   # each HTTP attempt goes to the pool's outage gate
 
   def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
                timeout: float = 60.0, max_retries: int = 3, backoff_base: float = 0.5,
-               backoff_max: float = 30.0, max_concurrency: int = 16, temperature: float = 0.0,
+               backoff_max: float = 30.0, max_retry_after: float = 60.0,
+               max_concurrency: int = 16, temperature: float = 0.0,
                max_tokens: int = 512, system_prompt: str = protocol.HELPER_SYSTEM_PROMPT,
                seed: int | None = None, extra_body: dict | None = None):
     self.base_url = base_url
@@ -95,6 +105,7 @@ class OpenAIHelper(Helper):
     self.max_retries = int(max_retries)
     self.backoff_base = float(backoff_base)
     self.backoff_max = float(backoff_max)
+    self.max_retry_after = float(max_retry_after)
     self.max_concurrency = int(max_concurrency)
     self.temperature = float(temperature)
     self.max_tokens = int(max_tokens)
@@ -135,34 +146,57 @@ class OpenAIHelper(Helper):
   def _backoff(self, attempt: int, retry_after: float | None) -> float:
     delay = min(self.backoff_max, self.backoff_base * 2 ** attempt)
     delay *= 0.5 + self._rng.random()   # jitter in [0.5, 1.5)
-    if retry_after is not None:
-      delay = max(delay, min(retry_after, self.backoff_max))
+    if retry_after is not None:   # never earlier than the server asked
+      delay = max(delay, retry_after)
     return delay
 
-  async def _complete_once(self, messages: list[dict]) -> tuple[str, int | None]:
+  async def _complete_once(self, messages: list[dict],
+                           call: faults.CallContext | None) -> tuple[str, int | None]:
     client = self._ensure_client()
+    headers = {"X-Seekjax-Call": f"{call.call_id}/{call.attempts}"} if call else None
     async with self._semaphore:
       completion = await client.chat.completions.create(
           model=self.model, messages=messages, temperature=self.temperature,
-          max_tokens=self.max_tokens, extra_body=self.extra_body or None)
+          max_tokens=self.max_tokens, extra_body=self.extra_body or None,
+          extra_headers=headers)
     return _content_and_tokens(completion)
 
   async def acomplete(self, messages: list[dict]) -> tuple[str, int | None, str | None]:
-    """Raw completion with retries: (text, completion tokens or None, error or None)."""
-    error = None
-    for attempt in range(self.max_retries + 1):
+    """Raw completion with retries: (text, completion tokens or None, error or None).
+
+    Inside a helper pool, the pool's outage gate may hold an attempt back, or refuse it
+    (error "outage"). Failures during an outage that the gate paces do not use up
+    ``max_retries``.
+    """
+    call = faults.current_call()
+    error, attempt = None, 0
+    while True:
+      if call is not None:
+        refused = await call.before_attempt()
+        if refused is not None:
+          error = refused
+          break
       try:
-        text, tokens = await self._complete_once(messages)
-        return text, tokens, None
+        text, tokens = await self._complete_once(messages, call)
       except asyncio.CancelledError:
         raise
       except Exception as e:  # pylint: disable=broad-except
         error, retry_after = classify_error(e)
-      if not _is_retryable(error) or attempt == self.max_retries:
+      else:
+        if call is not None:
+          call.after_attempt(None)
+        return text, tokens, None
+      paced = call.after_attempt(error, retry_after) if call is not None else False
+      if not _is_retryable(error):
+        break
+      if paced:   # the endpoint is down: the gate decides when this goes out again
+        continue
+      if attempt == self.max_retries or (retry_after or 0.0) > self.max_retry_after:
         break
       delay = self._backoff(attempt, retry_after)
       log.info("helper call failed (%s); retry %d/%d in %.2fs", error, attempt + 1,
                self.max_retries, delay)
+      attempt += 1
       await asyncio.sleep(delay)
     log.warning("helper call failed: %s", error)
     return "", None, error

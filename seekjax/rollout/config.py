@@ -16,6 +16,14 @@ def rollout_config(**overrides) -> ml_collections.ConfigDict:
   max_steps_per_call: decode steps before the loop returns to the host to inject replies.
   helper_timeout:     seconds before a helper call is abandoned (error "timeout").
   helper_concurrency: most helper calls in flight at once.
+  on_outage:          what calls do while the helper is down: "wait" (pause, and retry when it
+                      is back) or "feedback_error" (fail at once; the row reads the
+                      "helper unavailable" feedback). See seekjax/rollout/faults.py.
+  outage_failures:    this many consecutive connection/5xx failures start an outage...
+  outage_after:       ...or a run of them (two or more) spanning more than this many seconds.
+  max_outage_wait:    "wait" gives up after this many seconds of outage (then as feedback_error).
+  outage_probe_min / outage_probe_max: seconds between probe calls during an outage
+                      (doubling from min to max).
   group_size:         samples per question (GRPO groups); each prompt is prefilled once.
   blocking:           wait for each helper inside the callback (for benchmarks only).
   """
@@ -31,6 +39,12 @@ def rollout_config(**overrides) -> ml_collections.ConfigDict:
       max_steps_per_call=64,
       helper_timeout=60.0,
       helper_concurrency=64,
+      on_outage="wait",
+      outage_failures=8,
+      outage_after=10.0,
+      max_outage_wait=300.0,
+      outage_probe_min=0.25,
+      outage_probe_max=2.0,
       group_size=1,
       system_prompt=ml_collections.FieldReference(None, field_type=str),
       blocking=False,
