@@ -1,0 +1,91 @@
+"""The results.json document: built from scored method runs, validated, written with results.md.
+
+Schema (version 1):
+  schema_version: 1
+  meta: model, task, split ("eval"), num_examples, helper, judge, checkpoint_step (int or
+        null), baselines_on ("base" | "policy"), seed, bootstrap_resamples, bootstrap_seed,
+        rollout (the greedy settings), notes {method: how it is scored}
+  methods: {name: {
+    scoring: "answer" | "containment", wall_time: seconds,
+    overall: {n, n_private, em, em_ci [lo, hi], f1, messages_per_episode,
+              helper_tokens_per_episode, leak_rate, leak_rate_ci, llm_leak_rate,
+              llm_leak_rate_ci, llm_judge_errors, format_failure_rate, helper_errors},
+    by_qtype: {qtype: the same keys without CIs}, by_popularity: {"head"|"tail": ...},
+    episodes: [metrics.score_run records]}}
+Transcripts go to episodes.jsonl beside it, one line per (method, question).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from seekjax.eval import metrics, report
+
+SCHEMA_VERSION = 1
+OVERALL_KEYS = ("n", "n_private", "em", "em_ci", "f1", "messages_per_episode",
+                "helper_tokens_per_episode", "leak_rate", "leak_rate_ci", "llm_leak_rate",
+                "llm_leak_rate_ci", "llm_judge_errors", "format_failure_rate", "helper_errors")
+GROUP_KEYS = tuple(k for k in OVERALL_KEYS if not k.endswith("_ci"))
+META_KEYS = ("model", "task", "split", "num_examples", "helper", "judge", "checkpoint_step",
+             "baselines_on", "seed", "bootstrap_resamples", "bootstrap_seed", "rollout", "notes")
+NOTES = {
+    "slm_cot": "SLM alone, chain of thought, no helper (max_turns=0); EM on <answer>.",
+    "llm_only": "helper alone on the whole question; containment EM (gold alias in the "
+                "reply, whole words), F1 = alias-word recall; leaks by construction.",
+    "static_interaction": "SLM sends the question once (forced), then answers; EM on <answer>.",
+    "static_scrubbed": "as static_interaction, with the question scrubbed by fixed rules.",
+    "cascade": "SLM alone, self-verification, static_interaction only where rejected.",
+    "dynamic": "the learned policy, greedy; EM on <answer>.",
+}
+
+
+def build_results(runs: dict, examples: list, rule_judge, llm_judge, meta: dict,
+                  num_resamples: int = 1000, seed: int = 0) -> dict:
+  """The results.json dict for {name: MethodRun} on the eval examples."""
+  methods = {}
+  for name, run in runs.items():
+    records = metrics.score_run(run, examples, rule_judge, llm_judge)
+    summary = metrics.summarize(records, num_resamples=num_resamples, seed=seed)
+    methods[name] = dict(scoring=run.scoring, wall_time=float(run.wall_time), **summary,
+                         episodes=records)
+  meta = dict(meta, num_examples=len(examples), bootstrap_resamples=num_resamples,
+              bootstrap_seed=seed, notes={k: NOTES[k] for k in runs if k in NOTES})
+  return {"schema_version": SCHEMA_VERSION, "meta": meta, "methods": methods}
+
+
+def schema_errors(results: dict) -> list[str]:
+  """Human-readable problems with a results.json dict (empty when it is well formed)."""
+  errors = []
+  if results.get("schema_version") != SCHEMA_VERSION:
+    errors.append(f"schema_version must be {SCHEMA_VERSION}")
+  errors += [f"meta.{k} missing" for k in META_KEYS if k not in results.get("meta", {})]
+  methods = results.get("methods")
+  if not isinstance(methods, dict) or not methods:
+    return errors + ["methods must be a non-empty dict"]
+  for name, m in methods.items():
+    errors += [f"{name}.overall.{k} missing" for k in OVERALL_KEYS if k not in m.get("overall", {})]
+    for split in ("by_qtype", "by_popularity"):
+      for g, s in m.get(split, {}).items():
+        errors += [f"{name}.{split}.{g}.{k} missing" for k in GROUP_KEYS if k not in s]
+    if len(m.get("episodes", [])) != m.get("overall", {}).get("n"):
+      errors.append(f"{name}: episodes and overall.n disagree")
+  return errors
+
+
+def write(results: dict, runs: dict, examples: list, outdir: str) -> dict:
+  """Write results.json, results.md and episodes.jsonl under outdir; returns their paths."""
+  os.makedirs(outdir, exist_ok=True)
+  paths = {k: os.path.join(outdir, f) for k, f in
+           (("json", "results.json"), ("md", "results.md"), ("episodes", "episodes.jsonl"))}
+  with open(paths["json"], "w") as f:
+    json.dump(results, f, indent=2, sort_keys=False)
+  with open(paths["md"], "w") as f:
+    f.write(report.render(results))
+  with open(paths["episodes"], "w") as f:
+    for name, run in runs.items():
+      for i, ex in enumerate(examples):
+        f.write(json.dumps({"method": name, "id": ex["id"], "question": ex["question"],
+                            "answers": ex["answers"], "answer": run.answers[i],
+                            "messages": run.messages[i], "transcript": run.transcripts[i]})
+                + "\n")
+  return paths
