@@ -142,5 +142,8 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
       episode_tokens=float(episodes.lengths.sum() - episodes.prompt_lengths.sum()))
   for k, v in components.items():
     local[f"reward/{k}"] = float(np.mean(v))
+  for k, v in episodes.helper_faults.items():  # fault counts by kind, for the run log
+    if isinstance(v, (int, float)):
+      local[f"helper/{k}"] = float(v)
   metrics.update(distributed.mean_over_processes(local))
   return trainable, opt_state, metrics, episodes

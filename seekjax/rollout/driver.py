@@ -46,6 +46,8 @@ class Episodes:
   refusals: list              # list[str] per episode: messages refused before the helper
   wall_time: float = 0.0
   helper_wait_time: float = 0.0  # seconds the host loop sat idle waiting for replies
+  helper_faults: dict = dataclasses.field(default_factory=dict)  # pool.stats(): calls,
+  # attempts, faults by kind, outages
 
   def __len__(self):
     return len(self.answers)
@@ -175,7 +177,7 @@ def rollout(model, questions: list[str], helper, cfg, rng, *, forced=None,
   prompts = _encode_prompts(tok, questions, cfg.system_prompt)
   if forced is not None and len(forced) != len(questions):
     raise ValueError(f"forced has {len(forced)} entries for {len(questions)} questions")
-  pool = HelperPool(helper, timeout=cfg.helper_timeout, max_concurrency=cfg.helper_concurrency)
+  pool = HelperPool.from_config(helper, cfg)
   try:
     return _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start)
   finally:
@@ -320,4 +322,5 @@ def _collect(tok, state, host, keep, group, wall, forced_len) -> Episodes:
       question_index=(keep // group).astype(np.int32), answers=answers,
       messages=[host.messages[i] for i in keep], replies=replies, transcripts=transcripts,
       finish=[engine.FINISH_NAMES[int(f)] for f in finish],
-      refusals=[host.refusals[i] for i in keep], wall_time=wall, helper_wait_time=host.wait_time)
+      refusals=[host.refusals[i] for i in keep], wall_time=wall, helper_wait_time=host.wait_time,
+      helper_faults=host.pool.stats())
