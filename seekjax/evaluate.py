@@ -3,13 +3,17 @@
 Evaluates the learned policy and the baselines on the held-out eval split (never the
 train split) and writes DIR/eval/results.json, results.md and episodes.jsonl.
 Read top to bottom: build the run's parts from the config, restore the latest
-checkpoint's trainable params if DIR has one (else the base weights are the policy),
-run each method greedily in one batched rollout, score, write, print the table.
+checkpoint of DIR if there is one (else the base weights stand in for every policy),
+run each method greedily in batched rollouts, score, write, print the table.
 
-Extra flags: --methods=slm_cot,llm_only,... (default: the five of the paper's table),
---baselines_on=base|policy (the SLM weights the baselines use; default base),
---bootstrap=N (resamples for the 95% CIs; default 1000),
---batch=N (most questions per rollout, which bounds memory; 0 = all in one; default 0).
+Flags besides the trainer's --config/--workdir/--config.k=v:
+  --methods=slm_cot,llm_only,...  default: the five methods of the paper's table
+  --baselines_on=reference|base|policy  the SLM weights the baselines run on. Default
+      reference: the checkpoint's reference policy (the SLM after the supervised cold
+      start, before RL), so baselines know the tag format and the table measures what
+      RL adds; base: the pretrained weights; policy: the learned policy.
+  --bootstrap=N  resamples for the 95% CIs (default 1000)
+  --batch=N      most questions per rollout, which bounds memory (default 32; 0 = all)
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ from seekjax.rl import trainable as trainable_lib
 from seekjax.train import make_rollout_config, trainable_spec
 
 EVAL_FLAGS = ("methods", "baselines_on", "bootstrap", "batch")
+BASELINE_WEIGHTS = ("reference", "base", "policy")
+DEFAULT_BATCH = 32   # SmolLM2-135M, float32: about 4 GB peak at the default episode budget
 
 
 def log(msg: str) -> None:
@@ -43,39 +49,52 @@ def eval_rollout_config(cfg):
   return baselines.with_settings(make_rollout_config(cfg), temperature=0.0, group_size=1)
 
 
-def restore_policy(cfg, workdir: str, model):
-  """(trainable, frozen, spec, step): the latest checkpoint's params, or the base (step None)."""
+def restore_policy(cfg, workdir: str, model) -> dict:
+  """{trainable, ref_trainable, frozen, spec, step} of DIR's latest checkpoint.
+
+  Without one, both policies are the base weights and step is None.
+  """
   spec = trainable_spec(cfg)
   trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(cfg.seed + 1))
+  out = dict(trainable=trainable, ref_trainable=trainable, frozen=frozen, spec=spec, step=None)
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-    return trainable, frozen, spec, None
+    return out
   ckpt = checkpoint.Checkpointer(workdir, keep=cfg.train.keep_checkpoints, async_save=False)
   try:
     step = ckpt.latest_step()
     if step is None:
-      return trainable, frozen, spec, None
+      return out
     # The saved state holds the optimizer state too; its structure (not its values)
-    # must match, so the template uses the trainer's optimizer.
+    # must match, so the template is built with the trainer's optimizer.
     optimizer, _ = step_lib.make_optimizer(cfg.optim.lr, max(cfg.rl.steps, 1),
                                            cfg.optim.warmup_steps, cfg.optim.weight_decay,
                                            cfg.optim.clip_norm, cfg.optim.b1, cfg.optim.b2)
     template = dict(trainable=trainable, ref_trainable=trainable,
                     opt_state=optimizer.init(trainable), step=jnp.asarray(0, jnp.int32))
     state, _ = ckpt.restore(step, template, checkpoint.model_fingerprint(model.config, spec))
-    return state["trainable"], frozen, spec, int(step)
+    return dict(out, trainable=state["trainable"], ref_trainable=state["ref_trainable"],
+                step=int(step))
   finally:
     ckpt.close()
 
 
-def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS, baselines_on: str = "base",
-             bootstrap: int = 1000, batch: int = 0) -> dict:
-  """Evaluate `methods` on the eval split; returns {"results", "paths", "runs", "trainable"}."""
-  if baselines_on not in ("base", "policy"):
-    raise configlib.ConfigError(f"--baselines_on: expected base or policy, got {baselines_on!r}")
+def _check_flags(methods, baselines_on, bootstrap, batch):
   unknown = [m for m in methods if m not in baselines.METHODS]
   if unknown or not methods:
     raise configlib.ConfigError(f"--methods: unknown {unknown or 'empty list'}; valid: "
                                 f"{', '.join(baselines.METHODS)}")
+  if baselines_on not in BASELINE_WEIGHTS:
+    raise configlib.ConfigError(f"--baselines_on: expected one of {', '.join(BASELINE_WEIGHTS)}"
+                                f", got {baselines_on!r}")
+  if bootstrap < 1 or batch < 0:
+    raise configlib.ConfigError("--bootstrap must be >= 1 and --batch >= 0")
+
+
+def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
+             baselines_on: str = "reference", bootstrap: int = 1000,
+             batch: int = DEFAULT_BATCH) -> dict:
+  """Evaluate `methods` on the eval split; returns {"results", "paths", "runs", "policy"}."""
+  _check_flags(methods, baselines_on, bootstrap, batch)
   t0 = time.perf_counter()
   build.maybe_initialize_distributed(cfg)
   mesh = build.build_mesh(cfg)
@@ -87,27 +106,34 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS, baselines_on:
   helper = build.build_helper(cfg.helper, model)
   judge = build.build_judge(cfg, helper)   # the rule judge always runs; this adds the LLM's
   llm_judge = judge if cfg.reward.judge == "llm" else None
-  trainable, frozen, spec, step = restore_policy(cfg, workdir, model)
-  policy = model.replace(params=trainable_lib.merge(spec, trainable, frozen))
+
+  policy = restore_policy(cfg, workdir, model)
+  step = policy["step"]
+  weights = {"policy": policy["trainable"], "reference": policy["ref_trainable"]}
+  models = {"base": model}
+  for k in {"policy", baselines_on} - {"base"}:   # merge only what runs (memory)
+    models[k] = model.replace(params=trainable_lib.merge(policy["spec"], weights[k],
+                                                         policy["frozen"]))
   log("dynamic policy: " + (f"checkpoint step {step}" if step is not None else
-                            "base weights (no checkpoint in the workdir)"))
+                            "base weights (no checkpoint in the workdir)") +
+      f"; baselines on the {baselines_on} weights")
   rcfg = eval_rollout_config(cfg)
-  ctx = baselines.EvalContext(base_model=policy if baselines_on == "policy" else model,
-                              policy_model=policy, examples=eval_ex, helper=helper,
-                              rollout_cfg=rcfg, rng=jax.random.PRNGKey(cfg.seed),
-                              batch_size=batch)
+  ctx = baselines.EvalContext(base_model=models[baselines_on], policy_model=models["policy"],
+                              examples=eval_ex, helper=helper, rollout_cfg=rcfg,
+                              rng=jax.random.PRNGKey(cfg.seed), batch_size=batch)
   runs = baselines.run_methods(ctx, tuple(methods), log=log)
+
   meta = dict(model=cfg.model.path, task=cfg.task.name, split="eval", helper=cfg.helper.kind,
               judge="rule+llm" if llm_judge is not None else "rule", checkpoint_step=step,
-              baselines_on=baselines_on, seed=cfg.seed,
-              rollout=configlib.config_to_dict(rcfg))
+              baselines_on=baselines_on if step is not None else f"{baselines_on} (= base: "
+              "no checkpoint)", seed=cfg.seed, rollout=configlib.config_to_dict(rcfg))
   results = results_lib.build_results(runs, eval_ex, RuleLeakJudge(), llm_judge, meta,
                                       num_resamples=bootstrap, seed=cfg.seed)
   results["meta"]["seconds"] = time.perf_counter() - t0
   paths = {}
   if jax.process_index() == 0:
     paths = results_lib.write(results, runs, eval_ex, os.path.join(workdir, "eval"))
-  return {"results": results, "paths": paths, "runs": runs, "trainable": trainable}
+  return {"results": results, "paths": paths, "runs": runs, "policy": policy}
 
 
 def _split_flags(argv):

@@ -250,14 +250,15 @@ def test_baselines_answering_and_self_verifying_slms():
 def test_cli_end_to_end_on_tiny_config(tmp_path, capsys):
   workdir = str(tmp_path / "run")
   cfg = configlib.apply_overrides(configlib.load_config(TINY), ["task.max_eval=6"])
-  # A checkpoint whose params differ from the base: the CLI must evaluate those.
+  # A checkpoint whose policy and reference differ from the base and from each other.
   model = sj.load_model("tiny-random")
   spec = evaluate_lib.trainable_spec(cfg)
   trainable, _ = evaluate_lib.trainable_lib.init(spec, model.params, jax.random.PRNGKey(1))
-  trainable = jax.tree.map(lambda x: x * 0.5, trainable)
+  reference = jax.tree.map(lambda x: x * 0.5, trainable)
+  trainable = jax.tree.map(lambda x: x * 0.25, trainable)
   optimizer, _ = evaluate_lib.step_lib.make_optimizer(1e-3, 10, 1, 0.0, 1.0)
   ckpt = checkpoint.Checkpointer(workdir, async_save=False)
-  ckpt.save(4, dict(trainable=trainable, ref_trainable=trainable,
+  ckpt.save(4, dict(trainable=trainable, ref_trainable=reference,
                     opt_state=optimizer.init(trainable), step=jax.numpy.asarray(4)),
             {}, checkpoint.model_fingerprint(model.config, spec), force=True)
   ckpt.close()
@@ -281,12 +282,13 @@ def test_cli_end_to_end_on_tiny_config(tmp_path, capsys):
   train_ex, eval_ex = evaluate_lib.build.build_task(cfg, cfg.seed)
   ids = [e["id"] for e in res["methods"]["dynamic"]["episodes"]]
   assert ids == [e["id"] for e in eval_ex] and not set(ids) & {e["id"] for e in train_ex}
-  restored, _, _, step = evaluate_lib.restore_policy(cfg, workdir, model)
-  assert step == 4
-  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(trainable)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  restored = evaluate_lib.restore_policy(cfg, workdir, model)
+  assert restored["step"] == 4
+  for got, want in ((restored["trainable"], trainable), (restored["ref_trainable"], reference)):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   md = open(os.path.join(workdir, "eval", "results.md")).read()
-  assert "| dynamic |" in md and "checkpoint step 4" in md
+  assert "| dynamic |" in md and "checkpoint step 4" in md and "reference weights" in md
   lines = open(os.path.join(workdir, "eval", "episodes.jsonl")).read().splitlines()
   assert len(lines) == 5 * 6
   assert evaluate_lib.main([f"--config={TINY}", f"--workdir={workdir}", "--methods=nope"]) == 2

@@ -10,8 +10,8 @@ A record is one evaluated question:
 
 Leak rates are taken over the episodes whose example has private facts (an episode
 that sent nothing leaks nothing and counts as 0); the LLM judge's rate leaves out the
-episodes it could not judge (counted in llm_judge_errors), never reading them as "no leak". `llm_only` is scored by containment
-(`contains_answer`): see `baselines.llm_only`.
+episodes it could not judge (counted in llm_judge_errors), never reading them as "no
+leak". `llm_only` is scored by containment (`contains_answer`): see `baselines.llm_only`.
 """
 from __future__ import annotations
 

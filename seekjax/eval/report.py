@@ -9,6 +9,8 @@ SCORING_NOTE = (
     "returns facts, not a short answer, so EM = 1 when a gold alias appears in its reply as "
     "whole words, and F1 = the best fraction of an alias's words present in the reply. It "
     "sends the whole question, private details included.")
+WEIGHTS_NOTE = {"reference": "the SLM after the supervised cold start, before RL",
+                "base": "the pretrained SLM", "policy": "the learned policy"}
 LEAK_NOTE = ("Leak rate: fraction of episodes with private facts whose messages leak them "
              "(rule judge; n_private such episodes). 95% CIs: percentile bootstrap, "
              "{resamples} resamples, seed {seed}.")
@@ -79,7 +81,8 @@ def render(results: dict) -> str:
       f"Model `{meta['model']}`, task `{meta['task']}` (eval split, {meta['num_examples']} "
       f"questions), helper `{meta['helper']}`, judge `{meta['judge']}`; dynamic policy: "
       + (f"checkpoint step {ckpt}." if ckpt is not None else "base weights (no checkpoint)."),
-      f"Greedy decoding; baselines run on the {meta['baselines_on']} weights.", "",
+      f"Greedy decoding. Baselines run on the {meta['baselines_on']} weights "
+      f"({WEIGHTS_NOTE.get(meta['baselines_on'].split()[0], '')}).", "",
       main_table(methods), "",
       LEAK_NOTE.format(resamples=meta["bootstrap_resamples"], seed=meta["bootstrap_seed"]),
   ]
