@@ -32,7 +32,7 @@ from seekjax.models.errors import ModelLoadError
 from seekjax.rl import build, checkpoint
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
-from seekjax.train import make_rollout_config, trainable_spec
+from seekjax.train import fit_to_context, make_rollout_config, trainable_spec
 
 EVAL_FLAGS = ("methods", "baselines_on", "bootstrap", "batch")
 BASELINE_WEIGHTS = ("reference", "base", "policy")
@@ -99,7 +99,9 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   build.maybe_initialize_distributed(cfg)
   mesh = build.build_mesh(cfg)
   model = build.build_model(cfg, mesh)
+  rcfg = eval_rollout_config(cfg)
   _, eval_ex = build.build_task(cfg, cfg.seed)   # the held-out split only
+  eval_ex = fit_to_context(eval_ex, model, rcfg, "eval")   # the trainer's eval examples
   if not eval_ex:
     raise build.RunSetupError("config.task: the eval split is empty")
   log(f"task {cfg.task.name}: {len(eval_ex)} eval questions")
@@ -117,7 +119,6 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   log("dynamic policy: " + (f"checkpoint step {step}" if step is not None else
                             "base weights (no checkpoint in the workdir)") +
       f"; baselines on the {baselines_on} weights")
-  rcfg = eval_rollout_config(cfg)
   ctx = baselines.EvalContext(base_model=models[baselines_on], policy_model=models["policy"],
                               examples=eval_ex, helper=helper, rollout_cfg=rcfg,
                               rng=jax.random.PRNGKey(cfg.seed), batch_size=batch)

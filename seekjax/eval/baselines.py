@@ -152,8 +152,7 @@ def slm_cot(ctx: EvalContext) -> MethodRun:
 def llm_only(ctx: EvalContext) -> MethodRun:
   """The helper answers the whole question; the reply text is scored by containment."""
   t0 = time.perf_counter()
-  pool = HelperPool(ctx.helper, timeout=ctx.rollout_cfg.helper_timeout,
-                    max_concurrency=ctx.rollout_cfg.helper_concurrency)
+  pool = HelperPool.from_config(ctx.helper, ctx.rollout_cfg)   # as the rollout's own pool
   try:
     for i, q in enumerate(ctx.questions):
       pool.submit(i, q, [])
