@@ -54,7 +54,7 @@ def main(argv=None) -> int:
   t1 = time.perf_counter()
   from seekjax import configlib  # pylint: disable=import-outside-toplevel
   cfg, workdir, _ = configlib.parse_argv(train_args)
-  out = evaluate.evaluate(cfg, workdir, baselines_on="policy")
+  out = evaluate.evaluate(cfg, workdir, baselines_on="reference")
   plot = plot_methods(out["results"], os.path.join(workdir, "eval", "plots"))
   print(report.main_table(out["results"]["methods"]))
   print(f"\ntraining {t1 - t0:.0f}s, evaluation {time.perf_counter() - t1:.0f}s")
