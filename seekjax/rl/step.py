@@ -100,19 +100,37 @@ def reference_logprobs(ref_trainable, frozen, tokens, hidden, *, spec_trainable,
   return policy_logprobs(ref_trainable, frozen, tokens, hidden, spec_trainable, cfg)[0]
 
 
-def loss_fn(trainable, frozen, batch: Batch, spec: StepSpec):
-  """Scalar loss and metrics for one micro-batch."""
+def loss_fn(trainable, frozen, batch: Batch, spec: StepSpec, pg_weight=1.0, kl_weight=1.0):
+  """Scalar loss and metrics for one micro-batch.
+
+  pg_weight / kl_weight scale this micro-batch's share of the whole batch's policy and
+  KL terms, so that summing micro-batch gradients gives exactly the full-batch gradient.
+  """
   lp, ent = policy_logprobs(trainable, frozen, batch.tokens, batch.hidden, spec.trainable,
                             spec.model, spec.remat)
   mask = batch.loss_mask
   pg, pg_metrics = losses.policy_loss(
       lp, batch.old_logprobs, batch.advantages, mask, epsilon=spec.epsilon,
       epsilon_high=spec.epsilon_high, aggregation=spec.aggregation)
-  kl_tok = losses.kl_divergence(lp, batch.ref_logprobs, spec.kl_method)
+  kl_tok = losses.kl_divergence(lp, batch.ref_logprobs, spec.kl_method, mask=mask)
   kl = losses.masked_mean(kl_tok, mask)
-  loss = pg + spec.kl_beta * kl
-  metrics = dict(pg_metrics, loss=loss, pg_loss=pg, kl=kl, entropy=losses.masked_mean(ent, mask))
+  loss = pg_weight * pg + spec.kl_beta * kl_weight * kl
+  metrics = dict(pg_metrics, loss=pg + spec.kl_beta * kl, pg_loss=pg, kl=kl,
+                 entropy=losses.masked_mean(ent, mask))
   return loss, metrics
+
+
+def micro_batch_weights(mask, aggregation: str):
+  """Each micro-batch's share of the batch loss. mask: float32[M, b, T] -> ([M], [M]).
+
+  token-mean (and the KL) weigh by masked tokens; the seq-means by episodes with any
+  masked token (episodes with an empty mask do not count, as in `losses.aggregate`).
+  """
+  tokens = jnp.sum(mask, axis=(1, 2))
+  seqs = jnp.sum((jnp.sum(mask, axis=2) > 0).astype(jnp.float32), axis=1)
+  tok_w = tokens / jnp.maximum(jnp.sum(tokens), 1.0)
+  seq_w = seqs / jnp.maximum(jnp.sum(seqs), 1.0)
+  return (tok_w if aggregation == "token-mean" else seq_w), tok_w
 
 
 def make_train_step(spec: StepSpec, optimizer: optax.GradientTransformation):
@@ -125,14 +143,16 @@ def make_train_step(spec: StepSpec, optimizer: optax.GradientTransformation):
   @functools.partial(jax.jit, donate_argnames=("trainable", "opt_state"))
   def train_step(trainable, frozen, opt_state, batch: Batch):
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    micro_batches = micro(batch)
+    pg_w, kl_w = micro_batch_weights(micro_batches.loss_mask, spec.aggregation)
 
-    def accumulate(grads, mb):
-      (_, metrics), g = grad_fn(trainable, frozen, mb, spec)
+    def accumulate(grads, xs):
+      mb, pw, kw = xs
+      (_, metrics), g = grad_fn(trainable, frozen, mb, spec, pw, kw)
       return jax.tree.map(jnp.add, grads, g), metrics
 
     zeros = jax.tree.map(jnp.zeros_like, trainable)
-    grads, metrics = jax.lax.scan(accumulate, zeros, micro(batch))
-    grads = jax.tree.map(lambda g: g / spec.micro_batches, grads)
+    grads, metrics = jax.lax.scan(accumulate, zeros, (micro_batches, pg_w, kl_w))
     metrics = jax.tree.map(jnp.mean, metrics)
     metrics["grad_norm"] = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, opt_state, trainable)
