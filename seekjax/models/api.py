@@ -112,8 +112,11 @@ def _load_gguf(path: str, dtype: str, mesh) -> Model:
 
 def _load_hf_dir(path: str, dtype: str, mesh) -> Model:
   cfg = loaders.config_from_hf(path, dtype)
-  params = loaders.load_hf_params(path, cfg)
   tok = tokenizer_from_hf_dir(path)
+  if tok is not None and tok.vocab_size > cfg.vocab_size:  # ids past the embedding: garbage
+    raise ModelLoadError(os.path.join(path, "tokenizer.json"), f"tokenizer has {tok.vocab_size} "
+                         f"tokens but config.json has vocab_size={cfg.vocab_size}")
+  params = loaders.load_hf_params(path, cfg)
   return Model(cfg, _place(params, cfg, mesh), tok, mesh, os.path.basename(path.rstrip("/")))
 
 
