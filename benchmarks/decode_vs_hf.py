@@ -50,12 +50,18 @@ def main(argv=None):
   ap.add_argument("--prompt-len", type=int, default=32)
   ap.add_argument("--reps", type=int, default=3)
   ap.add_argument("--agree", type=int, default=16, help="compare the first N greedy tokens")
-  ap.add_argument("--threads", type=int, default=os.cpu_count())
+  ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                  help="torch threads; below the core count, XLA's CPU intra-op threads too")
   ap.add_argument("--breakdown", action="store_true")
   ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                 "decode_vs_hf.json"))
   args = ap.parse_args(argv)
   batches = [int(b) for b in args.batches.split(",")]
+  if args.threads < (os.cpu_count() or 1):
+    # Must be set before jax is imported. Keeps both sides on the same thread budget.
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_cpu_multi_thread_eigen=false"
+                               f" intra_op_parallelism_threads={args.threads}").strip()
 
   import jax
   import torch
@@ -148,7 +154,8 @@ def main(argv=None):
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       command="python " + " ".join([os.path.relpath(__file__)] + (argv or sys.argv[1:])),
       model=args.model, dtype="float32", host=platform.node(), cpus=os.cpu_count(),
-      torch_threads=torch.get_num_threads(), jax=jax.__version__, torch=torch.__version__,
+      torch_threads=torch.get_num_threads(), xla_flags=os.environ.get("XLA_FLAGS", ""),
+      loadavg_1m_end=loadavg(), jax=jax.__version__, torch=torch.__version__,
       transformers=transformers.__version__, reps=args.reps, rows=rows, breakdown=breakdown)
   table = ["| batch | new tokens | seekjax tok/s (min-max) | transformers tok/s (min-max) | "
            "seekjax / HF | greedy agreement |",
