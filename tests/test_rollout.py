@@ -250,3 +250,29 @@ def test_forced_turns_really_ask_the_helper_and_count_as_messages(scripted_model
     assert eps.transcripts[i].startswith(turn + "<feedback>")
     # the forced turn is context: nothing before the prompt end is trained on
     assert eps.loss_mask[i, :eps.prompt_lengths[i]].sum() == 0
+
+
+class _JitteryHelper(ScriptedHelper):
+  """Replies after a different delay per call, so rows come back in a varying order."""
+
+  def __init__(self, seed):
+    super().__init__()
+    self.rng = np.random.default_rng(seed)
+
+  async def respond(self, message, history):
+    await asyncio.sleep(float(self.rng.uniform(0.0, 0.15)))
+    return await super().respond(message, history)
+
+
+def test_sampling_does_not_depend_on_helper_latency(scripted_model):
+  """Each row draws from keys of (rng, row, slot): how long the helper takes (and so how
+  many loop steps other rows run meanwhile) cannot change any row's tokens."""
+  cfg = _cfg(temperature=1.5, group_size=2, max_steps_per_call=4)
+  qs = QUESTIONS[:3]
+  fast = rollout(scripted_model, qs, ScriptedHelper(), cfg, jax.random.PRNGKey(7))
+  slow = rollout(scripted_model, qs, _JitteryHelper(0), cfg, jax.random.PRNGKey(7))
+  assert fast.num_messages.sum() > 0
+  np.testing.assert_array_equal(fast.tokens, slow.tokens)
+  np.testing.assert_array_equal(fast.loss_mask, slow.loss_mask)
+  other = rollout(scripted_model, qs, ScriptedHelper(), cfg, jax.random.PRNGKey(8))
+  assert not np.array_equal(fast.tokens, other.tokens)  # the key does matter

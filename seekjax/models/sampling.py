@@ -34,3 +34,20 @@ def sample_token(logits, rng, temperature: float, top_k: int = 0, top_p: float =
   ids = jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
   lp = jax.nn.log_softmax(scaled, axis=-1)
   return ids, jnp.take_along_axis(lp, ids[:, None], axis=-1)[:, 0]
+
+
+def row_keys(rng, rows, positions):
+  """One key per row from (rng, row index, buffer position): a row's draw at a position
+  does not depend on how many loop steps other rows took (e.g. while waiting on a helper).
+
+  rng: a PRNG key; rows, positions: int32[B]. Returns a [B] batch of keys.
+  """
+  return jax.vmap(lambda r, p: jax.random.fold_in(jax.random.fold_in(rng, r), p))(rows, positions)
+
+
+def sample_token_rows(logits, keys, temperature: float, top_k: int = 0, top_p: float = 1.0):
+  """`sample_token` with a key per row (keys: a [B] batch of keys, e.g. from `row_keys`)."""
+  def one(row_logits, key):
+    ids, lp = sample_token(row_logits[None], key, temperature, top_k, top_p)
+    return ids[0], lp[0]
+  return jax.vmap(one)(logits, keys)

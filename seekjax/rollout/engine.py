@@ -17,7 +17,7 @@ from jax.experimental import io_callback
 from seekjax.models import decoder
 from seekjax.models.config import ModelConfig
 from seekjax.models.generate import decode_step, prefill_chunk
-from seekjax.models.sampling import sample_token
+from seekjax.models.sampling import row_keys, sample_token_rows
 
 RUNNING, PARKED, DONE = 0, 1, 2
 # finish reasons (state.finish)
@@ -133,8 +133,10 @@ def decode_until_blocked(params, tables: TagTables, state: SamplingState, host_i
 
   def body(s):
     running = s.status == RUNNING
-    rng, sub = jax.random.split(s.rng)
-    ids, lp = sample_token(s.logits, sub, spec.temperature, spec.top_k, spec.top_p)
+    # Per-row keys from (rng, row, slot): a row's sample depends only on its own history,
+    # not on how many steps other rows took while it was parked (helper latency).
+    keys = row_keys(s.rng, rows, s.length)
+    ids, lp = sample_token_rows(s.logits, keys, spec.temperature, spec.top_k, spec.top_p)
     ids = jnp.where(running, ids, 0)
     slot = jnp.where(running, s.length, max_len)  # max_len: dropped by the scatter
     tokens = s.tokens.at[rows, slot].set(ids, mode="drop")
@@ -171,7 +173,7 @@ def decode_until_blocked(params, tables: TagTables, state: SamplingState, host_i
     return SamplingState(tokens=tokens, loss_mask=loss_mask, logprobs=logprobs, cache=cache,
                          logits=logits, length=length, prompt_len=s.prompt_len,
                          turn_start=s.turn_start, status=status, finish=finish, msg_q=msg_q,
-                         ans_q=ans_q, rng=rng, steps=s.steps + 1)
+                         ans_q=ans_q, rng=s.rng, steps=s.steps + 1)
 
   state = state.replace(steps=jnp.int32(0))
   return jax.lax.while_loop(cond, body, state)
