@@ -613,3 +613,50 @@ def test_tokens_after_the_last_trained_token_do_not_change_the_gradient(tiny_par
   np.testing.assert_allclose(v2, v1, rtol=1e-6)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-9)
+
+
+def _compacted(batch):
+  """The same batch with only its loss positions kept (what rl_iteration builds)."""
+  targets, mask = step_lib.compact_positions(np.asarray(batch.loss_mask))
+  pick = lambda x: jnp.asarray(step_lib.gather_positions(np.asarray(x), targets))  # noqa: E731
+  return batch.replace(loss_mask=jnp.asarray(mask), old_logprobs=pick(batch.old_logprobs),
+                       ref_logprobs=pick(batch.ref_logprobs), targets=jnp.asarray(targets))
+
+
+def test_compact_positions_packs_each_rows_loss_positions_left():
+  mask = np.zeros((3, 40), np.float32)
+  mask[0, [3, 4, 9]] = 1.0
+  mask[2, 5:22] = 1.0     # 17 positions -> K = 32
+  targets, packed = step_lib.compact_positions(mask)
+  assert targets.shape == packed.shape == (3, 32)
+  assert targets[0, :3].tolist() == [3, 4, 9] and packed[0].tolist() == [1.0] * 3 + [0.0] * 29
+  assert packed[1].sum() == 0 and targets[2, :17].tolist() == list(range(5, 22))
+  assert step_lib.compact_positions(mask[:, :25])[0].shape == (3, 25)  # K <= T
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_loss_on_compacted_positions_equals_the_full_loss(aggregation, tiny_params):
+  """Running the LM head only at the loss positions changes neither loss nor gradient."""
+  spec = FULL_SPEC.__class__(**dict(FULL_SPEC.__dict__, aggregation=aggregation))
+  fn = jax.jit(jax.value_and_grad(lambda p, b: step_lib.loss_fn(p, {}, b, spec)[0]))
+  for balanced in (True, False):
+    batch = _model_batch(tiny_params, 4, balanced=balanced)
+    v_full, g_full = fn(tiny_params, batch)
+    v_c, g_c = fn(tiny_params, _compacted(batch))
+    np.testing.assert_allclose(v_c, v_full, rtol=1e-5, atol=1e-7)
+    for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_c)):
+      np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-7)
+
+
+def test_compacted_train_step_with_micro_batches_equals_the_full_one(step_case, tiny_params):
+  spec, trainable, frozen, steps = step_case
+  batch = _model_batch(tiny_params, 2, balanced=False)
+  if spec.mode == "top_n":  # as rl_iteration: the frozen bottom runs once, outside
+    hidden = step_lib.bottom_hidden(frozen, batch.tokens, cfg=TINY)
+    batch = batch.replace(hidden=hidden)
+  g_full, _, m_full = _gradient(steps[2], trainable, frozen, batch)
+  g_c, _, m_c = _gradient(steps[2], trainable, frozen, _compacted(batch))
+  np.testing.assert_allclose(m_c["loss"], m_full["loss"], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(m_c["entropy"], m_full["entropy"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_c)):
+    np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-6)

@@ -17,6 +17,7 @@ from seekjax.rl import advantages as advantages_lib
 from seekjax.rl import distributed
 from seekjax.rl import losses, rewards as rewards_lib
 from seekjax.rl import trainable as trainable_lib
+from seekjax.rl import step as step_lib
 from seekjax.rl.step import Batch, bottom_hidden, reference_logprobs
 from seekjax.rollout import rollout
 from seekjax.tasks import f1, task_score
@@ -84,15 +85,22 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   s = score_episodes(episodes, examples, cfg.reward.score, ctx.judge)
   width = bucket(distributed.max_over_processes(int(episodes.lengths.max())), 64)
   tokens = jnp.asarray(_trim(episodes.tokens, width))
-  mask = jnp.asarray(_trim(episodes.loss_mask, width), jnp.float32)
-  sampler_lp = jnp.asarray(_trim(episodes.logprobs, width))
+  # The loss reads only SLM-sampled positions: pack them (K per row, same K everywhere)
+  # so the LM head and the log-softmax skip prompt, feedback and padding.
+  full_mask = _trim(episodes.loss_mask, width)
+  k = bucket(distributed.max_over_processes(max(int(full_mask.sum(axis=1).max()), 1)), 16)
+  targets, mask = step_lib.compact_positions(full_mask, minimum=min(k, width))
+  targets, mask = jnp.asarray(targets), jnp.asarray(mask)
+  sampler_lp = jnp.asarray(step_lib.gather_positions(_trim(episodes.logprobs, width),
+                                                     np.asarray(targets)))
 
   t1 = time.perf_counter()
   hidden = None
   if ctx.spec.mode == "top_n":  # frozen bottom layers: run them once for ref and all epochs
     hidden = bottom_hidden(ctx.local_frozen, tokens, cfg=ctx.model.config)
   ref_lp = reference_logprobs(distributed.local_copy(ref_trainable), ctx.local_frozen, tokens,
-                              hidden, spec_trainable=ctx.spec, cfg=ctx.model.config)
+                              hidden, spec_trainable=ctx.spec, cfg=ctx.model.config,
+                              targets=targets)
   ref_lp.block_until_ready()
   t_ref = time.perf_counter() - t1
 
@@ -112,7 +120,7 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
 
   t2 = time.perf_counter()
   batch = Batch(tokens=tokens, loss_mask=mask, old_logprobs=sampler_lp, ref_logprobs=ref_lp,
-                advantages=jnp.asarray(adv, jnp.float32), hidden=hidden)
+                advantages=jnp.asarray(adv, jnp.float32), hidden=hidden, targets=targets)
   batch = distributed.global_batch(ctx.mesh, batch)
   step_metrics = []
   n = batch.tokens.shape[0]

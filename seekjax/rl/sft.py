@@ -17,7 +17,7 @@ import optax
 from seekjax import protocol
 from seekjax.rollout.driver import feedback_ids
 from seekjax.rl import trainable as trainable_lib
-from seekjax.rl.step import policy_logprobs
+from seekjax.rl.step import compact_positions, policy_logprobs
 
 
 @dataclasses.dataclass
@@ -64,24 +64,31 @@ def pack(examples: list[tuple[np.ndarray, np.ndarray]], width: int | None = None
   return ids, mask
 
 
-def sft_loss(trainable, frozen, tokens, mask, hidden, *, spec, cfg):
+def sft_loss(trainable, frozen, tokens, mask, hidden, *, spec, cfg, targets=None):
   """Mean negative log-likelihood of the masked (SLM) tokens.
 
-  hidden: the frozen bottom layers' output (top_n mode) or None.
+  hidden: the frozen bottom layers' output (top_n mode) or None. With `targets`
+  (`step.compact_positions`), mask is [B, K] at those positions and the LM head runs
+  only there.
   """
-  lp, _ = policy_logprobs(trainable, frozen, tokens, hidden, spec, cfg)
+  lp, _ = policy_logprobs(trainable, frozen, tokens, hidden, spec, cfg, targets=targets)
   return -jnp.sum(lp * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def make_sft_step(spec: trainable_lib.Trainable, cfg, optimizer):
-  """Jitted (trainable, frozen, opt_state, tokens[B,T], mask[B,T], hidden|None)
-  -> (trainable, opt_state, loss)."""
+  """(trainable, frozen, opt_state, tokens[B,T], mask[B,T], hidden|None)
+  -> (trainable, opt_state, loss). The mask is packed on the host (`compact_positions`)
+  and the jitted step sees only the loss positions' logits."""
 
   @functools.partial(jax.jit, donate_argnames=("trainable", "opt_state"))
-  def step(trainable, frozen, opt_state, tokens, mask, hidden=None):
+  def jitted(trainable, frozen, opt_state, tokens, mask, hidden, targets):
     loss, grads = jax.value_and_grad(sft_loss)(trainable, frozen, tokens, mask, hidden,
-                                               spec=spec, cfg=cfg)
+                                               spec=spec, cfg=cfg, targets=targets)
     updates, opt_state = optimizer.update(grads, opt_state, trainable)
     return optax.apply_updates(trainable, updates), opt_state, loss
+
+  def step(trainable, frozen, opt_state, tokens, mask, hidden=None):
+    targets, packed = compact_positions(np.asarray(mask))
+    return jitted(trainable, frozen, opt_state, tokens, packed, hidden, targets)
 
   return step

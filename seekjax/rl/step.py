@@ -3,7 +3,9 @@
 `make_train_step(spec, optimizer)` returns one jitted function
   (trainable, frozen, opt_state, batch) -> (trainable, opt_state, metrics)
 that splits the batch into micro-batches (gradient accumulation with `lax.scan`),
-so the largest live logits tensor is [B / micro_batches, T, V].
+so the largest live logits tensor is [B / micro_batches, T, V], or [B / micro_batches, K, V]
+when the batch carries `targets` (the LM head then runs only on the K loss positions of
+each row; `compact_positions`).
 """
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
 from seekjax.models import decoder
 from seekjax.models.config import ModelConfig
+from seekjax.models.generate import bucket
 from seekjax.rl import losses, trainable as trainable_lib
 
 
@@ -32,6 +36,10 @@ class Batch:
   hidden: jax.Array | None = None  # float32[B, T, D] output of the frozen bottom layers
                                    # (top_n mode: computed once per batch, shared by the
                                    # reference and every PPO epoch)
+  targets: jax.Array | None = None  # int32[B, K] (`compact_positions`): the positions the
+                                    # loss reads. When set, loss_mask / old_logprobs /
+                                    # ref_logprobs are [B, K], aligned with it, and the LM
+                                    # head runs only there (not on prompt and feedback).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,16 +57,31 @@ class StepSpec:
   remat: bool = False
 
 
-def token_logprobs_and_entropy(params, cfg: ModelConfig, tokens, remat=False):
+def token_logprobs_and_entropy(params, cfg: ModelConfig, tokens, remat=False, targets=None):
   """Teacher-forced log p(tokens[t] | tokens[<t]) and the entropy of that distribution.
 
   tokens: int32[B, T]. Returns (logprobs float32[B, T], entropy float32[B, T]) with
-  position 0 set to 0 (nothing predicts the first token).
+  position 0 set to 0 (nothing predicts the first token); with `targets` int32[B, K],
+  only at those positions ([B, K]).
   """
   b, t = tokens.shape
   positions = jnp.broadcast_to(jnp.arange(t), (b, t))
-  logits, _ = decoder.forward(params, cfg, tokens, positions, remat=remat)
-  return _logprobs_from_logits(logits, tokens)
+  x, _ = decoder.hidden_states(params, cfg, tokens, positions, remat=remat)
+  return _head_logprobs(params, cfg, x, tokens, targets)
+
+
+def _head_logprobs(head_params, cfg, x, tokens, targets):
+  """LM head + log-softmax over final hidden states x [B, T, D] (see above)."""
+  if targets is None:
+    return _logprobs_from_logits(decoder.lm_head(head_params, cfg, x), tokens)
+  prev = jnp.maximum(targets - 1, 0)  # the state that predicts tokens[target]
+  xs = jnp.take_along_axis(x, prev[..., None], axis=1)
+  logp = jax.nn.log_softmax(decoder.lm_head(head_params, cfg, xs), axis=-1)
+  ids = jnp.take_along_axis(tokens, targets, axis=1)
+  lp = jnp.take_along_axis(logp, ids[..., None], axis=-1)[..., 0]
+  ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+  first = targets == 0
+  return jnp.where(first, 0.0, lp), jnp.where(first, 0.0, ent)
 
 
 def _logprobs_from_logits(logits, tokens):
@@ -70,6 +93,27 @@ def _logprobs_from_logits(logits, tokens):
   return jnp.concatenate([pad, lp], axis=1), jnp.concatenate([pad, ent], axis=1)
 
 
+def compact_positions(mask, minimum: int = 16):
+  """Host-side: the loss positions of each row, packed to the left.
+
+  mask: [B, T] (nonzero = in the loss). Returns (targets int32[B, K], compact mask
+  float32[B, K]) with K = the largest row count rounded up to a power of two (>= minimum,
+  <= T) so that shapes, and compiled steps, repeat. Padding entries have mask 0.
+  """
+  mask = np.asarray(mask, np.float32)
+  in_loss = mask > 0
+  k = min(bucket(max(int(in_loss.sum(axis=1).max(initial=0)), 1), minimum), mask.shape[1])
+  order = np.argsort(~in_loss, axis=1, kind="stable")[:, :k].astype(np.int32)
+  return order, np.take_along_axis(mask, order, axis=1)
+
+
+def gather_positions(x, targets):
+  """x [B, T] (numpy or jax) at targets [B, K] -> [B, K]."""
+  if isinstance(x, np.ndarray):
+    return np.take_along_axis(x, np.asarray(targets), axis=1)
+  return jnp.take_along_axis(x, jnp.asarray(targets), axis=1)
+
+
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def bottom_hidden(frozen, tokens, *, cfg: ModelConfig):
   """top_n mode: the residual stream after the frozen layers. tokens: int32[B, T] -> [B, T, D]."""
@@ -79,25 +123,30 @@ def bottom_hidden(frozen, tokens, *, cfg: ModelConfig):
   return x
 
 
-def policy_logprobs(trainable, frozen, tokens, hidden, spec_trainable, cfg, remat=False):
-  """(logprobs, entropy) float32[B, T] of the policy given by (trainable, frozen).
+def policy_logprobs(trainable, frozen, tokens, hidden, spec_trainable, cfg, remat=False,
+                    targets=None):
+  """(logprobs, entropy) float32[B, T] (or [B, K] at `targets`) of the policy given by
+  (trainable, frozen).
 
   With `hidden` (top_n mode) only the trainable top layers run, on the cached
   bottom-layer output; otherwise the merged params run the whole model.
   """
   if hidden is None:
     params = trainable_lib.merge(spec_trainable, trainable, frozen)
-    return token_logprobs_and_entropy(params, cfg, tokens, remat)
+    return token_logprobs_and_entropy(params, cfg, tokens, remat, targets)
   b, t = tokens.shape
   positions = jnp.broadcast_to(jnp.arange(t), (b, t))
   x, _ = decoder.hidden_states(trainable, cfg, tokens, positions, remat=remat, inputs=hidden)
-  return _logprobs_from_logits(decoder.lm_head(frozen, cfg, x), tokens)
+  return _head_logprobs(frozen, cfg, x, tokens, targets)
 
 
 @functools.partial(jax.jit, static_argnames=("spec_trainable", "cfg"))
-def reference_logprobs(ref_trainable, frozen, tokens, hidden, *, spec_trainable, cfg):
-  """float32[B, T] teacher-forced log-probs of the reference policy (once per batch)."""
-  return policy_logprobs(ref_trainable, frozen, tokens, hidden, spec_trainable, cfg)[0]
+def reference_logprobs(ref_trainable, frozen, tokens, hidden, *, spec_trainable, cfg,
+                       targets=None):
+  """float32[B, T] (or [B, K] at `targets`) teacher-forced log-probs of the reference
+  policy (once per batch)."""
+  return policy_logprobs(ref_trainable, frozen, tokens, hidden, spec_trainable, cfg,
+                         targets=targets)[0]
 
 
 def loss_fn(trainable, frozen, batch: Batch, spec: StepSpec, pg_weight=1.0, kl_weight=1.0):
@@ -107,7 +156,7 @@ def loss_fn(trainable, frozen, batch: Batch, spec: StepSpec, pg_weight=1.0, kl_w
   KL terms, so that summing micro-batch gradients gives exactly the full-batch gradient.
   """
   lp, ent = policy_logprobs(trainable, frozen, batch.tokens, batch.hidden, spec.trainable,
-                            spec.model, spec.remat)
+                            spec.model, spec.remat, batch.targets)
   mask = batch.loss_mask
   pg, pg_metrics = losses.policy_loss(
       lp, batch.old_logprobs, batch.advantages, mask, epsilon=spec.epsilon,
