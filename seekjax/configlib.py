@@ -7,6 +7,12 @@ replace. Every problem is a `ConfigError` (a ValueError) with a one-line message
     config.rl.beta: expected float, got 'abc'
     config.rl.betaa: unknown key 'betaa' under rl; valid keys: ... (did you mean 'beta'?)
 
+Config files are built from a base config (configs/_base.py), which declares itself with
+`declare_base`; a loaded config is checked against every base it was built from, so a
+key that a config file adds, not only one that an override names, is refused:
+
+    configs/x.py: config.rl.klbeta: unknown key 'klbeta' under rl; valid keys: ...
+
 Configs hold no secrets, only the names of environment variables that do
 (`api_key_env="OPENAI_API_KEY"`). A secret-named key with a value, or a value that looks
 like a credential, is refused on load and never written by `dump_config`.
@@ -14,6 +20,8 @@ like a credential, is refused on load and never written by `dump_config`.
 from __future__ import annotations
 
 import ast
+import contextvars
+import copy
 import difflib
 import hashlib
 import importlib.util
@@ -45,19 +53,45 @@ class ConfigError(ValueError):
 
 
 class UnknownConfigKey(ConfigError):
-  """An override names a key that the config does not have."""
+  """An override names a key that the config does not have (or a config file adds one)."""
+
+
+# The bases declared while `load_config` runs a config file (None outside load_config).
+_BASES: contextvars.ContextVar = contextvars.ContextVar("seekjax_config_bases", default=None)
 
 
 # ----------------------------------------------------------------------------- loading
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
-  """Load `path.py` or `path.py:arg` and return its get_config(arg) (get_config() if no arg)."""
+  """Load `path.py` or `path.py:arg` and return its get_config(arg) (get_config() if no arg).
+
+  A config built from a base config (`declare_base`) may only set the base's keys.
+  """
   path, _, arg = spec.partition(":")
   if not path.endswith(".py"):
     raise ConfigError(f"--config: expected a .py file (optionally file.py:arg), got {spec!r}")
   if not os.path.isfile(path):
     raise ConfigError(f"--config: no such file {path!r}")
+  outer, bases = _BASES.get(), []
+  token = _BASES.set(bases)
+  try:
+    cfg = _run_config_file(path, spec, arg)
+  finally:
+    _BASES.reset(token)
+    if outer is not None:   # a config file that loads another through load_config
+      outer.extend(bases)
+  for base in bases:
+    try:
+      check_known_keys(cfg, base)
+    except UnknownConfigKey as e:
+      raise UnknownConfigKey(f"{path}: {e}") from None
+  check_no_secrets(cfg)
+  return cfg
+
+
+def _run_config_file(path: str, spec: str, arg: str) -> ml_collections.ConfigDict:
+  """Execute the config file and return its get_config(arg), as a ConfigDict."""
   digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:10]
   module_spec = importlib.util.spec_from_file_location(f"seekjax_config_{digest}", path)
   module = importlib.util.module_from_spec(module_spec)
@@ -80,7 +114,19 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   if not isinstance(cfg, ml_collections.ConfigDict):
     raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict, got "
                       f"{type(cfg).__name__}")
-  check_no_secrets(cfg)
+  return cfg
+
+
+def declare_base(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Mark `cfg` as a base config: configs built from it change its values, never add keys.
+
+  A base config file returns `declare_base(c)`. While `load_config` runs a config file,
+  each base declared on the way is kept (as a copy, before the file changes it), and
+  the loaded config is checked against it with `check_known_keys`. Returns cfg.
+  """
+  bases = _BASES.get()
+  if bases is not None:
+    bases.append(copy.deepcopy(cfg))
   return cfg
 
 
@@ -343,8 +389,9 @@ def dump_config(cfg, path: str) -> str:
   """Write the resolved config as JSON plus a readable YAML twin; returns the JSON path.
 
   `path` is either a directory (writes config.json and config.yaml in it) or a file
-  path ending in .json (the YAML goes beside it with a .yaml suffix). Refuses (with a
-  ConfigError, writing nothing) a config that holds a secret.
+  path ending in .json (the YAML goes beside it with a .yaml suffix). Each file is
+  written atomically (`write_atomic`). Refuses (with a ConfigError, writing nothing) a
+  config that holds a secret.
   """
   d = config_to_dict(cfg)
   if os.path.isdir(path) or not path.endswith(".json"):
@@ -354,12 +401,28 @@ def dump_config(cfg, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     json_path = path
   yaml_path = json_path[:-len(".json")] + ".yaml"
-  with open(json_path, "w") as f:
-    json.dump(d, f, indent=2, sort_keys=True)
-    f.write("\n")
-  with open(yaml_path, "w") as f:
-    f.write(to_yaml(d) + "\n")
+  write_atomic(json_path, json.dumps(d, indent=2, sort_keys=True) + "\n")
+  write_atomic(yaml_path, to_yaml(d) + "\n")
   return json_path
+
+
+def write_atomic(path: str, text: str) -> None:
+  """Write `text` to a temporary file beside `path`, then rename it over `path`.
+
+  A reader (or a run restarted after a kill) sees the old file or the new one, never a
+  half-written one.
+  """
+  tmp = f"{path}.tmp.{os.getpid()}"
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 # ----------------------------------------------------------------------------- argv

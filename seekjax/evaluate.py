@@ -1,7 +1,8 @@
 """`python -m seekjax.evaluate --config=configs/X.py --workdir=DIR [--methods=a,b] [--config.k=v]`.
 
 Evaluates the learned policy and the baselines on the held-out eval split (never the
-train split) and writes DIR/eval/results.json, results.md and episodes.jsonl.
+train split) and writes DIR/eval/results.json, results.md and episodes.jsonl (with each
+example's private facts and spans redacted unless config.eval.redact_private is False).
 Read top to bottom: build the run's parts from the config, restore the latest
 checkpoint of DIR if there is one (else the base weights stand in for every policy),
 run each method greedily in batched rollouts, score, write, print the table.
@@ -22,7 +23,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 
 from seekjax import configlib
 from seekjax.eval import baselines, report, results as results_lib
@@ -30,7 +30,6 @@ from seekjax.helpers import RuleLeakJudge
 from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
 from seekjax.rl import build, checkpoint
-from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.train import fit_to_context, make_rollout_config, trainable_spec
 
@@ -66,11 +65,8 @@ def restore_policy(cfg, workdir: str, model) -> dict:
       return out
     # The saved state holds the optimizer state too; its structure (not its values)
     # must match, so the template is built with the trainer's optimizer.
-    optimizer, _ = step_lib.make_optimizer(cfg.optim.lr, max(cfg.rl.steps, 1),
-                                           cfg.optim.warmup_steps, cfg.optim.weight_decay,
-                                           cfg.optim.clip_norm, cfg.optim.b1, cfg.optim.b2)
-    template = dict(trainable=trainable, ref_trainable=trainable,
-                    opt_state=optimizer.init(trainable), step=jnp.asarray(0, jnp.int32))
+    optimizer, _ = build.make_rl_optimizer(cfg)
+    template = checkpoint.train_state(trainable, trainable, optimizer.init(trainable), 0)
     state, _ = ckpt.restore(step, template, checkpoint.model_fingerprint(model.config, spec))
     return dict(out, trainable=state["trainable"], ref_trainable=state["ref_trainable"],
                 step=int(step))
@@ -133,7 +129,8 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   results["meta"]["seconds"] = time.perf_counter() - t0
   paths = {}
   if jax.process_index() == 0:
-    paths = results_lib.write(results, runs, eval_ex, os.path.join(workdir, "eval"))
+    paths = results_lib.write(results, runs, eval_ex, os.path.join(workdir, "eval"),
+                              redact_private=cfg.eval.redact_private)
   return {"results": results, "paths": paths, "runs": runs, "policy": policy}
 
 
@@ -165,7 +162,7 @@ def main(argv=None) -> int:
     cfg, workdir, _ = configlib.parse_argv(rest)
     out = evaluate(cfg, workdir, **flags)
   except (configlib.ConfigError, build.RunSetupError, ModelLoadError, sharding.MeshError,
-          checkpoint.CheckpointMismatch) as e:
+          checkpoint.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   if jax.process_index() == 0:

@@ -2,7 +2,9 @@
 
 Read top to bottom: set up (config, workdir, model, data, helper), restore or cold-start,
 then the RL loop (one `rl_iteration` per step), with metrics, checkpoints and a clean
-exit on SIGTERM (how TPU preemption notices arrive).
+exit on SIGTERM (how TPU preemption notices arrive). SIGTERM is handled from the start:
+during the RL loop the current step finishes and is checkpointed; before it (set-up,
+cold start) the run stops at once, keeping the checkpoints it had, and exits cleanly.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from seekjax import configlib, protocol
@@ -30,6 +31,34 @@ from seekjax.tasks import make_pipeline
 
 class WorkdirError(ValueError):
   """The workdir holds another run, or cannot be written."""
+
+
+class Stopped(Exception):
+  """A stop signal arrived before the RL loop (set-up or cold start): nothing new to save."""
+
+  def __init__(self, phase: str):
+    super().__init__(phase)
+    self.phase = phase
+
+
+class StopSignal:
+  """The SIGTERM handler of a run: records the signal; `check` raises Stopped before the RL
+  loop, while the loop itself reads `signal` after each step."""
+
+  def __init__(self):
+    self.signal: str | None = None
+    self.phase = "set-up"
+
+  def __call__(self, signum, _frame):
+    self.signal = signal.Signals(signum).name
+    if self.phase == "rl":
+      log(f"{self.signal} received: finishing this step, then saving a checkpoint")
+    else:
+      log(f"{self.signal} received during the {self.phase}: stopping")
+
+  def check(self) -> None:
+    if self.signal is not None:
+      raise Stopped(self.phase)
 
 
 def log(msg: str) -> None:
@@ -53,18 +82,24 @@ def prepare_workdir(workdir: str, cfg, overwrite: bool) -> None:
   path = os.path.join(workdir, "config.json")
   resolved = configlib.config_to_dict(cfg)
   if os.path.exists(path) and not overwrite:
-    with open(path) as f:
-      old = json.load(f)
+    try:
+      with open(path) as f:
+        old = json.load(f)
+    except (OSError, ValueError) as e:
+      raise WorkdirError(f"{path}: unreadable ({type(e).__name__}); use a new --workdir, or "
+                         "--overwrite to replace it") from None
     if old != resolved:
       raise WorkdirError(f"{workdir} holds another run's config; use a new --workdir, or "
                          "--overwrite to replace it")
   if jax.process_index() == 0:
-    configlib.dump_config(cfg, workdir)
+    configlib.dump_config(cfg, workdir)   # atomic: a kill never leaves half a config.json
 
 
 def make_rollout_config(cfg):
+  """The rollout settings: config.rollout, plus the helper pool's keys of config.helper."""
   return rollout_config(group_size=cfg.rl.group_size, helper_timeout=cfg.helper.timeout,
-                        helper_concurrency=cfg.helper.concurrency, **cfg.rollout.to_dict())
+                        helper_concurrency=cfg.helper.concurrency,
+                        on_outage=cfg.helper.on_outage, **cfg.rollout.to_dict())
 
 
 def fit_to_context(examples: list[dict], model, rollout_cfg, split: str) -> list[dict]:
@@ -114,17 +149,32 @@ def data_states(data) -> dict:
   return {"processes": distributed.gather_json(data.get_state())}
 
 
+def restore_data_position(data, saved, where: str) -> None:
+  """Set this process's data iterator to a checkpoint's position (either data format)."""
+  state = checkpoint.process_data_state(saved, jax.process_index(), jax.process_count(), where)
+  try:
+    data.set_state(state)
+  except (KeyError, TypeError, ValueError) as e:
+    raise checkpoint.CheckpointError(f"{where}: unusable data iterator state "
+                                     f"({type(e).__name__}: {e})") from None
+
+
 # ----------------------------------------------------------------------------- cold start
 
 
-def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper):
-  """Supervised cold start on protocol demonstrations. Returns the new trainable params."""
+def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper,
+               should_stop=lambda: None):
+  """Supervised cold start on protocol demonstrations. Returns the new trainable params.
+
+  should_stop: called before each step; it raises to abandon the cold start (SIGTERM).
+  """
   s = cfg.sft
   if s.steps <= 0:
     return trainable
   examples = train_examples[: s.num_demos * 2]
   demo_list = demos.make_demos(examples, helper, seed=cfg.seed, need_fraction=s.need_fraction)
   demo_list = demo_list[: s.num_demos]
+  should_stop()
   if not demo_list:
     raise build.RunSetupError("cold start: no demonstration could be built from the task")
   tok = model.tokenizer
@@ -144,6 +194,7 @@ def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper):
   log(f"cold start: {len(demo_list)} demonstrations, {s.steps} steps")
   batch = min(s.batch_size, len(packed))
   for i in range(s.steps):
+    should_stop()
     idx = np.sort(rng.choice(len(packed), size=batch, replace=False))
     trainable, opt_state, loss = sft_step(trainable, frozen, opt_state, all_ids[idx],
                                           all_mask[idx], None if hidden is None else hidden[idx])
@@ -165,7 +216,22 @@ def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = N
 
   stop_after: leave after this step (with a checkpoint), e.g. to fit a scheduler's time
   slot; the next run with the same command resumes there.
+  A SIGTERM before the RL loop returns {"stopped": "SIGTERM"} (see the module docstring);
+  otherwise "stopped" says why the loop ended early (None: it finished).
   """
+  stop = StopSignal()
+  previous = signal.signal(signal.SIGTERM, stop)
+  try:
+    return _train(cfg, workdir, overwrite, stop_after, stop)
+  except Stopped as e:
+    log(f"stopped ({stop.signal}) during the {e.phase}, before the RL loop: nothing new to "
+        "save; the same command starts again from the latest checkpoint, if any")
+    return {"stopped": stop.signal}
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _train(cfg, workdir: str, overwrite: bool, stop_after: int | None, stop: StopSignal) -> dict:
   build.maybe_initialize_distributed(cfg)
   prepare_workdir(workdir, cfg, overwrite)
   mesh = build.build_mesh(cfg)
@@ -186,93 +252,99 @@ def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = N
   trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(cfg.seed + 1))
   log(f"training {trainable_lib.count(trainable) / 1e6:.2f}M of "
       f"{model.config.num_params / 1e6:.0f}M params ({spec.mode})")
-  optimizer, schedule = step_lib.make_optimizer(
-      cfg.optim.lr, cfg.rl.steps * cfg.rl.num_epochs * max(cfg.rl.mini_batches, 1),
-      cfg.optim.warmup_steps, cfg.optim.weight_decay, cfg.optim.clip_norm, cfg.optim.b1,
-      cfg.optim.b2)
+  optimizer, schedule = build.make_rl_optimizer(cfg)
   fingerprint = checkpoint.model_fingerprint(model.config, spec)
+  data = iter(make_pipeline(train_ex, batch_size=cfg.rl.questions_per_step, seed=cfg.seed))
   ckpt = checkpoint.Checkpointer(workdir, keep=cfg.train.keep_checkpoints,
                                  async_save=cfg.train.async_checkpoint)
-  data = iter(make_pipeline(train_ex, batch_size=cfg.rl.questions_per_step, seed=cfg.seed))
-  writer = metrics_lib.MetricsWriter(workdir)
 
-  start = ckpt.latest_step()
-  if start is None:
-    trainable = cold_start(cfg, model, spec, trainable, frozen, train_ex, helper)
-    ref_trainable = jax.tree.map(lambda x: x.copy(), trainable)
-    opt_state = distributed.to_global(mesh, optimizer.init(trainable))
-    start = 0
-    state = distributed.to_global(mesh, dict(
-        trainable=trainable, ref_trainable=ref_trainable, opt_state=opt_state,
-        step=jnp.asarray(0, jnp.int32)))
-    ckpt.save(0, state, data_states(data), fingerprint, force=True)
-  else:
-    template = distributed.to_global(mesh, dict(
-        trainable=trainable, ref_trainable=trainable, opt_state=optimizer.init(trainable),
-        step=jnp.asarray(0, jnp.int32)))
-    state, data_state = ckpt.restore(start, template, fingerprint)
-    trainable, ref_trainable, opt_state = (state["trainable"], state["ref_trainable"],
-                                           state["opt_state"])
-    data.set_state(data_state["processes"][jax.process_index()])
-    metrics_lib.truncate_after(writer.path, start)
-    log(f"resumed from step {start} ({ckpt.directory})")
+  def save(step, trainable, ref_trainable, opt_state):
+    ckpt.save(step, distributed.to_global(mesh, checkpoint.train_state(
+        trainable, ref_trainable, opt_state, step)), data_states(data), fingerprint, force=True)
 
-  ctx = cycle.RunContext(cfg=cfg, model=model, spec=spec, frozen=frozen, helper=helper,
-                         judge=judge, rollout_cfg=make_rollout_config(cfg),
-                         train_step=make_step(cfg, model.config, spec, optimizer), mesh=mesh)
-  stop = {"signal": None}
+  try:
+    stop.check()
+    start = ckpt.latest_step()
+    if start is None:
+      stop.phase = "cold start"
+      trainable = cold_start(cfg, model, spec, trainable, frozen, train_ex, helper,
+                             should_stop=stop.check)
+      ref_trainable = jax.tree.map(lambda x: x.copy(), trainable)
+      opt_state = distributed.to_global(mesh, optimizer.init(trainable))
+      start = 0
+      stop.phase = "rl"   # from here on, a SIGTERM leaves a checkpoint
+      save(0, trainable, ref_trainable, opt_state)
+    else:
+      stop.phase = "rl"
+      template = distributed.to_global(mesh, checkpoint.train_state(
+          trainable, trainable, optimizer.init(trainable), 0))
+      state, data_state = ckpt.restore(start, template, fingerprint)
+      trainable, ref_trainable, opt_state = (state["trainable"], state["ref_trainable"],
+                                             state["opt_state"])
+      restore_data_position(data, data_state, f"{ckpt.directory}/{start}")
+      log(f"resumed from step {start} ({ckpt.directory})")
+    ctx = cycle.RunContext(cfg=cfg, model=model, spec=spec, frozen=frozen, helper=helper,
+                           judge=judge, rollout_cfg=make_rollout_config(cfg),
+                           train_step=make_step(cfg, model.config, spec, optimizer), mesh=mesh)
+    last = _rl_loop(ctx, schedule, data, save, workdir, start,
+                    (trainable, ref_trainable, opt_state), stop, stop_after)
+  finally:
+    ckpt.close()
+  return dict(last, frozen=frozen, spec=spec, model=model, eval_examples=eval_ex, helper=helper,
+              judge=judge, stopped=stop.signal)
 
-  def on_sigterm(signum, _frame):
-    stop["signal"] = signum
-    log("SIGTERM received: finishing this step, then saving a checkpoint")
-  previous = signal.signal(signal.SIGTERM, on_sigterm)
 
+def _rl_loop(ctx, schedule, data, save, workdir, start, params, stop, stop_after) -> dict:
+  """The RL steps from `start`; `save`s on schedule, at the end, and when stopping.
+
+  Returns the last step's metrics with the final `trainable`.
+  """
+  cfg = ctx.cfg
+  trainable, ref_trainable, opt_state = params
+  writer = metrics_lib.MetricsWriter(workdir, resume_step=start)
   progress = metrics_lib.Progress(cfg.rl.steps, start=start, desc="rl")
   base_rng = jax.random.PRNGKey(cfg.seed)
-  last, step = {}, start - 1
+  last, reached = {}, start
   try:
     for step in range(start, cfg.rl.steps):
+      if stop.signal:   # it came before the first step, whose start state is checkpointed
+        break
       examples = next(data)
       rng = jax.random.fold_in(base_rng, step)
       trainable, opt_state, last, _ = cycle.rl_iteration(ctx, trainable, opt_state,
                                                          ref_trainable, examples, rng)
       last["lr"] = float(schedule(step * cfg.rl.num_epochs * max(cfg.rl.mini_batches, 1)))
       writer.write(step + 1, last)
+      reached = step + 1
       progress.update(step + 1, reward=last["reward"], em=last["em"],
                       msgs=last["messages_per_episode"], leak=last["leak_rate"],
                       kl=last["kl"])
       done = step + 1 == cfg.rl.steps
       if stop_after is not None and step + 1 >= stop_after:
-        stop["signal"] = stop["signal"] or "stop_after"
-      stopping = stop["signal"]  # read once: a later SIGTERM stops after the next step
+        stop.signal = stop.signal or "stop_after"
+      stopping = stop.signal  # read once: a later SIGTERM stops after the next step
       if done or (step + 1) % cfg.train.checkpoint_every == 0 or stopping:
-        ckpt.save(step + 1, distributed.to_global(mesh, dict(
-            trainable=trainable, ref_trainable=ref_trainable, opt_state=opt_state,
-            step=jnp.asarray(step + 1, jnp.int32))),
-                  data_states(data), fingerprint, force=True)
+        save(step + 1, trainable, ref_trainable, opt_state)
       if stopping:
         break
   finally:
-    signal.signal(signal.SIGTERM, previous)
-    ckpt.close()
     writer.close()
-  if stop["signal"]:
-    log(f"stopped ({stop['signal']}) after step {step + 1}; checkpoint saved")
-  return dict(last, trainable=trainable, frozen=frozen, spec=spec, model=model,
-              eval_examples=eval_ex, helper=helper, judge=judge)
+  if stop.signal:
+    log(f"stopped ({stop.signal}) after step {reached}; checkpoint saved")
+  return dict(last, trainable=trainable)
 
 
 def main(argv=None) -> int:
-  from seekjax.rl.checkpoint import CheckpointMismatch  # pylint: disable=import-outside-toplevel
   try:
     cfg, workdir, flags = configlib.parse_argv(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
-    train(cfg, workdir, overwrite=flags.get("overwrite", False),
-          stop_after=flags.get("stop_after"))
-    log(f"done in {time.perf_counter() - t0:.0f}s; results in {os.path.abspath(workdir)}")
+    out = train(cfg, workdir, overwrite=flags.get("overwrite", False),
+                stop_after=flags.get("stop_after"))
+    what = "stopped" if out.get("stopped") not in (None, "stop_after") else "done"
+    log(f"{what} in {time.perf_counter() - t0:.0f}s; results in {os.path.abspath(workdir)}")
     return 0
   except (configlib.ConfigError, build.RunSetupError, ModelLoadError, sharding.MeshError,
-          CheckpointMismatch, WorkdirError) as e:
+          checkpoint.CheckpointError, WorkdirError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
 

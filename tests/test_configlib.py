@@ -163,6 +163,72 @@ def test_check_known_keys_catches_a_typo_added_by_a_config_file(config_path):
   assert msg.startswith("config.rl.klbeta: unknown key 'klbeta' under rl; valid keys: beta,")
 
 
+SHIPPED = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
+                 if f.endswith(".py") and not f.startswith("_"))
+DERIVED = """import importlib.util
+_spec = importlib.util.spec_from_file_location("b", {base!r})
+_base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_base)
+
+
+def get_config(arg=""):
+  c = _base.load({name!r})
+  {line}
+  return c
+"""
+
+
+def _derived(tmp_path, name, line):
+  path = tmp_path / f"from_{name}.py"
+  path.write_text(DERIVED.format(base=os.path.join(ROOT, "configs", "_base.py"), name=name,
+                                 line=line))
+  return str(path)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_key_that_a_config_file_adds_is_refused_for_every_shipped_config(tmp_path, name):
+  """Every shipped config is built from configs/_base.py, so a config file built from any
+  of them that sets a key the base lacks is refused in one line naming the key, the
+  valid keys and the file; setting a known key is fine."""
+  assert configlib.load_config(_derived(tmp_path, name, "c.rl.kl_beta = 0.1")).rl.kl_beta == 0.1
+  path = _derived(tmp_path, name, "c.rl.betta = 0.1")
+  msg = _one_line_error(UnknownConfigKey, configlib.load_config, path)
+  assert msg.startswith(f"{path}: config.rl.betta: unknown key 'betta' under rl; valid keys: "
+                        "advantage, aggregation, epsilon,"), msg
+  assert "kl_beta" in msg
+  msg = _one_line_error(UnknownConfigKey, configlib.load_config,
+                        _derived(tmp_path, name, "c.evaluation = dict(redact=False)"))
+  assert "config.evaluation: unknown key 'evaluation' under config; valid keys: " in msg
+  assert "eval, helper," in msg
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_config_loads_within_the_base(name):
+  base = _load_base().base_config()
+  cfg = configlib.load_config(os.path.join(ROOT, "configs", name + ".py"))
+  configlib.check_known_keys(cfg, base)
+  assert cfg.eval.redact_private is True and cfg.rollout.system_prompt is None
+
+
+def _load_base():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("b", os.path.join(ROOT, "configs", "_base.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_keys_the_code_reads_are_in_the_base():
+  """rollout.system_prompt (read by the cold start and the rollout) and the pool's
+  helper.on_outage reach the rollout settings; a config file may set them."""
+  from seekjax.train import make_rollout_config
+  base = _load_base().base_config()
+  base.rollout.system_prompt, base.helper.on_outage = "Be brief.", "wait"
+  rcfg = make_rollout_config(base)
+  assert (rcfg.system_prompt, rcfg.on_outage) == ("Be brief.", "wait")
+  assert make_rollout_config(_load_base().base_config()).on_outage == "feedback_error"
+
+
 # ----------------------------------------------------------------------------- secrets and dumps
 
 
@@ -200,6 +266,29 @@ def test_dump_config_writes_json_and_yaml_of_the_resolved_config(config_path, tm
   # An explicit .json path puts the YAML twin beside it.
   other = configlib.dump_config(cfg, str(tmp_path / "sub" / "run.json"))
   assert os.path.exists(other) and os.path.exists(tmp_path / "sub" / "run.yaml")
+
+
+def test_dump_config_replaces_files_atomically(config_path, tmp_path, monkeypatch):
+  """A kill mid-write leaves the old config.json/.yaml, never half a file: each is written
+  to a temporary file in the same directory, then renamed over the old one."""
+  cfg = configlib.load_config(config_path)
+  configlib.dump_config(cfg, str(tmp_path))
+  before = {n: (tmp_path / n).read_text() for n in ("config.json", "config.yaml")}
+  renames, real = [], os.replace
+
+  def replace(src, dst):
+    renames.append((os.path.dirname(src), os.path.basename(dst)))
+    if dst.endswith(".yaml"):
+      raise OSError("killed")
+    real(src, dst)
+  monkeypatch.setattr(configlib.os, "replace", replace)
+  cfg.rl.beta = 0.75
+  with pytest.raises(OSError):
+    configlib.dump_config(cfg, str(tmp_path))
+  assert renames == [(str(tmp_path), "config.json"), (str(tmp_path), "config.yaml")]
+  assert json.loads((tmp_path / "config.json").read_text())["rl"]["beta"] == 0.75
+  assert (tmp_path / "config.yaml").read_text() == before["config.yaml"]
+  assert sorted(os.listdir(tmp_path)) == ["cfg.py", "config.json", "config.yaml"]
 
 
 def test_config_to_dict_roundtrips_the_shipped_configs():

@@ -14,6 +14,7 @@ from seekjax.eval.scrub import scrub_question
 from seekjax.helpers import RuleLeakJudge
 from seekjax.helpers.base import LeakVerdict
 from seekjax.rl import checkpoint
+from seekjax.rl import step as step_lib
 from seekjax.tasks import make_example
 from tests.scripted import ScriptedHelper
 
@@ -256,7 +257,7 @@ def test_cli_end_to_end_on_tiny_config(tmp_path, capsys):
   trainable, _ = evaluate_lib.trainable_lib.init(spec, model.params, jax.random.PRNGKey(1))
   reference = jax.tree.map(lambda x: x * 0.5, trainable)
   trainable = jax.tree.map(lambda x: x * 0.25, trainable)
-  optimizer, _ = evaluate_lib.step_lib.make_optimizer(1e-3, 10, 1, 0.0, 1.0)
+  optimizer, _ = step_lib.make_optimizer(1e-3, 10, 1, 0.0, 1.0)
   ckpt = checkpoint.Checkpointer(workdir, async_save=False)
   ckpt.save(4, dict(trainable=trainable, ref_trainable=reference,
                     opt_state=optimizer.init(trainable), step=jax.numpy.asarray(4)),
@@ -293,3 +294,46 @@ def test_cli_end_to_end_on_tiny_config(tmp_path, capsys):
   assert len(lines) == 5 * 6
   assert evaluate_lib.main([f"--config={TINY}", f"--workdir={workdir}", "--methods=nope"]) == 2
   assert "unknown" in capsys.readouterr().err
+
+
+def _private_strings_found(directory: str, examples) -> list[str]:
+  """The private facts and spans of `examples` found (as whole words) in any file."""
+  import re
+  text = "\n".join(open(os.path.join(directory, n)).read() for n in os.listdir(directory))
+  found = []
+  for ex in examples:
+    for s in ex["private_facts"] + ex["private_spans"]:
+      if re.search(rf"(?<!\w){re.escape(s)}(?!\w)", text, re.I):
+        found.append(s)
+  return found
+
+
+@pytest.mark.parametrize("redact", [True, False])
+def test_transcripts_redact_private_facts_by_default(tmp_path, redact):
+  """With eval.redact_private (the default), no private fact or span of an eval example
+  is written anywhere under DIR/eval (questions, messages, helper replies, answers,
+  transcripts); with it off, they are (the questions carry the spans, and each row its
+  private_facts), so the check is not vacuous."""
+  overrides = ["task.max_eval=4"] + ([] if redact else ["eval.redact_private=false"])
+  cfg = configlib.apply_overrides(configlib.load_config(TINY), overrides)
+  assert cfg.eval.redact_private is redact
+  out = evaluate_lib.evaluate(cfg, str(tmp_path), methods=("llm_only", "static_interaction"),
+                              bootstrap=20, batch=0)
+  examples = [e for e in evaluate_lib.build.build_task(cfg, cfg.seed)[1]
+              if e["id"] in {r["id"] for r in out["results"]["methods"]["llm_only"]["episodes"]}]
+  private = [e for e in examples if e["private_facts"]]
+  assert private and all(e["private_spans"] for e in private)
+  outdir = str(tmp_path / "eval")
+  rows = [json.loads(l) for l in open(os.path.join(outdir, "episodes.jsonl"))]
+  static = [r for r in rows if r["method"] == "static_interaction"]
+  found = _private_strings_found(outdir, private)
+  if redact:
+    assert found == [], found
+    assert any("[REDACTED]" in r["question"] and "[REDACTED]" in r["messages"][0] and
+               "[REDACTED]" in r["transcript"] for r in static)
+    assert all(r["private_facts"] == ["[REDACTED]"] * len(r["private_facts"]) for r in rows)
+  else:
+    assert set(found) == {s for e in private for s in e["private_facts"] + e["private_spans"]}
+    assert not any("[REDACTED]" in l for l in open(os.path.join(outdir, "episodes.jsonl")))
+  # the scores do not depend on redaction (it is applied to what is written only)
+  assert out["results"]["methods"]["static_interaction"]["overall"]["n"] == len(examples)

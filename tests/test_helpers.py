@@ -153,6 +153,25 @@ def test_from_config():
   assert OpenAIHelper.from_config(cfg.to_dict()).base_url == cfg.base_url
 
 
+def test_build_helper_openai_from_the_default_helper_section(loopback_server, api_key):
+  """The run config's helper section also holds other helpers' and the pool's keys
+  (coverage, concurrency, on_outage, ...): build_helper passes OpenAIHelper only its own."""
+  from seekjax import configlib
+  from seekjax.rl import build
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  hcfg = configlib.load_config(os.path.join(root, "configs", "smollm2_worldfacts.py")).helper
+  assert {"concurrency", "on_outage", "coverage", "style"} <= set(hcfg)   # not vacuous
+  hcfg.kind, hcfg.base_url, hcfg.api_key_env = "openai", loopback_server.base_url, api_key
+  helper = build.build_helper(hcfg)
+  assert isinstance(helper, OpenAIHelper)
+  assert (helper.timeout, helper.max_retries, helper.max_concurrency) == (
+      hcfg.timeout, hcfg.max_retries, hcfg.concurrency)
+  loopback_server.script(Behavior("ok", content="<info>Asmara is the capital.</info>"))
+  reply = _ask(helper, "capital of Eritrea?")
+  assert (reply.kind, reply.text, reply.error) == ("info", "Asmara is the capital.", None)
+  assert loopback_server.calls[0].headers["Authorization"] == f"Bearer {KEY}"
+
+
 def test_unreachable_server_is_a_connection_error():
   h = OpenAIHelper("http://127.0.0.1:9/v1", "m", api_key_env=None, max_retries=0, timeout=1)
   assert _ask(h, "hi").error == "connection"

@@ -60,7 +60,7 @@ CASES = [
     Case("override of the wrong type or an unknown key", "one line naming the key",
          ("tests/test_train.py::test_bad_input_gives_one_line",)),
     Case("config file with a wrong-typed value or an unknown key",
-         "one line (wrong type: yes; unknown key: not yet, xfail)"),
+         "one line naming the file and the key (unknown key: and the valid keys)"),
     # Data.
     Case("empty, non-UTF-8 and wrong-type rows (read_qa)", "counted skip, file:line warnings",
          ("tests/test_tasks_readers.py::test_malformed_rows_are_skipped_with_counted_warnings",
@@ -329,15 +329,11 @@ def test_unwritable_workdir_by_permission(tmp_path):
     prepare_workdir(str(locked / "run"), configlib.load_config(TINY), False)
 
 
-_UNKNOWN_KEY_GAP = pytest.mark.xfail(
-    reason="not yet designed: configlib checks the keys of overrides, not those a config file "
-    "adds; a typo key (rl.klbeta) is silently added and ignored", strict=False)
-
-
 @pytest.mark.parametrize("line,message", [
     ("c.rl.steps = 2.5", "get_config() failed (TypeError"),   # ml_collections' type safety
     ("c.task.path = 5", "get_config() failed (TypeError"),
-    pytest.param("c.rl.klbeta = 0.5", "klbeta", marks=_UNKNOWN_KEY_GAP),
+    ("c.rl.klbeta = 0.5", "config.rl.klbeta: unknown key 'klbeta' under rl; valid keys: "
+                          "advantage,"),   # checked against configs/_base.py on load
 ])
 def test_config_file_with_a_wrong_typed_value_or_an_unknown_key(tmp_path, line, message):
   """'config file with a wrong-typed value or an unknown key' must be one line at load."""

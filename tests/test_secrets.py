@@ -35,39 +35,22 @@ TINY = os.path.join(ROOT, "configs", "tiny_test.py")
 KEY_ENV = "SEEKJAX_SECRETS_TEST_API_KEY"
 MESSAGE = "<message>capital of Eritrea?</message>"
 
-# Runs the trainer CLI; applies a stop-gap only while build_helper cannot build an
-# OpenAIHelper from a run config (it passes the knowledge helper's keys, e.g.
-# `concurrency`, to OpenAIHelper.__init__). The stop-gap keeps the constructor's own keys.
-CLI = """
-import inspect, sys
-from seekjax.helpers.openai_helper import OpenAIHelper
-from seekjax.rl import build
-from seekjax import configlib
-cfg = configlib.load_config(sys.argv[1].split("=", 1)[1])
-cfg.helper.kind, cfg.helper.model = "openai", "fake"
-try:
-  build.build_helper(cfg.helper)
-except TypeError:
-  print("[test] stop-gap: OpenAIHelper.from_config keeps only its own keys", file=sys.stderr)
-  def from_config(cls, hcfg):
-    d = dict(hcfg.to_dict() if hasattr(hcfg, "to_dict") else hcfg)
-    keep = inspect.signature(cls.__init__).parameters
-    kw = {k: v for k, v in d.items() if k in keep and k not in ("self", "base_url", "model")}
-    kw.setdefault("max_concurrency", d.get("concurrency", 16))
-    return cls(d["base_url"], d["model"], **kw)
-  OpenAIHelper.from_config = classmethod(from_config)
-from seekjax.train import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 class KeyServer(LoopbackServer):
   """The loopback server, failing calls 1, 2, 3 of every 4: a 401 and a 500 whose bodies
-  echo the Authorization header, then a dropped connection."""
+  echo the Authorization header, then a dropped connection. Calls are numbered as they
+  arrive (concurrent calls get distinct numbers), so the pattern holds however many
+  calls the rollout sends at once."""
+
+  arrived = 0
+
+  def reset(self) -> None:
+    super().reset()
+    with self._lock:
+      self.arrived = 0
 
   async def _respond(self, request):
     with self._lock:
-      n = len(self.calls)
+      n, self.arrived = self.arrived, self.arrived + 1
     if n % 4 == 0:
       return await super()._respond(request)
     await request.read()
@@ -128,7 +111,7 @@ def _train(workdir, server, model_dir, key, cache):
           "--config.helper.timeout=10", "--config.helper.max_retries=1"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", OPENAI_LOG="debug", **{KEY_ENV: key})
-  return subprocess.run([sys.executable, "-c", CLI, *args], cwd=ROOT, env=env,
+  return subprocess.run([sys.executable, "-m", "seekjax.train", *args], cwd=ROOT, env=env,
                         capture_output=True, timeout=600, check=False)
 
 

@@ -111,3 +111,233 @@ def test_every_config_loads_and_documents_itself(name):
   assert cfg.rl.kl_method in ("k1", "k2", "k3") and cfg.rl.kl_in in ("loss", "reward")
   assert cfg.rl.questions_per_step * cfg.rl.group_size % cfg.rl.micro_batches == 0
   configlib.config_to_dict(cfg)  # no secret values
+
+
+# ----------------------------------------------------------------------------- resume formats
+
+
+def test_resume_from_an_old_single_process_data_state(straight, tmp_path, capsys):
+  """Checkpoints written before multi-host support hold a bare grain state as their data
+  item ({"next_index": N}, not {"processes": [...]}): a single-process run resumes from
+  it exactly; an unusable data item is one line, exit 2."""
+  import shutil
+  workdir = str(tmp_path / "old")
+  shutil.copytree(straight[0], workdir)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))
+  data_item = os.path.join(workdir, "checkpoints", "3", "data", "metadata")
+  saved = json.load(open(data_item))
+  assert list(saved) == ["processes"] and len(saved["processes"]) == 1
+  with open(data_item, "w") as f:
+    json.dump(saved["processes"][0], f)   # the old format
+  out = train(_cfg(), workdir)
+  for a, b in zip(_leaves(straight[1]["trainable"]), _leaves(out["trainable"])):
+    np.testing.assert_array_equal(a, b)   # same data position: same result as the straight run
+  rows = [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert rows == [1, 2, 3, 4, 5, 6]
+
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))
+  with open(data_item, "w") as f:
+    json.dump({}, f)
+  capsys.readouterr()
+  assert main([f"--config={TINY}", f"--workdir={workdir}"]) == 2
+  last = capsys.readouterr().err.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "no data iterator state to resume from" in last, last
+
+
+def test_process_data_state_formats():
+  from seekjax.rl.checkpoint import CheckpointError, process_data_state
+  assert process_data_state({"processes": [{"next_index": 2}, {"next_index": 3}]}, 1, 2) == {
+      "next_index": 3}
+  assert process_data_state({"next_index": 8}, 0, 1) == {"next_index": 8}
+  for saved, count, message in [({"next_index": 8}, 2, "single-process run (older format)"),
+                                ({"processes": [{}]}, 2, "of 1 processes; this run has 2"),
+                                ({}, 1, "no data iterator state"), (None, 1, "got NoneType")]:
+    with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)")):
+      process_data_state(saved, 0, count)
+
+
+# ----------------------------------------------------------------------------- SIGTERM, writes
+
+
+def _send_sigterm():
+  import signal as signal_lib
+  os.kill(os.getpid(), signal_lib.SIGTERM)
+
+
+@pytest.mark.parametrize("phase", ["set-up", "cold start", "before the first RL step"])
+def test_sigterm_before_the_rl_loop_exits_cleanly(phase, tmp_path, monkeypatch, capsys):
+  """A SIGTERM that arrives before the RL loop: exit 0, one clear line, no traceback. In
+  set-up or the cold start nothing new is saved (the next run starts over); once the
+  cold start is done, its checkpoint (step 0) is written and the loop takes no step."""
+  from seekjax import train as train_lib
+  if phase == "set-up":
+    build_task = train_lib.build.build_task
+    monkeypatch.setattr(train_lib.build, "build_task",
+                        lambda *a: (_send_sigterm(), build_task(*a))[1])
+  elif phase == "cold start":
+    make_sft_step = train_lib.sft.make_sft_step
+
+    def sft_step_that_is_preempted(*a, **kw):
+      step, calls = make_sft_step(*a, **kw), []
+
+      def wrapped(*args):
+        calls.append(1)
+        if len(calls) == 2:
+          _send_sigterm()
+        return step(*args)
+      return wrapped
+    monkeypatch.setattr(train_lib.sft, "make_sft_step", sft_step_that_is_preempted)
+  else:
+    make_step = train_lib.make_step
+    monkeypatch.setattr(train_lib, "make_step", lambda *a: (_send_sigterm(), make_step(*a))[1])
+  workdir = str(tmp_path / "w")
+  args = [f"--config={TINY}", f"--workdir={workdir}", "--config.sft.steps=4"]
+  assert main(args) == 0
+  err = capsys.readouterr().err
+  assert "Traceback" not in err
+  checkpoints = os.path.join(workdir, "checkpoints")
+  listed = sorted(os.listdir(checkpoints)) if os.path.isdir(checkpoints) else []
+  if phase == "before the first RL step":
+    assert "SIGTERM received: finishing this step" in err
+    assert "stopped (SIGTERM) after step 0; checkpoint saved" in err
+    assert listed == ["0"] and not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+  else:
+    assert f"SIGTERM received during the {phase}: stopping" in err, err[-2000:]
+    assert (f"stopped (SIGTERM) during the {phase}, before the RL loop: nothing new to save"
+            in err), err[-2000:]
+    assert listed == []
+  if phase == "cold start":
+    assert "[cold start]" in err and " 4/4 " not in err   # stopped early, not at the end
+  assert err.strip().splitlines()[-1].startswith("[seekjax] stopped in ")
+  assert json.load(open(os.path.join(workdir, "config.json")))["sft"]["steps"] == 4
+
+
+def test_config_json_is_written_atomically_and_a_broken_one_is_one_line(tmp_path, monkeypatch):
+  from seekjax.train import prepare_workdir
+  workdir = str(tmp_path / "w")
+  prepare_workdir(workdir, _cfg(), False)
+  path = os.path.join(workdir, "config.json")
+  before = open(path).read()
+  replaced = []
+  real_replace = os.replace
+
+  def replace(src, dst):
+    replaced.append((src, dst))
+    raise OSError("killed before the rename")
+  monkeypatch.setattr(configlib.os, "replace", replace)
+  with pytest.raises(OSError, match="killed before the rename"):
+    prepare_workdir(workdir, _cfg("rl.kl_beta=0.5"), True)
+  monkeypatch.setattr(configlib.os, "replace", real_replace)
+  assert replaced and os.path.dirname(replaced[0][0]) == workdir and replaced[0][1] == path
+  assert open(path).read() == before
+  assert sorted(os.listdir(workdir)) == ["config.json", "config.yaml"]   # no temporary left
+  with open(path, "w") as f:
+    f.write(before[:len(before) // 2])   # what a non-atomic write killed midway leaves
+  with pytest.raises(WorkdirError, match="config.json: unreadable") as info:
+    prepare_workdir(workdir, _cfg(), False)
+  assert "\n" not in str(info.value)
+
+
+def _tensorboard_scalars(tb_dir: str, tag: str) -> dict:
+  """{step: value} for `tag` as TensorBoard shows it: event files in name order, and a
+  SessionLog START at step S (a writer's purge_step) drops the events at steps >= S."""
+  import struct
+  from tensorboardX.proto import event_pb2
+  files = []
+  for name in sorted(os.listdir(tb_dir)):
+    data, events, at = open(os.path.join(tb_dir, name), "rb").read(), [], 0
+    while at < len(data):
+      (n,) = struct.unpack("<Q", data[at:at + 8])
+      events.append(event_pb2.Event.FromString(data[at + 12:at + 12 + n]))
+      at += 12 + n + 4
+    files.append(events)
+  assert len(files) >= 2, "one writer's event file overwrote another's"
+  shown = {}
+  for event in (e for evs in files for e in evs):
+    if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+      shown = {s: v for s, v in shown.items() if s < event.step}
+    for value in event.summary.value:
+      if value.tag == tag:
+        assert event.step not in shown, f"step {event.step} logged twice"
+        shown[event.step] = value.simple_value
+  return shown
+
+
+def test_metrics_on_resume_each_step_once_in_jsonl_and_tensorboard(tmp_path):
+  from seekjax.rl.metrics import MetricsWriter, steps_logged
+  workdir = str(tmp_path)
+  first = MetricsWriter(workdir, enabled=True)
+  for step in range(1, 6):
+    first.write(step, {"loss": float(step)})
+  first.close()
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write('{"step": 6, "loss"')   # killed mid-write
+  second = MetricsWriter(workdir, enabled=True, resume_step=3)   # resumed from checkpoint 3
+  for step in (4, 5, 6):
+    second.write(step, {"loss": 10.0 * step})
+  second.close()
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [(r["step"], r["loss"]) for r in rows] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0),
+                                                     (5, 50.0), (6, 60.0)]
+  assert steps_logged(os.path.join(workdir, "metrics.jsonl")) == [1, 2, 3, 4, 5, 6]
+  assert _tensorboard_scalars(os.path.join(workdir, "tb"), "loss") == {
+      1: 1.0, 2: 2.0, 3: 3.0, 4: 40.0, 5: 50.0, 6: 60.0}
+
+
+# ----------------------------------------------------------------------------- shared parts
+
+
+def test_evaluation_restores_with_the_trainers_optimizer(straight, monkeypatch):
+  from seekjax import evaluate as evaluate_lib
+  from seekjax.rl import build
+  workdir, out = straight
+  calls, make = [], build.make_rl_optimizer
+  monkeypatch.setattr(build, "make_rl_optimizer", lambda cfg: (calls.append(1), make(cfg))[1])
+  restored = evaluate_lib.restore_policy(_cfg(), workdir, out["model"])
+  assert calls == [1] and restored["step"] == 6
+  for a, b in zip(_leaves(out["trainable"]), _leaves(restored["trainable"])):
+    np.testing.assert_array_equal(a, b)
+
+
+class AsyncOnlyHelper:
+  """A helper with only the async interface (no `.reply`), as OpenAIHelper and
+  LocalLMHelper: "need" for a message without a country, the gold answer otherwise;
+  one message raises."""
+
+  def __init__(self, answers: dict, failing: str):
+    self.answers, self.failing, self.calls = answers, failing, []
+
+  async def respond(self, message, history):
+    import asyncio
+    from seekjax.helpers.base import HelperReply
+    await asyncio.sleep(0)
+    self.calls.append((message, len(history)))
+    if message == self.failing:
+      raise RuntimeError("helper bug")
+    if message.startswith("I need to know"):
+      return HelperReply("need", "Which country do you mean?")
+    desc = message[len("What is "):-1]
+    return HelperReply("info", f"It is {self.answers[desc]}.")
+
+
+def test_cold_start_demos_use_the_async_helper_interface():
+  import asyncio
+  from seekjax.rl import build, demos
+  by_descriptor = {}
+  for e in build.build_task(_cfg(), 0)[0]:
+    meta = e.get("meta") or {}
+    if meta.get("descriptor") and not meta.get("self_contained"):
+      by_descriptor.setdefault(meta["descriptor"], e)
+  examples = list(by_descriptor.values())[:6]
+  answers = {e["meta"]["descriptor"]: e["answers"][0] for e in examples}
+  helper = AsyncOnlyHelper(answers, failing=f"What is {examples[0]['meta']['descriptor']}?")
+  assert not hasattr(helper, "reply")
+  out = demos.make_demos(examples, helper, seed=0, need_fraction=0.5)
+  assert len(out) == 5 and [d.question for d in out] == [e["question"] for e in examples[1:]]
+  assert any(d.feedback_kinds[0] == "need" for d in out)      # need exchanges happened
+  assert all(d.turns[-1].endswith(f"<answer>{answers[e['meta']['descriptor']]}</answer>")
+             for d, e in zip(out, examples[1:]))
+
+  async def from_a_running_loop():   # e.g. a notebook
+    return demos.make_demos(examples, helper, seed=0, need_fraction=0.5)
+  assert [d.turns for d in asyncio.run(from_a_running_loop())] == [d.turns for d in out]

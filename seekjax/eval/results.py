@@ -12,14 +12,18 @@ Schema (version 1):
               llm_leak_rate_ci, llm_judge_errors, format_failure_rate, helper_errors},
     by_qtype: {qtype: the same keys without CIs}, by_popularity: {"head"|"tail": ...},
     episodes: [metrics.score_run records]}}
-Transcripts go to episodes.jsonl beside it, one line per (method, question).
+Transcripts go to episodes.jsonl beside it, one line per (method, question): method, id,
+question, answers (gold), answer, messages, transcript, private_facts. With
+redact_private (config.eval.redact_private, the default), each example's private facts
+and spans are replaced by "[REDACTED]" in its text fields there and in the episode
+answers of results.json (`seekjax.eval.redact`); the returned results are not changed.
 """
 from __future__ import annotations
 
 import json
 import os
 
-from seekjax.eval import metrics, report
+from seekjax.eval import metrics, redact as redact_lib, report
 
 SCHEMA_VERSION = 1
 OVERALL_KEYS = ("n", "n_private", "em", "em_ci", "f1", "messages_per_episode",
@@ -72,20 +76,48 @@ def schema_errors(results: dict) -> list[str]:
   return errors
 
 
-def write(results: dict, runs: dict, examples: list, outdir: str) -> dict:
-  """Write results.json, results.md and episodes.jsonl under outdir; returns their paths."""
+EPISODE_TEXT_KEYS = ("question", "answers", "answer", "messages", "transcript", "private_facts")
+
+
+def episode_rows(runs: dict, examples: list, patterns: list) -> list[dict]:
+  """episodes.jsonl rows; patterns[i]: the redaction pattern of example i (None: none)."""
+  rows = []
+  for name, run in runs.items():
+    for i, ex in enumerate(examples):
+      row = {"method": name, "id": ex["id"], "question": ex["question"],
+             "answers": ex["answers"], "answer": run.answers[i], "messages": run.messages[i],
+             "transcript": run.transcripts[i], "private_facts": list(ex["private_facts"])}
+      rows.append({k: redact_lib.redact(v, patterns[i]) if k in EPISODE_TEXT_KEYS else v
+                   for k, v in row.items()})
+  return rows
+
+
+def redacted_results(results: dict, patterns: list) -> dict:
+  """results with each episode record's answer redacted (records follow the examples)."""
+  methods = {}
+  for name, m in results["methods"].items():
+    episodes = [dict(r, answer=redact_lib.redact(r["answer"], patterns[i]))
+                for i, r in enumerate(m["episodes"])]
+    methods[name] = dict(m, episodes=episodes)
+  return dict(results, methods=methods)
+
+
+def write(results: dict, runs: dict, examples: list, outdir: str,
+          redact_private: bool = True) -> dict:
+  """Write results.json, results.md and episodes.jsonl under outdir; returns their paths.
+
+  redact_private: hide each example's private facts and spans (module docstring).
+  """
   os.makedirs(outdir, exist_ok=True)
   paths = {k: os.path.join(outdir, f) for k, f in
            (("json", "results.json"), ("md", "results.md"), ("episodes", "episodes.jsonl"))}
+  patterns = [redact_lib.redactor(redact_lib.private_strings(ex)) if redact_private else None
+              for ex in examples]
   with open(paths["json"], "w") as f:
-    json.dump(results, f, indent=2, sort_keys=False)
+    json.dump(redacted_results(results, patterns), f, indent=2, sort_keys=False)
   with open(paths["md"], "w") as f:
     f.write(report.render(results))
   with open(paths["episodes"], "w") as f:
-    for name, run in runs.items():
-      for i, ex in enumerate(examples):
-        f.write(json.dumps({"method": name, "id": ex["id"], "question": ex["question"],
-                            "answers": ex["answers"], "answer": run.answers[i],
-                            "messages": run.messages[i], "transcript": run.transcripts[i]})
-                + "\n")
+    for row in episode_rows(runs, examples, patterns):
+      f.write(json.dumps(row) + "\n")
   return paths

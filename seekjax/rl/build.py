@@ -1,6 +1,7 @@
 """Build a run's parts from its config: model + mesh, task splits, helper, leak judge."""
 from __future__ import annotations
 
+import inspect
 import os
 import random
 
@@ -10,6 +11,7 @@ from seekjax.helpers import KnowledgeHelper, LocalLMHelper, OpenAIHelper, RuleLe
 from seekjax.helpers.judges import LLMLeakJudge
 from seekjax.models import sharding
 from seekjax.models.api import load_model
+from seekjax.rl import step as step_lib
 from seekjax.tasks import (TemplatePrivacySynthesizer, split_by_entity, task_examples,
                            world_fact_base, world_facts_examples)
 from seekjax.tasks.world_questions import SELF_CONTAINED_QTYPES, WORLD_QTYPES
@@ -67,6 +69,22 @@ def build_task(cfg, seed: int):
   return train[:cfg.task.max_train], evaluation[:cfg.task.max_eval]
 
 
+def openai_helper_kwargs(hcfg) -> dict:
+  """OpenAIHelper's arguments from a helper config section.
+
+  The section also holds other helpers' keys (coverage, style, ...) and the helper
+  pool's (concurrency, on_outage, ...; see `seekjax.rollout.pool.HelperPool`): only
+  the constructor's own arguments are kept. `concurrency` also bounds the helper's own
+  connections (max_concurrency) unless the section sets max_concurrency.
+  """
+  d = hcfg.to_dict() if hasattr(hcfg, "to_dict") else dict(hcfg)
+  accepted = set(inspect.signature(OpenAIHelper.__init__).parameters) - {"self"}
+  kwargs = {k: v for k, v in d.items() if k in accepted}
+  if "concurrency" in d:
+    kwargs.setdefault("max_concurrency", d["concurrency"])
+  return kwargs
+
+
 def build_helper(hcfg, slm_model=None):
   """The helper named by `hcfg.kind`. KnowledgeHelper is a documented stand-in for an LLM."""
   if hcfg.kind == "knowledge":
@@ -74,13 +92,26 @@ def build_helper(hcfg, slm_model=None):
     return KnowledgeHelper(facts, entities, coverage=hcfg.coverage, noise=hcfg.noise,
                            top_k=hcfg.top_k, style=hcfg.style, entity_kind="country")
   if hcfg.kind == "openai":
-    return OpenAIHelper.from_config(hcfg)
+    return OpenAIHelper(**openai_helper_kwargs(hcfg))
   if hcfg.kind == "local_lm":
     model = slm_model if not hcfg.get("model") else load_model(hcfg.model)
     facts, _ = world_fact_base()
     return LocalLMHelper(model, facts=facts, top_k=hcfg.top_k)
   raise RunSetupError(f"config.helper.kind: unknown {hcfg.kind!r}; valid: knowledge, openai, "
                       "local_lm")
+
+
+def rl_updates(cfg) -> int:
+  """Optimizer updates in a whole run: one per mini-batch, per epoch, per RL step."""
+  return cfg.rl.steps * cfg.rl.num_epochs * max(cfg.rl.mini_batches, 1)
+
+
+def make_rl_optimizer(cfg):
+  """(optimizer, lr schedule) of the RL updates. The trainer steps with it, and restoring
+  a checkpoint (trainer or evaluation) builds its opt_state template with it."""
+  o = cfg.optim
+  return step_lib.make_optimizer(o.lr, max(rl_updates(cfg), 1), o.warmup_steps, o.weight_decay,
+                                 o.clip_norm, o.b1, o.b2)
 
 
 def build_judge(cfg, helper=None):
@@ -109,4 +140,5 @@ def maybe_initialize_distributed(cfg) -> None:
 
 
 __all__ = ["RunSetupError", "WORLD_QTYPES", "build_helper", "build_judge", "build_mesh",
-           "build_model", "build_task", "maybe_initialize_distributed"]
+           "build_model", "build_task", "make_rl_optimizer", "maybe_initialize_distributed",
+           "openai_helper_kwargs", "rl_updates"]

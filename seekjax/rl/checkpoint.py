@@ -1,8 +1,9 @@
 """Orbax checkpoints of a training run: trainable params, optimizer state, RNG, data position.
 
 One `CheckpointManager` (async saves, keep the last K). Each step directory holds
-  state: the pytree {trainable, ref_trainable, opt_state, rng, step}
-  data:  the grain iterator state (JSON)
+  state: the pytree {trainable, ref_trainable, opt_state, step} (`train_state`)
+  data:  every process's grain iterator state (JSON): {"processes": [state, ...]};
+         checkpoints of older versions hold one bare grain state (`process_data_state`)
   meta:  the model fingerprint, so a checkpoint from another model is refused.
 Orbax writes each step to a temporary directory and renames it when complete, so a
 step killed mid-save is never listed (and never restored).
@@ -13,12 +14,51 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointError(ValueError):
+  """A checkpoint this run cannot resume from (reported in one line)."""
+
+
+class CheckpointMismatch(CheckpointError):
   """A checkpoint that belongs to another model or another trainable layout."""
+
+
+def train_state(trainable, ref_trainable, opt_state, step: int) -> dict:
+  """The saved training state; with step 0 and a fresh opt_state, a restore template."""
+  return dict(trainable=trainable, ref_trainable=ref_trainable, opt_state=opt_state,
+              step=jnp.asarray(step, jnp.int32))
+
+
+def process_data_state(saved, process_index: int, process_count: int, where: str = "checkpoint"):
+  """This process's grain iterator state from a checkpoint's data item.
+
+  The format is {"processes": [one state per process]}. Checkpoints written before
+  multi-host support hold one bare grain state (e.g. {"next_index": 8}); a
+  single-process run resumes from it. Anything else is a CheckpointError.
+  """
+  if isinstance(saved, dict) and "processes" in saved:
+    states = saved["processes"]
+    if not isinstance(states, list) or len(states) != process_count:
+      n = len(states) if isinstance(states, list) else "no list of"
+      raise CheckpointError(f"{where}: data iterator state of {n} processes; this run has "
+                            f"{process_count} (resume with the same number of processes)")
+    return states[process_index]
+  if isinstance(saved, dict) and saved:
+    if process_count != 1:
+      raise CheckpointError(f"{where}: data iterator state of a single-process run (older "
+                            f"format); this run has {process_count} processes")
+    return saved
+  raise CheckpointError(f"{where}: no data iterator state to resume from (got "
+                        f"{type(saved).__name__} {_shorten(saved)})")
+
+
+def _shorten(x, limit: int = 80) -> str:
+  text = json.dumps(x, default=str)
+  return text if len(text) <= limit else text[:limit] + "..."
 
 
 def model_fingerprint(model_cfg, trainable_spec) -> dict:

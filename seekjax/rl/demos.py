@@ -9,12 +9,19 @@ Three patterns, after the paper's behaviours:
                   message giving only the context it asked for.
 A demo is kept only if the final feedback actually contains a gold answer, so the
 cold start never teaches guessing past an unhelpful reply.
+
+Helpers are asked through their async interface, `respond(message, history)`, which
+every helper has (`seekjax.helpers.base.Helper`): the demos of all examples are built
+concurrently on one event loop. A call that raises counts as a failed reply (no demo).
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import random
 
 from seekjax import protocol
+from seekjax.helpers.base import HelperReply
 from seekjax.rl.sft import Demo
 from seekjax.tasks import exact_match, normalize_answer
 
@@ -24,14 +31,39 @@ def _mentions_answer(text: str, answers) -> bool:
   return any(f" {normalize_answer(a)} " in norm for a in answers if normalize_answer(a))
 
 
-def _ask(helper, message, history):
-  reply = helper.reply(message, history)
+async def _ask(helper, message, history):
+  """(reply, formatted feedback); a helper that raises gives an error reply."""
+  try:
+    reply = await helper.respond(message, list(history))
+  except asyncio.CancelledError:
+    raise
+  except Exception as e:  # noqa: BLE001 - one failed call costs one demo, not the run
+    reply = HelperReply("info", protocol.HELPER_UNAVAILABLE_TEXT,
+                        error=f"exception:{type(e).__name__}")
   return reply, protocol.format_feedback(reply)
+
+
+def run_sync(coro):
+  """Run a coroutine to completion from sync code (in a worker thread when this thread
+  already runs an event loop, e.g. in a notebook)."""
+  try:
+    asyncio.get_running_loop()
+  except RuntimeError:
+    return asyncio.run(coro)
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    return pool.submit(asyncio.run, coro).result()
 
 
 def make_demo(example: dict, helper, *, knows_answer: bool = False,
               need_exchange: bool = False) -> Demo | None:
   """One demonstration for `example`, or None when no faithful demo can be made."""
+  return run_sync(amake_demo(example, helper, knows_answer=knows_answer,
+                             need_exchange=need_exchange))
+
+
+async def amake_demo(example: dict, helper, *, knows_answer: bool = False,
+                     need_exchange: bool = False) -> Demo | None:
+  """`make_demo`, awaiting the helper."""
   answers = example["answers"]
   if not answers:
     return None
@@ -48,8 +80,8 @@ def make_demo(example: dict, helper, *, knows_answer: bool = False,
   turns, feedbacks, kinds, history = [], [], [], []
   if need_exchange:
     first = f"I need to know {desc.split(' of ')[0]} of a {meta.get('answer_kind') or 'place'}."
-    reply, fb = _ask(helper, first, history)
-    if reply.kind != "need":
+    reply, fb = await _ask(helper, first, history)
+    if reply.error is not None or reply.kind != "need":
       return None
     turns.append(f"<think>I need a fact I do not know.</think><message>{first}</message>")
     feedbacks.append(fb)
@@ -58,8 +90,8 @@ def make_demo(example: dict, helper, *, knows_answer: bool = False,
     think = "The helper needs the entity; I give only that, not the user's details."
   else:
     think = "I do not know this fact; I ask without personal details."
-  reply, fb = _ask(helper, message, history)
-  if reply.kind != "info" or not _mentions_answer(reply.text, answers):
+  reply, fb = await _ask(helper, message, history)
+  if reply.error is not None or reply.kind != "info" or not _mentions_answer(reply.text, answers):
     return None
   turns.append(f"<think>{think}</think><message>{message}</message>")
   feedbacks.append(fb)
@@ -70,17 +102,18 @@ def make_demo(example: dict, helper, *, knows_answer: bool = False,
 
 def make_demos(examples: list[dict], helper, *, seed: int = 0, need_fraction: float = 0.2,
                known: set | None = None) -> list[Demo]:
-  """Demos for as many examples as allow a faithful one. `known`: ids the SLM answers alone."""
+  """Demos for as many examples as allow a faithful one, in example order.
+
+  `known`: ids the SLM answers alone. The helper calls of all examples run concurrently.
+  """
   rng = random.Random(seed)
-  out = []
-  for ex in examples:
-    demo = make_demo(ex, helper, knows_answer=bool(known and ex["id"] in known),
-                     need_exchange=rng.random() < need_fraction)
-    if demo is None and known is None:
-      continue
-    if demo is not None:
-      out.append(demo)
-  return out
+  plans = [(ex, bool(known and ex["id"] in known), rng.random() < need_fraction)
+           for ex in examples]
+
+  async def build_all():
+    return await asyncio.gather(*(amake_demo(ex, helper, knows_answer=knows,
+                                             need_exchange=need) for ex, knows, need in plans))
+  return [d for d in run_sync(build_all()) if d is not None]
 
 
 def slm_knows(answers_alone: list, examples: list[dict]) -> set:

@@ -17,15 +17,29 @@ def _scalar(v):
 
 
 class MetricsWriter:
-  """Appends to `<workdir>/metrics.jsonl` and writes TensorBoard events to `<workdir>/tb`."""
+  """Appends to `<workdir>/metrics.jsonl` and writes TensorBoard events to `<workdir>/tb`.
 
-  def __init__(self, workdir: str, enabled: bool | None = None):
+  resume_step: the checkpoint step a resumed run restarts from. Steps after it were
+  logged by the interrupted run and will be logged again, so they are dropped from the
+  JSONL (`truncate_after`), and TensorBoard is told to purge them (a SessionLog START
+  at resume_step + 1, tensorboardX's `purge_step`): each step appears once in both.
+  """
+
+  def __init__(self, workdir: str, enabled: bool | None = None, resume_step: int | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.tb = None
     if self.enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+      purge = None
+      if resume_step is not None:
+        truncate_after(self.path, resume_step)
+        purge = resume_step + 1
+      # The file name holds whole seconds only: a second writer in the same second (a
+      # quick resume) would overwrite the first's file without the nanosecond suffix,
+      # which also keeps the files in the order TensorBoard reads them (by name).
+      self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=purge,
+                              filename_suffix=f".{time.time_ns()}")
 
   def write(self, step: int, metrics: dict) -> None:
     if not self.enabled:
@@ -47,20 +61,40 @@ class MetricsWriter:
       self.tb.close()
 
 
+def _row_step(line: str) -> int | None:
+  """The step of one metrics.jsonl line; None for a line that is not a whole row (a run
+  killed while writing leaves a partial last line)."""
+  try:
+    row = json.loads(line)
+  except ValueError:
+    return None
+  step = row.get("step") if isinstance(row, dict) else None
+  return step if isinstance(step, int) else None
+
+
 def steps_logged(path: str) -> list[int]:
   """The step numbers recorded in a metrics.jsonl (for resume checks)."""
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line)["step"] for line in f if line.strip()]
+    return [s for s in map(_row_step, f) if s is not None]
 
 
 def truncate_after(path: str, step: int) -> None:
-  """Drop lines for steps > `step` (written after the checkpoint a resume starts from)."""
+  """Keep the rows of steps <= `step`, each step once (its first row); drop the rest.
+
+  Rows after `step` were written after the checkpoint a resume starts from; partial
+  lines come from a kill mid-write. The file is replaced atomically.
+  """
   if not os.path.exists(path):
     return
+  keep, seen = [], set()
   with open(path) as f:
-    keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    for line in f:
+      s = _row_step(line)
+      if s is not None and s <= step and s not in seen:
+        seen.add(s)
+        keep.append(line if line.endswith("\n") else line + "\n")
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     f.writelines(keep)
