@@ -48,6 +48,7 @@ def get_config(arg: str = ""):
   c.sft.steps = 200
   c.sft.batch_size = 32
   c.sft.lr = 1e-5
+  c.rollout.system_prompt = None  # the protocol's full prompt (the CPU default shortens it)
   c.optim.lr = 1e-6
   c.optim.warmup_steps = 10
   c.train.checkpoint_every = 25

@@ -3,9 +3,17 @@
 What it is for: the README's main job. It runs on a 2-core CPU with no network in
 about 15 minutes: a short supervised cold start, then GRPO with a KL penalty.
 What it needs: nothing but the package registry (the SLM is fetched with pip).
-CPU choices, said out loud (the values of configs/_base.py, which this config is):
-only the top 2 layers (+ final norm) train; groups of 4; short episodes (one message
-budget of 2); a few dozen RL steps. Expect small effects.
+CPU choices, said out loud (configs/_base.py's values, plus the changes below):
+only the top 2 layers (+ final norm) train; groups of 4; short episodes (a message
+budget of 2); 16 RL steps. Expect small effects.
+
+Changes from the base, each measured on this CPU (README, "Results"):
+- a short system prompt (81 prompt tokens instead of 221): every rollout, reference pass
+  and update runs over the prompt, so this cuts the cost of a step by about half;
+- cold start 60 steps at lr 5e-4 (base: 40 at 3e-4). With the base values the cold-started
+  policy answered only 56% of the questions in the protocol and got EM 0.22 (greedy, 32
+  held-out questions): it copied its think text into the answer. With these, the first
+  RL step's episodes (temperature 1) end in an answer 94% of the time, EM 0.38.
 """
 import importlib.util
 import os
@@ -16,8 +24,19 @@ _base = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_base)
 
 
+CPU_SYSTEM_PROMPT = (
+    "Answer the question. Think in <think></think>, then write <answer>short answer</answer>, "
+    "or ask a stronger helper with <message>your question</message>. The helper cannot see "
+    "the question; never share the user's personal details. Its reply comes in "
+    "<feedback></feedback>.")
+
+
 def get_config(arg: str = ""):
   c = _base.base_config()
+  c.rollout.system_prompt = CPU_SYSTEM_PROMPT
+  c.sft.steps = 60
+  c.sft.lr = 5e-4
+  c.rl.steps = 16
   if arg == "tiny":
     c.rl.steps = 2
   return c
