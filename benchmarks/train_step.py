@@ -1,0 +1,229 @@
+"""Train-step throughput and achieved FLOP/s of SmolLM2-135M on CPU, against the measured
+float32 matmul peak of the same machine, in the same run.
+
+For each trainable mode (full; top_n as in the embedded default config) it builds the
+real jitted PPO step (`seekjax.rl.step.make_train_step`, AdamW + clipping, micro-batch
+accumulation), feeds it a batch shaped like the default config's (16 episodes, width
+256, the default micro-batches) with random tokens and half the positions in the loss,
+and times it after a warm-up (compile). FLOPs per step are the textbook count: 6 x the
+matmul params on the trained path x tokens (`textbook_flops`). XLA's own count
+(`cost_analysis()["flops"]`) is kept in the JSON but not used: it counts a while loop's
+body once, not once per trip, so with the layer scan and the micro-batch scan it
+undercounts. The peak is the median rate of a 2048^3 float32 matmul (jnp.dot, jitted),
+measured before, between and after the modes.
+
+Also records, per mode: peak RSS of the process (ru_maxrss, so the largest so far) and
+XLA's memory analysis of the compiled step (arguments, outputs, temporaries).
+
+The step-time split of a real RL iteration (rollout, reference forward, update, helper
+wait) comes from the trainer's own metrics: pass --metrics WORKDIR/metrics.jsonl of a
+`make run` (or `python -m seekjax.train`) to add its medians to the report.
+
+  .venv/bin/python benchmarks/train_step.py [--reps 5] [--batch 16] [--width 256]
+      [--metrics runs/default/train/metrics.jsonl] [--out benchmarks/results/train_step.json]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=wrong-import-position
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import seekjax as sj
+from seekjax.rl import step as step_lib
+from seekjax.rl import trainable as trainable_lib
+
+
+def log(msg: str) -> None:
+  print(f"[train_step] {msg}", file=sys.stderr, flush=True)
+
+
+def timed_median(fn, reps: int) -> tuple[float, list[float]]:
+  times = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), times
+
+
+def matmul_peak(n: int = 2048, reps: int = 10) -> dict:
+  """float32 GFLOP/s of an n^3 matmul (median over reps, after a warm-up)."""
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+  f = jax.jit(jnp.dot)
+  jax.block_until_ready(f(a, a))
+  med, times = timed_median(lambda: f(a, a), reps)
+  return {"n": n, "seconds": times, "gflops": 2 * n ** 3 / med / 1e9}
+
+
+def make_batch(cfg, batch: int, width: int, seed: int) -> step_lib.Batch:
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, cfg.vocab_size, (batch, width), dtype=np.int32)
+  mask = np.zeros((batch, width), np.float32)
+  mask[:, width // 2:] = 1.0  # the prompt half is not in the loss, the episode half is
+  lp = -rng.uniform(0.1, 3.0, (batch, width)).astype(np.float32)
+  return step_lib.Batch(tokens=jnp.asarray(tokens), loss_mask=jnp.asarray(mask),
+                        old_logprobs=jnp.asarray(lp * mask), ref_logprobs=jnp.asarray(lp * mask),
+                        advantages=jnp.asarray(rng.standard_normal(batch), jnp.float32))
+
+
+def textbook_flops(cfg, spec: trainable_lib.Trainable, tokens: int) -> float:
+  """6 N T for the layers that train (forward + backward).
+
+  N counts the matmul weights of the layers plus the LM head (the embedding lookup is free);
+  attention's score/value products are left out (small at width 256).
+  """
+  d, f = cfg.hidden_size, cfg.intermediate_size
+  per_layer = d * cfg.num_heads * cfg.head_dim * 2 + d * cfg.num_kv_heads * cfg.head_dim * 2 + 3 * d * f
+  head = d * cfg.vocab_size
+  trained = cfg.num_layers if spec.mode == "full" else spec.top_n
+  # top_n: the frozen bottom runs once per batch outside the step (bottom_hidden), so it is
+  # not counted; the frozen head costs forward + grad w.r.t. its input (4 N T), not 6 N T.
+  head_factor = 6 if spec.mode == "full" else 4
+  return tokens * (6 * trained * per_layer + head_factor * head)
+
+
+def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
+  cfg = model.config
+  trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(0))
+  trainable = jax.tree.map(jnp.copy, trainable)  # the step donates it; keep model.params
+  step_spec = step_lib.StepSpec(model=cfg, trainable=spec, epsilon=0.2, epsilon_high=0.28,
+                                aggregation="token-mean", kl_method="k3", kl_beta=0.02,
+                                micro_batches=args.micro_batches)
+  optimizer, _ = step_lib.make_optimizer(2e-5, 100, 2, 0.0, 1.0)
+  opt_state = optimizer.init(trainable)
+  train_step = step_lib.make_train_step(step_spec, optimizer)
+  batch = make_batch(cfg, args.batch, args.width, 0)
+  if spec.mode == "top_n":
+    t0 = time.perf_counter()
+    hidden = step_lib.bottom_hidden(frozen, batch.tokens, cfg=cfg)
+    jax.block_until_ready(hidden)
+    bottom_s = time.perf_counter() - t0
+    batch = batch.replace(hidden=hidden)
+  else:
+    bottom_s = 0.0
+  log(f"{spec.mode}: compiling")
+  t0 = time.perf_counter()
+  compiled = train_step.lower(trainable, frozen, opt_state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  xla_flops = float(cost.get("flops", float("nan")))
+  mem = compiled.memory_analysis()
+  memory = {k: int(getattr(mem, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes",
+                                                "temp_size_in_bytes", "alias_size_in_bytes")
+            if mem is not None and hasattr(mem, k)}
+  state = {"trainable": trainable, "opt_state": opt_state}
+
+  def run():
+    state["trainable"], state["opt_state"], m = train_step(state["trainable"], frozen,
+                                                           state["opt_state"], batch)
+    return m
+
+  jax.block_until_ready(run())  # warm-up on the real (donating) path
+  log(f"{spec.mode}: timing {args.reps} steps")
+  med, times = timed_median(run, args.reps)
+  tokens = args.batch * args.width
+  book = textbook_flops(cfg, spec, tokens)
+  return {
+      "mode": spec.mode, "top_n": spec.top_n if spec.mode == "top_n" else None,
+      "trainable_params": trainable_lib.count(trainable), "batch": args.batch,
+      "width": args.width, "micro_batches": args.micro_batches, "tokens_per_step": tokens,
+      "loss_tokens_per_step": int(np.asarray(batch.loss_mask).sum()),
+      "compile_s": compile_s, "step_s": times, "step_median_s": med,
+      "bottom_hidden_s": bottom_s,
+      "tokens_per_s": tokens / med, "xla_flops_per_step": xla_flops,
+      "xla_gflops_per_s": xla_flops / med / 1e9, "textbook_flops_per_step": book,
+      "textbook_gflops_per_s": book / med / 1e9, "xla_memory_bytes": memory,
+      "peak_rss_gib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+  }
+
+
+def step_split(path: str) -> dict:
+  """Medians of the trainer's per-iteration timings from a metrics.jsonl."""
+  keys = ("time_rollout", "time_helper_wait", "time_reference", "time_update", "step_time")
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      rec = json.loads(line)
+      if all(k in rec for k in keys):
+        rows.append(rec)
+  if not rows:
+    raise SystemExit(f"{path}: no RL iterations with timings ({', '.join(keys)})")
+  return {"file": path, "iterations": len(rows),
+          **{k: statistics.median(r[k] for r in rows) for k in keys}}
+
+
+def markdown(res: dict) -> str:
+  peak = res["peak_gflops"]
+  lines = ["| mode | trainable params | tokens/step | step s (min-max) | tokens/s | "
+           "GFLOP/step | GFLOP/s | % of matmul peak | XLA temp MiB | peak RSS GiB |",
+           "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+  for m in res["modes"]:
+    t = m["step_s"]
+    lines.append(
+        f"| {m['mode']}{'' if m['top_n'] is None else ' ' + str(m['top_n'])} | "
+        f"{m['trainable_params'] / 1e6:.2f}M | {m['tokens_per_step']} | "
+        f"{m['step_median_s']:.2f} ({min(t):.2f}-{max(t):.2f}) | {m['tokens_per_s']:.0f} | "
+        f"{m['textbook_flops_per_step'] / 1e9:.0f} | {m['textbook_gflops_per_s']:.1f} | "
+        f"{100 * m['textbook_gflops_per_s'] / peak:.0f}% | "
+        f"{m['xla_memory_bytes'].get('temp_size_in_bytes', 0) / 2 ** 20:.0f} | "
+        f"{m['peak_rss_gib_so_far']:.2f} |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--reps", type=int, default=5)
+  ap.add_argument("--batch", type=int, default=16)
+  ap.add_argument("--width", type=int, default=256)
+  ap.add_argument("--micro-batches", type=int, default=4)
+  ap.add_argument("--top-n", type=int, default=2)
+  ap.add_argument("--modes", default="top_n,full")
+  ap.add_argument("--model", default="smollm2-135m")
+  ap.add_argument("--metrics", default=None, help="a trainer metrics.jsonl for the step split")
+  ap.add_argument("--out", default="benchmarks/results/train_step.json")
+  args = ap.parse_args(argv)
+  if args.batch % args.micro_batches:
+    ap.error(f"--batch {args.batch} must be a multiple of --micro-batches {args.micro_batches}")
+
+  model = sj.load_model(args.model)  # an embedded name ("smollm2-135m", "tiny-random") or a path
+  peaks, modes = [], []
+  for name in args.modes.split(","):
+    peaks.append(matmul_peak())
+    log(f"matmul peak {peaks[-1]['gflops']:.1f} GFLOP/s")
+    modes.append(bench_mode(model, trainable_lib.Trainable(mode=name, top_n=args.top_n), args))
+  peaks.append(matmul_peak())
+  res = {
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "command": "python benchmarks/train_step.py " + " ".join(argv or sys.argv[1:]),
+      "model": args.model, "jax": jax.__version__, "cpus": os.cpu_count(),
+      "loadavg": os.getloadavg(), "matmul_peaks": peaks,
+      "peak_gflops": statistics.median(p["gflops"] for p in peaks), "modes": modes,
+  }
+  if args.metrics:
+    res["rl_step_split"] = step_split(args.metrics)
+  res["markdown"] = markdown(res)
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w", encoding="utf-8") as f:
+    json.dump(res, f, indent=1)
+  print(res["markdown"])
+  if "rl_step_split" in res:
+    print(json.dumps(res["rl_step_split"], indent=1))
+  print(f"written: {args.out}")
+  return res
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,199 @@
+"""RL learns when to ask: 30 GRPO iterations move the number of messages the right way.
+
+A tiny model is cold-started on a 50/50 mix of "ask, then answer from the feedback" and
+"answer alone" demonstrations, so that it asks about half the time and its episodes
+follow the protocol. Then `rl_iteration` (real rollouts at temperature 1.0 with a
+scripted helper, rewards, GRPO advantages, the jitted PPO step) runs on a task with two
+kinds of question, one of each kind per step (groups of 4):
+
+  ask:   only the helper's feedback holds the answer; the alone answer is wrong.
+         Asking pays 1 - lambda_message, answering alone 0: asking must increase.
+  alone: the alone answer is right too, so a message only costs lambda_message.
+         Asking pays 1 - lambda_message, answering alone 1: asking must decrease.
+
+Both directions are learnt in one run, from the same start, so the policy must tell the
+kinds apart from the question (what the paper asks of an SLM).
+
+Cold start. Full-vocabulary SFT of a random model costs about a second a step on this
+CPU (the 49k-row LM head), so the model starts with zero embedding rows for every token
+the script never uses; those tokens then have logit exactly 0 and the cold start trains
+only the script's rows, with the exact full-vocabulary softmax (the other V - |S| logits
+enter the log-sum-exp as log(V - |S|)). RL then trains every row.
+"""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import seekjax as sj
+from seekjax import configlib
+from seekjax.helpers import RuleLeakJudge
+from seekjax.helpers.base import HelperReply
+from seekjax.models import decoder
+from seekjax.models.api import load_tokenizer
+from seekjax.rl import cycle, sft
+from seekjax.rl import step as step_lib
+from seekjax.rl import trainable as trainable_lib
+from seekjax.rollout import rollout_config
+from seekjax.train import make_step
+from tests.scripted import ScriptedHelper, feedback_text
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYSTEM = "Ask or answer."
+INFO = "Asmara"                      # the helper's feedback: the answer itself
+ALONE_ANSWER = "Keren"               # what the SLM says without asking
+QUESTIONS = {  # kind -> (questions, gold answers, expected sign of the change in messages)
+    "ask": (["What is the capital of Eritrea?", "Which city is Eritrea's capital?"],
+            [INFO], +1),
+    "alone": (["Name a town in Eritrea.", "Give any Eritrean town."],
+              [INFO, ALONE_ANSWER], -1),
+}
+ALL_QUESTIONS = [q for kind in sorted(QUESTIONS) for q in QUESTIONS[kind][0]]
+ASK_TURNS = ["<message>capital?</message>", f"<answer>{INFO}</answer>"]
+ALONE_TURNS = [f"<answer>{ALONE_ANSWER}</answer>"]
+LAMBDA_MESSAGE = 0.3
+RL_STEPS = 30
+GROUP_SIZE = 4
+LR = 1e-4
+# Every episode fits in 64 tokens (prompt <= 27), so the step compiles once.
+ROLLOUT = dict(max_turns=1, max_new_tokens=16, max_message_tokens=12, max_feedback_tokens=16,
+               max_episode_tokens=36, temperature=1.0, top_k=0, top_p=1.0,
+               max_steps_per_call=16, helper_timeout=30.0, system_prompt=SYSTEM)
+
+
+def cold_start(config, tokenizer, steps=300, lr=1e-2, seed=0):
+  """A model that follows the protocol and asks on about half of its episodes.
+
+  Returns (model, final mean NLL of the SLM tokens under the full vocabulary).
+  """
+  fb = feedback_text(tokenizer, HelperReply("info", INFO)).rstrip("\n")
+  seqs, masks = [], []
+  for q in ALL_QUESTIONS:
+    for turns in (ASK_TURNS, ALONE_TURNS):   # laid out exactly as the rollout lays them out
+      ids, mask = sft.demo_ids(tokenizer, sft.Demo(q, turns, [fb] * (len(turns) - 1)),
+                               system=SYSTEM)
+      seqs.append(ids)
+      masks.append(mask)
+  vocab = np.unique(np.concatenate(seqs + [np.asarray(tokenizer.eos_ids)]))
+  local = np.full(config.vocab_size, -1, np.int64)
+  local[vocab] = np.arange(len(vocab))
+  small = config.replace(vocab_size=len(vocab))
+  width = max(len(s) for s in seqs)
+  k = max(int(m.sum()) for m in masks)
+  toks = np.zeros((len(seqs), width), np.int32)
+  src, tgt = np.zeros((len(seqs), k), np.int32), np.zeros((len(seqs), k), np.int32)
+  w = np.zeros((len(seqs), k), np.float32)
+  for i, (s, m) in enumerate(zip(seqs, masks)):
+    toks[i, :len(s)] = local[s]
+    where = np.flatnonzero(m)
+    src[i, :len(where)], tgt[i, :len(where)], w[i, :len(where)] = where - 1, local[s[where]], 1
+  toks, src, tgt, w = map(jnp.asarray, (toks, src, tgt, w))
+  positions = jnp.broadcast_to(jnp.arange(width), toks.shape)
+  log_rest = float(np.log(config.vocab_size - len(vocab)))   # the zero-logit tokens
+  opt = optax.adam(lr)
+
+  def loss_fn(p):
+    x, _ = decoder.hidden_states(p, small, toks, positions)
+    logits = decoder.lm_head(p, small, jnp.take_along_axis(x, src[..., None], axis=1))
+    lse = jnp.logaddexp(jax.nn.logsumexp(logits, axis=-1), log_rest)
+    nll = lse - jnp.take_along_axis(logits, tgt[..., None], axis=-1)[..., 0]
+    return jnp.sum(nll * w) / jnp.sum(w)
+
+  @jax.jit
+  def train(p):
+    def body(carry, _):
+      p, s = carry
+      loss, g = jax.value_and_grad(loss_fn)(p)
+      u, s = opt.update(g, s, p)
+      return (optax.apply_updates(p, u), s), loss
+    (p, _), curve = jax.lax.scan(body, (p, opt.init(p)), None, length=steps)
+    return p, curve
+
+  params, curve = train(decoder.init_params(small, jax.random.PRNGKey(seed)))
+  embed = np.zeros((config.vocab_size, config.hidden_size), np.float32)
+  embed[vocab] = np.asarray(params["embed"])
+  params = dict(params, embed=jnp.asarray(embed))
+  return sj.Model(config, params, tokenizer, None, "cold-start"), float(curve[-1])
+
+
+@pytest.fixture(scope="module")
+def cold_model():
+  tok = load_tokenizer()
+  config = sj.ModelConfig(arch="llama", vocab_size=tok.vocab_size, hidden_size=64,
+                          num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+                          intermediate_size=128, rope_theta=10000.0, rms_norm_eps=1e-5,
+                          tie_embeddings=True, max_position_embeddings=256)
+  model, nll = cold_start(config, tok)
+  return model, nll
+
+
+def run_rl(model, lr=LR, seed=0):
+  """RL_STEPS rl_iterations on one question of each kind per step.
+
+  Returns (per-step metrics, per-step {kind: mean messages per episode}).
+  """
+  cfg = configlib.load_config(os.path.join(ROOT, "configs", "tiny_test.py"))
+  cfg.model.trainable = "full"
+  cfg.rl.update(steps=RL_STEPS, questions_per_step=len(QUESTIONS), group_size=GROUP_SIZE,
+                advantage="grpo", whiten=False, num_epochs=1, mini_batches=1, micro_batches=1,
+                kl_method="k3", kl_beta=0.02, kl_in="loss", aggregation="token-mean")
+  cfg.reward.update(score="em", lambda_message=LAMBDA_MESSAGE, lambda_helper_tokens=0.0,
+                    format_penalty=0.1, helper_error_policy="zero_advantage")
+  spec = trainable_lib.Trainable(mode="full")
+  trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(seed))
+  optimizer, _ = step_lib.make_optimizer(lr, RL_STEPS, 0, 0.0, 1.0)
+  ctx = cycle.RunContext(
+      cfg=cfg, model=model, spec=spec, frozen=frozen, helper=ScriptedHelper(text=INFO),
+      judge=RuleLeakJudge(), rollout_cfg=rollout_config(group_size=GROUP_SIZE, **ROLLOUT),
+      train_step=make_step(cfg, model.config, spec, optimizer))
+  ref = jax.tree.map(jnp.array, trainable)
+  opt_state = optimizer.init(trainable)
+  kinds = sorted(QUESTIONS)
+  rows, by_kind = [], []
+  for step in range(RL_STEPS):
+    examples = []
+    for kind in kinds:
+      questions, answers, _ = QUESTIONS[kind]
+      examples.append(dict(question=questions[step % len(questions)], answers=answers,
+                           private_facts=[], task="", kind=kind))
+    rng = jax.random.fold_in(jax.random.PRNGKey(seed), step)
+    trainable, opt_state, metrics, episodes = cycle.rl_iteration(ctx, trainable, opt_state,
+                                                                 ref, examples, rng)
+    rows.append(metrics)
+    kind_of = np.array([examples[i]["kind"] for i in episodes.question_index])
+    by_kind.append({k: float(episodes.num_messages[kind_of == k].mean()) for k in kinds})
+  return rows, by_kind
+
+
+def test_cold_start_follows_the_protocol_and_asks_about_half_the_time(cold_model):
+  model, nll = cold_model
+  # The floor is the 50/50 choice: ln 2 on one token of each demo.
+  assert nll < 0.1, nll
+  eps = sj.rollout(model, ALL_QUESTIONS * 4, ScriptedHelper(text=INFO),
+                   rollout_config(**ROLLOUT), jax.random.PRNGKey(123))
+  assert 0.25 <= eps.num_messages.mean() <= 0.75, eps.num_messages
+  answered = [a for a in eps.answers if a is not None]
+  assert len(answered) >= 14, eps.answers
+  for a, n in zip(eps.answers, eps.num_messages):
+    if a is not None:
+      assert a == (INFO if n else ALONE_ANSWER), (a, n)
+
+
+def test_rl_moves_the_number_of_messages_the_right_way_for_each_kind(cold_model):
+  model, _ = cold_model
+  rows, by_kind = run_rl(model)
+  rewards = [r["reward"] for r in rows]
+  print(f"\nreward by step {np.round(rewards, 3).tolist()}")
+  for kind, (_, _, sign) in sorted(QUESTIONS.items()):
+    msgs = [b[kind] for b in by_kind]
+    first, last = float(np.mean(msgs[:5])), float(np.mean(msgs[-5:]))
+    print(f"{kind}: messages/episode by step {np.round(msgs, 2).tolist()}; "
+          f"first 5 {first:.3f} -> last 5 {last:.3f}")
+    assert sign * (last - first) >= 0.2, (kind, first, last, msgs)
+  assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.1, rewards
+  # the protocol survives: the last episodes still end with an answer
+  assert np.mean([r["format_ok"] for r in rows[-5:]]) >= 0.8, [r["format_ok"] for r in rows]
+  assert all(np.isfinite(r["loss"]) and np.isfinite(r["kl"]) for r in rows)
