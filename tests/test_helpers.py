@@ -309,3 +309,47 @@ def test_local_lm_helper_runs_jax_on_its_own_thread(tiny_model, monkeypatch):
   assert again[0].text == again[1].text                                  # greedy: deterministic
   assert max(gaps) < 0.25, "the event loop was blocked by JAX work"
   assert late.error == "exception:RuntimeError"
+
+
+# One helper, many rollouts --------------------------------------------------------------
+
+def _two_rollouts(model, helper):
+  """Two consecutive rollouts (two helper pools) with one helper instance; each asks the
+  helper once, in a forced turn. Returns each rollout's one reply."""
+  import jax
+  from seekjax.rollout import rollout, rollout_config
+  cfg = rollout_config(max_turns=1, max_new_tokens=8, max_message_tokens=8,
+                       max_feedback_tokens=32, temperature=0.0, helper_timeout=30.0)
+  forced = [[("<message>capital of Eritrea?</message>", "capital of Eritrea?")]]
+  replies = []
+  for seed in range(2):
+    eps = rollout(model, ["What is the capital of Eritrea?"], helper, cfg,
+                  jax.random.PRNGKey(seed), forced=forced)
+    replies.append(eps.replies[0][0])
+  return replies
+
+
+def test_local_lm_helper_serves_consecutive_rollouts(tiny_model):
+  """The pool does not own the helper: closing a rollout's pool must not shut it down."""
+  from seekjax.helpers.local_lm import LocalLMHelper
+  helper = LocalLMHelper(tiny_model, max_new_tokens=4)
+  try:
+    first, second = _two_rollouts(tiny_model, helper)
+  finally:
+    helper.close()
+  # a random model may emit no letters at all: then the reply is defined as malformed
+  for reply in (first, second):
+    assert reply.error in (None, "malformed") and 0 < reply.tokens <= 4, reply
+  assert sum(helper.batch_sizes) == 2
+
+
+def test_openai_helper_serves_consecutive_rollouts(tiny_model, loopback_server):
+  """Each pool's loop gets its own HTTP client, closed with that pool; the helper lives on."""
+  helper = _helper(loopback_server)
+  loopback_server.script(Behavior("ok", content="<info>Asmara is the capital.</info>"),
+                         Behavior("ok", content="<info>It is Asmara.</info>"))
+  first, second = _two_rollouts(tiny_model, helper)
+  assert [(r.kind, r.text, r.error) for r in (first, second)] == [
+      ("info", "Asmara is the capital.", None), ("info", "It is Asmara.", None)]
+  assert len(loopback_server.calls) == 2
+  assert helper._client is None   # the last pool closed its loop's client   # pylint: disable=protected-access

@@ -52,7 +52,18 @@ class Helper(abc.ABC):
     """Answer one SLM message. Must not block the event loop for long."""
 
   async def aclose(self) -> None:
-    """Release resources (HTTP clients, threads). Optional."""
+    """Release resources (HTTP clients, threads). Optional.
+
+    Only the helper's owner (whoever built it) calls this, once, at the end of the run;
+    a helper pool never does (see `release_loop`).
+    """
+
+  async def release_loop(self) -> None:
+    """Release resources bound to the running event loop (HTTP clients). Optional.
+
+    A helper pool calls this on its own loop before that loop stops. The helper must stay
+    usable: its next call, on any loop, makes such resources anew.
+    """
 
 
 @dataclasses.dataclass

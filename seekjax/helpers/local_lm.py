@@ -114,7 +114,10 @@ class LocalLMHelper(Helper):
     return reply
 
   def close(self) -> None:
-    """Stop the worker; requests still queued fail with "exception:RuntimeError"."""
+    """Stop the worker for good; requests still queued fail with "exception:RuntimeError".
+
+    For the helper's owner, at the end of the run; a helper pool never calls it.
+    """
     self._executor.shutdown(wait=True, cancel_futures=True)
     with self._lock:
       rest = list(self._pending)

@@ -212,13 +212,20 @@ class OpenAIHelper(Helper):
     reply.latency = latency
     return reply
 
+  async def release_loop(self) -> None:
+    """Close the client of the running loop (a helper pool's, before it stops); the next
+    call makes a new one on its own loop."""
+    if self._client is not None and self._loop is asyncio.get_running_loop():
+      await self.aclose()
+
   async def aclose(self) -> None:
+    """Close the HTTP client. The helper stays usable: a later call makes a new client."""
     if self._client is not None:
+      client, self._client, self._loop, self._semaphore = self._client, None, None, None
       try:
-        await self._client.close()
+        await client.close()
       except Exception:  # pylint: disable=broad-except  (closing on another loop)
         pass
-      self._client, self._loop = None, None
 
 
 def parse_reply_with_tokens(raw: str, tokens: int | None) -> HelperReply:

@@ -33,7 +33,9 @@ class HelperPool:
   """Runs `helper.respond` calls concurrently on a private asyncio loop.
 
   Keys identify a pending call (the engine uses the batch row). One pool serves one
-  rollout at a time; `close()` stops its thread.
+  rollout at a time; `close()` stops its thread. The pool does not own the helper: it
+  never closes it (the helper's owner does, at the end of the run), so one helper can
+  serve any number of pools, one after another.
 
   helper: a `seekjax.helpers.Helper`. A helper with ``reports_attempts = True`` reports
     each of its own attempts (and so its retries) to the outage gate. For any other
@@ -194,7 +196,11 @@ class HelperPool:
 
     async def finish():
       self._gate.close()
-      await self.helper.aclose()
+      # The pool does not own the helper: it releases only what is bound to its own loop
+      # (`Helper.release_loop`), and never closes the helper, which the next rollout uses.
+      release = getattr(self.helper, "release_loop", None)
+      if release is not None:
+        await release()
 
     try:
       asyncio.run_coroutine_threadsafe(finish(), self._loop).result(timeout=5)
