@@ -48,9 +48,14 @@ def main(argv=None) -> int:
   from seekjax.eval import report  # pylint: disable=import-outside-toplevel
   t0 = time.perf_counter()
   train_args = [f"--config={args.config}", f"--workdir={args.workdir}"] + overrides
-  rc = train.main(train_args)
+  rc, trained = train.run(train_args)
   if rc:
     return rc
+  if trained.get("stopped"):   # preempted (SIGTERM) or --stop_after: training is not done
+    print(f"[seekjax] training stopped ({trained['stopped']}) before its last step: evaluation "
+          "skipped; rerun the same command to resume training, then evaluate",
+          file=sys.stderr, flush=True)
+    return 0
   t1 = time.perf_counter()
   from seekjax import configlib  # pylint: disable=import-outside-toplevel
   cfg, workdir, _ = configlib.parse_argv(train_args)

@@ -334,7 +334,12 @@ def _rl_loop(ctx, schedule, data, save, workdir, start, params, stop, stop_after
   return dict(last, trainable=trainable)
 
 
-def main(argv=None) -> int:
+def run(argv=None) -> tuple[int, dict | None]:
+  """`main`, also returning `train`'s result (None when the run could not start).
+
+  A caller that goes on after training (`seekjax.main`) must read result["stopped"]: a
+  stopped run (SIGTERM, stop_after) still exits 0, but its training is not finished.
+  """
   try:
     cfg, workdir, flags = configlib.parse_argv(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
@@ -342,11 +347,15 @@ def main(argv=None) -> int:
                 stop_after=flags.get("stop_after"))
     what = "stopped" if out.get("stopped") not in (None, "stop_after") else "done"
     log(f"{what} in {time.perf_counter() - t0:.0f}s; results in {os.path.abspath(workdir)}")
-    return 0
+    return 0, out
   except (configlib.ConfigError, build.RunSetupError, ModelLoadError, sharding.MeshError,
           checkpoint.CheckpointError, WorkdirError) as e:
     print(f"error: {e}", file=sys.stderr)
-    return 2
+    return 2, None
+
+
+def main(argv=None) -> int:
+  return run(argv)[0]
 
 
 if __name__ == "__main__":

@@ -341,3 +341,29 @@ def test_cold_start_demos_use_the_async_helper_interface():
   async def from_a_running_loop():   # e.g. a notebook
     return demos.make_demos(examples, helper, seed=0, need_fraction=0.5)
   assert [d.turns for d in asyncio.run(from_a_running_loop())] == [d.turns for d in out]
+
+
+class _Evaluated(Exception):
+  pass
+
+
+@pytest.mark.parametrize("stopped", ["SIGTERM", "stop_after", None])
+def test_main_job_skips_evaluation_when_training_stopped(monkeypatch, tmp_path, capsys, stopped):
+  """seekjax.main: a preempted (or stop_after) training exits 0 without evaluating."""
+  from seekjax import evaluate as evaluate_lib
+  from seekjax import main as main_job
+  from seekjax import train as train_lib
+  monkeypatch.setattr(train_lib, "train", lambda *a, **kw: {"stopped": stopped})
+
+  def evaluate(*a, **kw):
+    raise _Evaluated
+
+  monkeypatch.setattr(evaluate_lib, "evaluate", evaluate)
+  args = [f"--config={TINY}", f"--workdir={tmp_path / 'w'}"]
+  if stopped is None:   # a finished training goes on to evaluation
+    with pytest.raises(_Evaluated):
+      main_job.main(args)
+    return
+  assert main_job.main(args) == 0
+  lines = [l for l in capsys.readouterr().err.splitlines() if "evaluation skipped" in l]
+  assert len(lines) == 1 and stopped in lines[0] and "rerun the same command" in lines[0]
