@@ -162,6 +162,11 @@ def test_build_helper_openai_from_the_default_helper_section(loopback_server, ap
   hcfg = configlib.load_config(os.path.join(root, "configs", "smollm2_worldfacts.py")).helper
   assert {"concurrency", "on_outage", "coverage", "style"} <= set(hcfg)   # not vacuous
   hcfg.kind, hcfg.base_url, hcfg.api_key_env = "openai", loopback_server.base_url, api_key
+  for empty in ("", "  "):   # the default section names no served model: refused
+    hcfg.model = empty
+    with pytest.raises(build.RunSetupError, match=r"^config\.helper\.model: empty"):
+      build.build_helper(hcfg)
+  hcfg.model = "fake-llm"
   helper = build.build_helper(hcfg)
   assert isinstance(helper, OpenAIHelper)
   assert (helper.timeout, helper.max_retries, helper.max_concurrency) == (

@@ -92,6 +92,9 @@ def build_helper(hcfg, slm_model=None):
     return KnowledgeHelper(facts, entities, coverage=hcfg.coverage, noise=hcfg.noise,
                            top_k=hcfg.top_k, style=hcfg.style, entity_kind="country")
   if hcfg.kind == "openai":
+    if not str(hcfg.get("model") or "").strip():
+      raise RunSetupError("config.helper.model: empty; helper.kind='openai' needs the served "
+                          "model's name (e.g. --config.helper.model=Qwen/Qwen3-32B)")
     return OpenAIHelper(**openai_helper_kwargs(hcfg))
   if hcfg.kind == "local_lm":
     model = slm_model if not hcfg.get("model") else load_model(hcfg.model)
