@@ -172,6 +172,8 @@ def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper,
   if s.steps <= 0:
     return trainable
   examples = train_examples[: s.num_demos * 2]
+  log(f"cold start: building demonstrations from {len(examples)} examples with the "
+      f"{cfg.helper.kind} helper")
   demo_list = demos.make_demos(examples, helper, seed=cfg.seed, need_fraction=s.need_fraction)
   demo_list = demo_list[: s.num_demos]
   should_stop()
@@ -189,8 +191,15 @@ def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper,
   all_ids, all_mask = sft.pack(packed, step_lib_bucket(max(len(p[0]) for p in packed)))
   hidden = None
   if spec.mode == "top_n":  # the frozen bottom layers never change: run them once
-    hidden = np.concatenate([np.asarray(step_lib.bottom_hidden(
-        frozen, all_ids[i:i + 16], cfg=model.config)) for i in range(0, len(all_ids), 16)])
+    chunks = range(0, len(all_ids), 16)
+    frozen_progress = metrics_lib.Progress(len(chunks), desc="cold start: frozen layers")
+    hidden = []
+    for n, i in enumerate(chunks):
+      should_stop()
+      hidden.append(np.asarray(step_lib.bottom_hidden(frozen, all_ids[i:i + 16],
+                                                      cfg=model.config)))
+      frozen_progress.update(n + 1)
+    hidden = np.concatenate(hidden)
   log(f"cold start: {len(demo_list)} demonstrations, {s.steps} steps")
   batch = min(s.batch_size, len(packed))
   for i in range(s.steps):
