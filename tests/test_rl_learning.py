@@ -42,13 +42,6 @@ from seekjax.train import make_step
 from tests.scripted import ScriptedHelper, feedback_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Not done (session 2): on the current main, the cold start below ends at NLL 0.10 (floor
-# about 0.08) with a policy that answers in-protocol on 6 of 16 episodes and asks on 3 of
-# 16, and the 30 RL steps move the 'alone' kind by exactly the margin. The test needs a
-# cold start that really reaches the 50/50 protocol policy before its RL assertions mean
-# anything. Kept, skipped, so that it is visible and can be finished.
-pytestmark = pytest.mark.skip(reason="not done: the tiny cold start does not reach the "
-                              "50/50 protocol policy (see the module comment)")
 SYSTEM = "Ask or answer."
 INFO = "Asmara"                      # the helper's feedback: the answer itself
 ALONE_ANSWER = "Keren"               # what the SLM says without asking
@@ -64,7 +57,7 @@ ALONE_TURNS = [f"<answer>{ALONE_ANSWER}</answer>"]
 LAMBDA_MESSAGE = 0.3
 RL_STEPS = 30
 GROUP_SIZE = 4
-LR = 1e-4
+LR = 1e-3
 # Every episode fits in 64 tokens (prompt <= 27), so the step compiles once.
 ROLLOUT = dict(max_turns=1, max_new_tokens=16, max_message_tokens=12, max_feedback_tokens=16,
                max_episode_tokens=36, temperature=1.0, top_k=0, top_p=1.0,
@@ -100,7 +93,7 @@ def cold_start(config, tokenizer, steps=300, lr=1e-2, seed=0):
   toks, src, tgt, w = map(jnp.asarray, (toks, src, tgt, w))
   positions = jnp.broadcast_to(jnp.arange(width), toks.shape)
   log_rest = float(np.log(config.vocab_size - len(vocab)))   # the zero-logit tokens
-  opt = optax.adam(lr)
+  opt = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.01))
 
   def loss_fn(p):
     x, _ = decoder.hidden_states(p, small, toks, positions)
@@ -140,7 +133,7 @@ def cold_model():
 def run_rl(model, lr=LR, seed=0):
   """RL_STEPS rl_iterations on one question of each kind per step.
 
-  Returns (per-step metrics, per-step {kind: mean messages per episode}).
+  Returns (per-step metrics, per-step {kind: mean messages per episode}, final model).
   """
   cfg = configlib.load_config(os.path.join(ROOT, "configs", "tiny_test.py"))
   cfg.model.trainable = "full"
@@ -150,7 +143,9 @@ def run_rl(model, lr=LR, seed=0):
   cfg.reward.update(score="em", lambda_message=LAMBDA_MESSAGE, lambda_helper_tokens=0.0,
                     format_penalty=0.1, helper_error_policy="zero_advantage")
   spec = trainable_lib.Trainable(mode="full")
-  trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(seed))
+  # a copy: the train step donates its inputs, and the caller keeps using `model`
+  params = jax.tree.map(jnp.array, model.params)
+  trainable, frozen = trainable_lib.init(spec, params, jax.random.PRNGKey(seed))
   optimizer, _ = step_lib.make_optimizer(lr, RL_STEPS, 0, 0.0, 1.0)
   ctx = cycle.RunContext(
       cfg=cfg, model=model, spec=spec, frozen=frozen, helper=ScriptedHelper(text=INFO),
@@ -172,21 +167,34 @@ def run_rl(model, lr=LR, seed=0):
     rows.append(metrics)
     kind_of = np.array([examples[i]["kind"] for i in episodes.question_index])
     by_kind.append({k: float(episodes.num_messages[kind_of == k].mean()) for k in kinds})
-  return rows, by_kind
+  params = trainable_lib.merge(spec, trainable, frozen)
+  return rows, by_kind, model.replace(params=params)
+
+
+def ask_rates(model, episodes_per_question=16, seed=7):
+  """{kind: fraction of sampled episodes (temperature 1) that send a message}."""
+  rates = {}
+  for kind, (questions, _, _) in sorted(QUESTIONS.items()):
+    eps = sj.rollout(model, questions * episodes_per_question, ScriptedHelper(text=INFO),
+                     rollout_config(**ROLLOUT), jax.random.PRNGKey(seed))
+    rates[kind] = float((eps.num_messages > 0).mean())
+  return rates
 
 
 def test_cold_start_follows_the_protocol_and_asks_about_half_the_time(cold_model):
   model, nll = cold_model
-  # The floor is the 50/50 choice: ln 2 on one token of each demo (about 0.08 per token
-  # here); a random start is about ln(vocab) = 10.8.
-  assert nll < 0.15, nll
+  # The floor is the 50/50 choice: ln 2 on one token of each demo, 2 ln 2 / 29 SLM tokens
+  # per pair of demos = 0.048 per token (this cold start ends at 0.052); a random start
+  # is about ln(vocab) = 10.8. A constant lr 1e-2 stopped at 0.10, where the tokens
+  # after the choice still mixed both kinds ("<message>Keren</answer>").
+  assert nll < 0.07, nll
   eps = sj.rollout(model, ALL_QUESTIONS * 4, ScriptedHelper(text=INFO),
                    rollout_config(**ROLLOUT), jax.random.PRNGKey(123))
-  # It asks on some episodes and not on others (3 of 16 with this seed; the 50/50 demo
-  # mix does not give a 50/50 policy after this cold start).
+  # It asks on some episodes and not on others (13 of 16 with this seed: the 50/50 demo
+  # mix gives a policy that leans to asking, with room to move both ways).
   assert 0.1 <= eps.num_messages.mean() <= 0.9, eps.num_messages
   answered = [a for a in eps.answers if a is not None]
-  assert len(answered) >= 14, eps.answers
+  assert len(answered) >= 15, eps.answers
   for a, n in zip(eps.answers, eps.num_messages):
     if a is not None:
       assert a == (INFO if n else ALONE_ANSWER), (a, n)
@@ -194,16 +202,19 @@ def test_cold_start_follows_the_protocol_and_asks_about_half_the_time(cold_model
 
 def test_rl_moves_the_number_of_messages_the_right_way_for_each_kind(cold_model):
   model, _ = cold_model
-  rows, by_kind = run_rl(model)
+  before = ask_rates(model)
+  rows, by_kind, trained = run_rl(model)
+  after = ask_rates(trained)
   rewards = [r["reward"] for r in rows]
   print(f"\nreward by step {np.round(rewards, 3).tolist()}")
   for kind, (_, _, sign) in sorted(QUESTIONS.items()):
     msgs = [b[kind] for b in by_kind]
-    first, last = float(np.mean(msgs[:5])), float(np.mean(msgs[-5:]))
     print(f"{kind}: messages/episode by step {np.round(msgs, 2).tolist()}; "
-          f"first 5 {first:.3f} -> last 5 {last:.3f}")
-    assert sign * (last - first) >= 0.2, (kind, first, last, msgs)
-  assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.1, rewards
+          f"asks {before[kind]:.3f} before RL -> {after[kind]:.3f} after (32 sampled episodes)")
+    # lr 1e-3 (session 3): 'alone' 0.53 -> 0.00, 'ask' 0.50 -> 0.97; at 1e-4 the training
+    # batches moved by less than their sampling noise in 30 steps.
+    assert sign * (after[kind] - before[kind]) >= 0.3, (kind, before, after, msgs)
+  assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.05, rewards
   # the protocol survives: the last episodes still end with an answer
   assert np.mean([r["format_ok"] for r in rows[-5:]]) >= 0.8, [r["format_ok"] for r in rows]
   assert all(np.isfinite(r["loss"]) and np.isfinite(r["kl"]) for r in rows)
