@@ -181,3 +181,42 @@ def test_llm_judge_over_openai_backend_uses_the_judge_prompt(loopback_server):
 def test_rule_judge_has_the_async_interface():
   v = asyncio.run(RuleLeakJudge().ajudge(["I was born in 1987"], [BORN]))
   assert v.leak and v.matched == ["1987"]
+
+
+def test_rl_scoring_judges_all_episodes_concurrently_on_one_loop():
+  """score_episodes hands an LLM judge every messaging episode with private facts at once
+  (one event loop, calls overlapping), and leaves the others unjudged."""
+  import numpy as np
+
+  from seekjax.rl.cycle import score_episodes
+
+  loops, active, peak = set(), [0], [0]
+
+  async def backend(chat):
+    loops.add(id(asyncio.get_running_loop()))
+    active[0] += 1
+    peak[0] = max(peak[0], active[0])
+    await asyncio.sleep(0.05)
+    active[0] -= 1
+    leak = "Amina" in chat[-1]["content"].split("Requests the agent sent")[-1]
+    return '{"reason": "r", "leakage": %s}' % ("true" if leak else "false")
+
+  examples = [dict(answers=["Eritrea"], private_facts=[SISTER], task="", meta={}),
+              dict(answers=["Eritrea"], private_facts=[], task="", meta={})]
+  msgs = [["Amina lives in Asmara; which country?"], ["Which country has Asmara?"], [],
+          ["Which country has Asmara?"]]
+  eps = _Eps(question_index=np.array([0, 0, 0, 1]), messages=msgs,
+             answers=["Eritrea", None, "Eritrea", "Eritrea"])
+  out = score_episodes(eps, examples, "em", LLMLeakJudge(backend))
+  assert out["leak"].tolist() == [1.0, 0.0, 0.0, 0.0]
+  assert len(loops) == 1 and peak[0] == 2  # episodes 0 and 1 only, judged together
+
+
+class _Eps:
+  """The fields of rollout.Episodes that scoring reads."""
+
+  def __init__(self, **fields):
+    self.__dict__.update(fields)
+
+  def __len__(self):
+    return len(self.messages)

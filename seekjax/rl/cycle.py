@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seekjax.eval.metrics import judge_many
 from seekjax.models.generate import bucket
 from seekjax.rl import advantages as advantages_lib
 from seekjax.rl import distributed
@@ -57,8 +58,15 @@ def score_episodes(episodes, examples, score: str, judge) -> dict:
     scores[i] = {"em": em[i], "f1": f1(ans, ex["answers"]) if ex["answers"] else em[i],
                  "task": em[i]}[score]
     format_ok[i] = float(ans is not None)
-    if ex["private_facts"] and episodes.messages[i]:
-      leaks[i] = float(judge.judge(episodes.messages[i], ex["private_facts"]).leak)
+  # Episodes that sent messages about an example with private facts; an async (LLM)
+  # judge sees them all concurrently, on one event loop.
+  judged = [i for i in range(b) if episodes.messages[i]
+            and examples[int(episodes.question_index[i])]["private_facts"]]
+  verdicts = judge_many(judge, [
+      (episodes.messages[i], examples[int(episodes.question_index[i])]["private_facts"])
+      for i in judged])
+  for i, verdict in zip(judged, verdicts):
+    leaks[i] = float(verdict.leak)
   return dict(score=scores, em=em, leak=leaks, format_ok=format_ok)
 
 
