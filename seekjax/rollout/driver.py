@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seekjax import protocol
+from seekjax.helpers.base import HelperReply
 from seekjax.models import sharding
 from seekjax.models.generate import bucket
 from seekjax.rollout import engine, tagmatch
