@@ -203,32 +203,16 @@ cfg = sj.ModelConfig(**{cfg!r})
 model = sj.Model(cfg, jax.tree.map(jax.numpy.asarray, params), tok)
 rc = rollout_config(max_turns=3, max_new_tokens=48, max_message_tokens=32, temperature=0.0,
                     max_steps_per_call=16, max_feedback_tokens=64, system_prompt=SYSTEM)
-from seekjax.rollout import driver
-calls = []  # (first row, rows) handed to the host by each callback
-_submit = driver._Host.submit
-def recording_submit(self, closed, window, window_len, offset=0):
-  calls.append((offset, len(closed), [offset + int(r) for r in np.flatnonzero(closed)]))
-  return _submit(self, closed, window, window_len, offset=offset)
-driver._Host.submit = recording_submit
 qs = QUESTIONS * 2
 ref = rollout(model, qs, ScriptedHelper(), rc, jax.random.PRNGKey(0))
-assert {{n for _, n, _ in calls}} == {{len(qs)}}, calls  # unsharded: one callback, all rows
-for shape, shards in [((2, 2, 2), 4), ((8, 1, 1), 8)]:
+for shape in [(2, 2, 2), (8, 1, 1)]:
   mesh = sharding.make_mesh(shape)
   sm = model.replace(params=sharding.shard_params(mesh, model.params), mesh=mesh)
   assert len(sm.params["layers"]["q"].sharding.device_set) == 8
-  calls.clear()
   got = rollout(sm, qs, ScriptedHelper(), rc, jax.random.PRNGKey(0))
   assert (got.tokens == ref.tokens).all(), shape
   assert got.answers == ref.answers and (got.num_messages == ref.num_messages).all()
-  # each shard's callback served only its own rows (never the tensor replicas twice)
-  local = len(qs) // shards
-  assert calls and all(n == local and off % local == 0 for off, n, _ in calls), calls
-  assert all(off <= r < off + n for off, n, rows in calls for r in rows), calls
-  assert len({{off for off, _, _ in calls}}) > 1, calls
-  assert sum(len(rows) for _, _, rows in calls) == got.num_messages.sum() + sum(
-      map(len, got.refusals)), shape
-  print("ok", shape, list(got.num_messages), len(calls), "callbacks")
+  print("ok", shape, list(got.num_messages))
 """
 
 

@@ -66,24 +66,15 @@ class _Host:
     self.refusals = [[] for _ in range(num_rows)]
     self.immediate: dict[int, HelperReply] = {}
     self.lock = threading.Lock()
-    self.submit_lock = threading.Lock()
-    self.shard_calls: list[tuple[int, int]] = []  # (first row, rows) of each callback
     self.callback_error: BaseException | None = None
     self.wait_time = 0.0
 
-  def submit(self, closed, window, window_len, offset: int = 0):
-    """Called from the decode loop's io_callback. Never raises, never waits (unless blocking).
-
-    With a sharded batch each shard calls with its own rows; `offset` is the global id
-    of its first row. Shards may call from different threads at once.
-    """
+  def submit(self, closed, window, window_len):
+    """Called from the decode loop's io_callback. Never raises, never waits (unless blocking)."""
     try:
-      window = np.asarray(window)
-      with self.submit_lock:
-        self.shard_calls.append((offset, len(closed)))
-        for row in np.flatnonzero(np.asarray(closed)):
-          text = self.tok.decode(window[row, :int(window_len[row])])
-          self._request(offset + int(row), text)
+      for row in np.flatnonzero(np.asarray(closed)):
+        text = self.tok.decode(np.asarray(window)[row, :int(window_len[row])])
+        self._request(int(row), text)
     except BaseException as e:  # noqa: BLE001 - surfaced by the driver after the loop
       self.callback_error = e
     return np.asarray(closed, np.int32)
@@ -221,8 +212,7 @@ def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start) -> E
       model=model.config, max_len=max_len, turn_window=int(cfg.max_new_tokens),
       episode_budget=budget, max_steps=int(cfg.max_steps_per_call),
       temperature=float(cfg.temperature), top_k=int(cfg.top_k), top_p=float(cfg.top_p),
-      eos_ids=tuple(int(i) for i in tok.eos_ids),
-      mesh=model.mesh if sharding.batch_divisor(model.mesh) > 1 else None)
+      eos_ids=tuple(int(i) for i in tok.eos_ids))
   v = model.config.vocab_size
   mn, mh = tagmatch.tag_tables(tok, v, protocol.MESSAGE_CLOSE)
   an, ah = tagmatch.tag_tables(tok, v, protocol.ANSWER_CLOSE)

@@ -13,13 +13,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 from jax.experimental import io_callback
-from jax.sharding import Mesh
-from jax.sharding import PartitionSpec as P
 
 from seekjax.models import decoder
 from seekjax.models.config import ModelConfig
 from seekjax.models.generate import decode_step, prefill_chunk
-from seekjax.models.sharding import BATCH_AXES
 from seekjax.models.sampling import row_keys, sample_token_rows
 
 RUNNING, PARKED, DONE = 0, 1, 2
@@ -72,9 +69,6 @@ class EngineSpec:
   top_k: int
   top_p: float
   eos_ids: tuple
-  # A mesh whose batch axes split the rows: each shard's callback then hands only its own
-  # rows to the host (shard_map), instead of one callback gathering every row.
-  mesh: Mesh | None = None
 
 
 # The io_callback target must be a static Python function; it routes to the live
@@ -82,52 +76,11 @@ class EngineSpec:
 _HOSTS: dict = {}
 
 
-def _host_submit(host_id, offset, closed, window, window_len):
+def _host_submit(host_id, closed, window, window_len):
   host = _HOSTS.get(int(host_id))
   if host is None:
     return jnp.zeros(closed.shape, jnp.int32)
-  return host.submit(closed, window, window_len, offset=int(offset))
-
-
-def _submit_global(host_id, closed, tokens, turn_start, length, width):
-  """One callback for all rows, only on steps where some row closed a message."""
-  def call(_):
-    window = _turn_window(tokens, turn_start, width)
-    return io_callback(_host_submit, jax.ShapeDtypeStruct(closed.shape, jnp.int32),
-                       host_id, jnp.int32(0), closed, window, length - turn_start, ordered=True)
-  return jax.lax.cond(jnp.any(closed), call, lambda _: jnp.zeros(closed.shape, jnp.int32), None)
-
-
-def _submit_per_shard(mesh: Mesh, host_id, closed, tokens, turn_start, length, width):
-  """Each batch shard's callback hands its own rows (global ids: offset + local row).
-
-  Only shards with a closed row call, and only the first device along the non-batch
-  axes (the tensor-parallel replicas hold the same rows); a psum over those axes gives
-  every replica the host's answer.
-  """
-  batch = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
-  others = tuple(a for a in mesh.axis_names if a not in batch)
-
-  def shard(closed, tokens, turn_start, length):
-    n = closed.shape[0]
-    index = jnp.int32(0)
-    for a in batch:
-      index = index * mesh.shape[a] + jax.lax.axis_index(a)
-    primary = jnp.bool_(True)
-    for a in others:
-      primary &= jax.lax.axis_index(a) == 0
-
-    def call(_):
-      window = _turn_window(tokens, turn_start, width)
-      return io_callback(_host_submit, jax.ShapeDtypeStruct(closed.shape, jnp.int32),
-                         host_id, index * n, closed, window, length - turn_start)
-    got = jax.lax.cond(primary & jnp.any(closed), call,
-                       lambda _: jnp.zeros(closed.shape, jnp.int32), None)
-    return jax.lax.psum(got, others) if others else got
-
-  rows = P(batch)
-  return jax.shard_map(shard, mesh=mesh, in_specs=(rows, P(batch, None), rows, rows),
-                       out_specs=rows)(closed, tokens, turn_start, length)
+  return host.submit(closed, window, window_len)
 
 
 def _repeat_rows(x, g, axis=0):
@@ -206,15 +159,17 @@ def decode_until_blocked(params, tables: TagTables, state: SamplingState, host_i
                         [FINISH_ANSWER, FINISH_EOS, FINISH_BUDGET, FINISH_TURN], s.finish)
     done_now = ended | out_of_budget | turn_spent
 
-    args = (closed, tokens, s.turn_start, length, spec.turn_window)
-    accepted = (_submit_global(host_id, *args) if spec.mesh is None
-                else _submit_per_shard(spec.mesh, host_id, *args))
-    # A row parks once the host took its request (the data dependence also makes sure
-    # every callback has run before the loop's outputs are read).
-    status = jnp.where(done_now, DONE, jnp.where(closed & (accepted > 0), PARKED, s.status))
+    def submit(_):
+      window = _turn_window(tokens, s.turn_start, spec.turn_window)
+      return io_callback(_host_submit, jax.ShapeDtypeStruct(closed.shape, jnp.int32),
+                         host_id, closed, window, length - s.turn_start, ordered=True)
+
+    accepted = jax.lax.cond(jnp.any(closed), submit, lambda _: jnp.zeros_like(length), None)
+    status = jnp.where(done_now, DONE, jnp.where(closed, PARKED, s.status))
     # Every row forwards its token (static shapes); only RUNNING rows' writes are kept:
     # others write past their end, which is never attended and later overwritten.
     logits, cache = decode_step(params, cfg, s.cache, ids, s.length)
+    del accepted
     return SamplingState(tokens=tokens, loss_mask=loss_mask, logprobs=logprobs, cache=cache,
                          logits=logits, length=length, prompt_len=s.prompt_len,
                          turn_start=s.turn_start, status=status, finish=finish, msg_q=msg_q,
