@@ -130,15 +130,7 @@ def sync_questions(n: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- utilities
-def log(msg):
-  print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def loadavg():
-  try:
-    return os.getloadavg()[0]
-  except OSError:
-    return float("nan")
+from benchmarks.decode_vs_hf import loadavg, log  # noqa: E402  (after ROOT is on sys.path)
 
 
 def med_range(xs):
