@@ -209,10 +209,11 @@ def _breakdown(model, hf, prompt, batches, args, reps=5):
     n = jnp.full((b,), len(prompt), jnp.int32)
     zero = jnp.zeros((b,), jnp.int32)
     cache0 = decoder.init_cache(cfg, b, cache_size)
-    sj_pf = best(lambda: jax.block_until_ready(pf(model.params, cache0, x, n, zero)))
-    _, cache = pf(model.params, cache0, x, n, zero)
+    params = decoder.unstack_layers(model.params)  # as generate_ids decodes
+    sj_pf = best(lambda: jax.block_until_ready(pf(params, cache0, x, n, zero)))
+    _, cache = pf(params, cache0, x, n, zero)
     pos = jnp.full((b,), len(prompt) + args.new // 2, jnp.int32)
-    sj_ds = best(lambda: jax.block_until_ready(ds(model.params, cache, zero, pos)))
+    sj_ds = best(lambda: jax.block_until_ready(ds(params, cache, zero, pos)))
 
     ids = torch.tensor([prompt] * b)
     with torch.inference_mode():

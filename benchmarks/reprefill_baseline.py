@@ -165,6 +165,7 @@ def reprefill_rollout(model, questions: list[str], helper, cfg, rng=0) -> Baseli
   out = BaselineEpisodes(tokens=None, loss_mask=None, lengths=None, prompt_lengths=prompt_len,
                          num_messages=None, messages=messages, refusals=refusals, finish=finish)
   pool = HelperPool(helper, timeout=cfg.helper_timeout, max_concurrency=cfg.helper_concurrency)
+  params = decoder.unstack_layers(model.params)  # as sj.rollout decodes
   try:
     while live.any():
       lens = np.array([len(c) for c in ctx], np.int32)
@@ -178,7 +179,7 @@ def reprefill_rollout(model, questions: list[str], helper, cfg, rng=0) -> Baseli
                     *fn_args)
       t0 = time.perf_counter()
       sampled, count, reason, steps, rng = fn(
-          model.params, tables, jnp.asarray(arr), jnp.asarray(ctx_len), jnp.asarray(live),
+          params, tables, jnp.asarray(arr), jnp.asarray(ctx_len), jnp.asarray(live),
           jnp.asarray(lens - prompt_len), rng)
       sampled, count, reason = np.asarray(sampled), np.asarray(count), np.asarray(reason)
       out.model_time += time.perf_counter() - t0

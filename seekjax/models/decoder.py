@@ -19,8 +19,18 @@ Positions are absolute slot indices. With a cache, a token at position p is writ
 cache slot p of its row and attends to every slot <= p of that row, so rows at different
 offsets share one batch, and appending a chunk at a per-row offset is the same code path
 as prefill. Rows must be contiguous (no holes): the engine guarantees it.
+
+Two layer loops. Without a cache (training, teacher forcing) the stacked layers run as one
+`lax.scan`. With a cache (prefill and decode) the loop is unrolled over per-layer cache
+buffers, and the weights are best given per layer too (`unstack_layers`): slicing a layer
+out of the stacked weights copies it at every decode step, which on CPU cost a third of
+the step (BENCHMARKS.md, "Decode step"). Cached attention reads only the smallest
+window of slots (`attention_windows`) that covers the batch's furthest position, so a
+decode step costs what the live length needs, not what the buffer allocates.
 """
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -33,21 +43,74 @@ _MASK_VALUE = -1e30
 
 @struct.dataclass
 class KVCache:
-  """Per-layer keys and values. k, v: dtype[L, B, S, K, hd]."""
+  """Per-layer keys and values: k, v are tuples of L arrays dtype[B, S, K, hd].
 
-  k: jax.Array
-  v: jax.Array
+  One buffer per layer (not one stacked [L, ...] array) so that a decode step updates
+  and reads each layer's buffer in place instead of slicing it out of a stack.
+  """
+
+  k: tuple
+  v: tuple
 
   @property
   def size(self) -> int:
-    return self.k.shape[2]
+    return self.k[0].shape[1]
+
+  @property
+  def batch(self) -> int:
+    return self.k[0].shape[0]
+
+  def map_layers(self, fn) -> "KVCache":
+    """Apply fn to every per-layer buffer (e.g. repeat rows, constrain a sharding)."""
+    return KVCache(k=tuple(fn(a) for a in self.k), v=tuple(fn(a) for a in self.v))
 
 
 def init_cache(cfg: ModelConfig, batch: int, size: int, dtype=None) -> KVCache:
-  """An empty cache. Returns KVCache with k, v: [L, batch, size, K, hd]."""
-  shape = (cfg.num_layers, batch, size, cfg.num_kv_heads, cfg.head_dim)
+  """An empty cache: KVCache with L per-layer buffers k, v: [batch, size, K, hd]."""
+  shape = (batch, size, cfg.num_kv_heads, cfg.head_dim)
   dtype = dtype or cfg.jnp_dtype
-  return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
+  return KVCache(k=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
+                 v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)))
+
+
+def attention_windows(size: int, smallest: int = 64) -> tuple[int, ...]:
+  """Static attention windows for a cache of `size` slots: 64, 96, 128, 192, ..., size.
+
+  Each step attends over the smallest window that covers every row's position, so a
+  decode step's attention costs the live length (within 1.5x), not the allocated size.
+  """
+  out, w = [], smallest
+  while w < size:
+    out.append(w)
+    if w + w // 2 < size and (w // 2) % 32 == 0:
+      out.append(w + w // 2)
+    w *= 2
+  return tuple(sorted(set(out))) + (size,)
+
+
+def unstack_layers(params):
+  """The params with `layers` as a tuple of per-layer dicts (for the cached, unrolled loop).
+
+  Decode reads each layer's weights in place from these; from the stacked layout it
+  would copy them out at every step. Cheap to build once per rollout or generate call.
+  """
+  if isinstance(params["layers"], (list, tuple)):
+    return params
+  return _unstack(params)
+
+
+@jax.jit
+def _unstack(params):
+  return dict(params, layers=tuple(_layer_list(params)))
+
+
+def _layer_list(params):
+  """Per-layer param dicts (static slices of the stacked layout, or the unstacked tuple)."""
+  layers = params["layers"]
+  if isinstance(layers, (list, tuple)):
+    return list(layers)
+  n = next(iter(layers.values())).shape[0]
+  return [{k: v[i] for k, v in layers.items()} for i in range(n)]
 
 
 def rms_norm(x, weight, eps):
@@ -107,6 +170,26 @@ def _mlp(lp, x):
   return (jax.nn.silu(x @ lp["gate"]) * (x @ lp["up"])) @ lp["down"]
 
 
+def _window_index(windows, positions):
+  """Index of the smallest window that covers max(positions) + 1 (int32 scalar)."""
+  return jnp.sum(jnp.asarray(windows[:-1]) <= jnp.max(positions)).astype(jnp.int32)
+
+
+def _cached_attention(q, k_buf, v_buf, positions, windows, index):
+  """Attention of q [B, T, H, hd] at positions [B, T] over a per-layer cache [B, S, K, hd].
+
+  Reads only window `windows[index]` (see `_window_index`); the slots left out are all
+  masked, so the result equals attending over all S slots.
+  """
+  def over(w, q, k_buf, v_buf):
+    mask = jnp.arange(w)[None, None, :] <= positions[:, :, None]
+    return attention(q, k_buf[:, :w], v_buf[:, :w], mask)
+
+  if len(windows) == 1:
+    return over(windows[0], q, k_buf, v_buf)
+  return jax.lax.switch(index, [functools.partial(over, w) for w in windows], q, k_buf, v_buf)
+
+
 def _write_rows(buf, new, positions):
   """Scatter new [B, T, K, hd] into buf [B, S, K, hd] at per-row slots positions[B, T].
 
@@ -145,8 +228,8 @@ def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache
     params: the params pytree (module docstring).
     tokens: int32[B, T].
     positions: int32[B, T] absolute positions (= cache slots when a cache is given).
-    cache: optional KVCache [L, B, S, K, hd]. When given, the new keys/values are written
-      at `positions` and every token attends to slots <= its position of its row.
+    cache: optional KVCache (L buffers [B, S, K, hd]). When given, the new keys/values are
+      written at `positions` and every token attends to slots <= its position of its row.
     key_mask: optional bool[B, T] (no-cache mode only): False marks padding keys.
     remat: rematerialise each layer in the backward pass (saves activation memory).
     inputs: optional residual stream [B, T, D] to start from instead of embedding
@@ -158,38 +241,56 @@ def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache
   """
   dtype = cfg.jnp_dtype
   x = params["embed"][tokens].astype(dtype) if inputs is None else inputs.astype(dtype)
-  if cache is None:
-    causal = positions[:, None, :] <= positions[:, :, None]  # [B, T(q), T(k)]
-    if key_mask is not None:
-      causal = causal & key_mask[:, None, :]
-    mask = causal
+  if cache is not None:
+    x, cache = _cached_layers(params, cfg, x, positions, cache, remat)
+  elif isinstance(params["layers"], (list, tuple)):
+    layer = _layer_fn(cfg, positions, key_mask, remat)
+    for lp in params["layers"]:
+      x = layer(x, lp)
   else:
-    slots = jnp.arange(cache.size)
-    mask = slots[None, None, :] <= positions[:, :, None]  # [B, T, S]
+    layer = _layer_fn(cfg, positions, key_mask, remat)
+    x, _ = jax.lax.scan(lambda x, lp: (layer(x, lp), None), x, params["layers"])
+  if final_norm:
+    x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
+  return x, cache
 
-  def layer(carry, lp):
-    x, ck, cv, i = carry
+
+def _layer_fn(cfg, positions, key_mask, remat):
+  """One decoder layer without a cache: (x [B, T, D], layer params) -> x."""
+  mask = positions[:, None, :] <= positions[:, :, None]  # [B, T(q), T(k)]
+  if key_mask is not None:
+    mask = mask & key_mask[:, None, :]
+
+  def layer(x, lp):
     h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
     q, k, v = _project_qkv(cfg, lp, h, positions)
-    if cache is not None:
-      layer_k = _write_rows(ck[i], k, positions)
-      layer_v = _write_rows(cv[i], v, positions)
-      ck = jax.lax.dynamic_update_index_in_dim(ck, layer_k, i, 0)
-      cv = jax.lax.dynamic_update_index_in_dim(cv, layer_v, i, 0)
-      k, v = layer_k, layer_v
     x = x + attention(q, k, v, mask) @ lp["o"]
-    h = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
-    x = x + _mlp(lp, h)
-    return (x, ck, cv, i + 1), None
+    return x + _mlp(lp, rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps))
+  return jax.checkpoint(layer, prevent_cse=False) if remat else layer
+
+
+def _cached_layers(params, cfg, x, positions, cache, remat):
+  """The layer loop with a cache, unrolled: writes and reads each layer's own buffers."""
+  windows = attention_windows(cache.size)
+  index = _window_index(windows, positions)
+
+  def layer(x, lp, k_buf, v_buf):
+    h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
+    q, k, v = _project_qkv(cfg, lp, h, positions)
+    k_buf = _write_rows(k_buf, k, positions)
+    v_buf = _write_rows(v_buf, v, positions)
+    x = x + _cached_attention(q, k_buf, v_buf, positions, windows, index) @ lp["o"]
+    x = x + _mlp(lp, rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps))
+    return x, k_buf, v_buf
 
   if remat:
     layer = jax.checkpoint(layer, prevent_cse=False)
-  ck = cache.k if cache is not None else jnp.zeros((), dtype)
-  cv = cache.v if cache is not None else jnp.zeros((), dtype)
-  (x, ck, cv, _), _ = jax.lax.scan(layer, (x, ck, cv, jnp.int32(0)), params["layers"])
-  if final_norm:
-    x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
-  return x, (KVCache(k=ck, v=cv) if cache is not None else None)
+  ks, vs = [], []
+  for i, lp in enumerate(_layer_list(params)):
+    x, k_buf, v_buf = layer(x, lp, cache.k[i], cache.v[i])
+    ks.append(k_buf)
+    vs.append(v_buf)
+  return x, KVCache(k=tuple(ks), v=tuple(vs))
 
 
 def positions_from_mask(attention_mask):

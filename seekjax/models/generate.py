@@ -69,7 +69,7 @@ def _generate_fn(cfg: ModelConfig, max_new_tokens: int, cache_size: int, tempera
     b = tokens.shape[0]
     cache = decoder.init_cache(cfg, b, cache_size)
     if cache_sharding is not None:
-      cache = jax.lax.with_sharding_constraint(cache, cache_sharding)
+      cache = cache.map_layers(lambda a: jax.lax.with_sharding_constraint(a, cache_sharding))
     logits, cache = prefill_chunk(params, cfg, cache, tokens, lengths, jnp.zeros_like(lengths))
     rng, sub = jax.random.split(rng)
     tok, _ = sample_token(logits, sub, temperature, top_k, top_p)
@@ -121,14 +121,13 @@ def generate_ids(model, prompt_ids: list[list[int]], *, max_new_tokens: int = 64
   cache_shard = None
   tokens, lengths = jnp.asarray(tokens), jnp.asarray(lengths)
   if model.mesh is not None:
-    cache_shape = (cfg.num_layers, rows, cache_size, cfg.num_kv_heads, cfg.head_dim)
+    cache_shape = (rows, cache_size, cfg.num_kv_heads, cfg.head_dim)
     cache_shard = sharding.cache_sharding(model.mesh, cache_shape)
-    cache_shard = decoder.KVCache(k=cache_shard, v=cache_shard)
     tokens = jax.device_put(tokens, sharding.batch_sharding(model.mesh, 2))
     lengths = jax.device_put(lengths, sharding.batch_sharding(model.mesh, 1))
   fn = _generate_fn(cfg, max_new_tokens, cache_size, float(temperature), int(top_k),
                     float(top_p), tuple(int(s) for s in stop_ids), cache_shard)
-  out, count = fn(model.params, tokens, lengths, jax.random.PRNGKey(seed))
+  out, count = fn(decoder.unstack_layers(model.params), tokens, lengths, jax.random.PRNGKey(seed))
   out, count = np.asarray(out), np.asarray(count)
   return [out[i, :count[i]].tolist() for i in range(n)]
 

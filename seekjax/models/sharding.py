@@ -30,8 +30,8 @@ PARAM_RULES = {
     "layers/q_norm": (None, None),
     "layers/k_norm": (None, None),
 }
-# KV cache [L, B, S, K, hd]: rows over the batch axes, kv heads over tensor.
-CACHE_RULE = (None, BATCH_AXES, None, "tensor", None)
+# One layer's KV cache buffer [B, S, K, hd]: rows over the batch axes, kv heads over tensor.
+CACHE_RULE = (BATCH_AXES, None, "tensor", None)
 
 
 class MeshError(ValueError):

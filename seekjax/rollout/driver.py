@@ -18,7 +18,7 @@ import numpy as np
 
 from seekjax import protocol
 from seekjax.helpers.base import HelperReply
-from seekjax.models import sharding
+from seekjax.models import decoder, sharding
 from seekjax.models.generate import bucket
 from seekjax.rollout import engine, tagmatch
 from seekjax.rollout.config import episode_budget, validate
@@ -233,8 +233,9 @@ def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start) -> E
     if model.mesh is not None and n_pad % sharding.batch_divisor(model.mesh) == 0:
       prompts_dev = jax.device_put(prompts_dev, sharding.batch_sharding(model.mesh, 2))
       lens_dev = jax.device_put(lens_dev, sharding.batch_sharding(model.mesh, 1))
-    state = engine.prefill(model.params, prompts_dev, lens_dev, rng, spec=spec, group=group)
-    state = _run(model, tables, state, host, host_id, spec, verbose)
+    params = decoder.unstack_layers(model.params)  # decode reads each layer in place
+    state = engine.prefill(params, prompts_dev, lens_dev, rng, spec=spec, group=group)
+    state = _run(params, tables, state, host, host_id, spec, verbose)
   finally:
     engine._HOSTS.pop(host_id, None)  # pylint: disable=protected-access
   keep = np.arange(n_q * group)  # drop padding rows
@@ -242,11 +243,11 @@ def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start) -> E
                   forced_len[keep])
 
 
-def _run(model, tables, state, host, host_id, spec, verbose):
+def _run(params, tables, state, host, host_id, spec, verbose):
   chunk_buckets = (32, 64, 128, 256, 512)
   host_id_dev = jnp.int32(host_id)
   while True:
-    state = engine.decode_until_blocked(model.params, tables, state, host_id_dev, spec=spec)
+    state = engine.decode_until_blocked(params, tables, state, host_id_dev, spec=spec)
     if host.callback_error is not None:
       raise RuntimeError(f"rollout host callback failed: {host.callback_error!r}")
     status = np.asarray(state.status)
@@ -289,7 +290,7 @@ def _run(model, tables, state, host, host_id, spec, verbose):
       for row, ids in chunks.items():
         chunk[row, :len(ids)] = ids
         chunk_len[row] = len(ids)
-      state = engine.append_chunk(model.params, state, jnp.asarray(chunk), jnp.asarray(chunk_len),
+      state = engine.append_chunk(params, state, jnp.asarray(chunk), jnp.asarray(chunk_len),
                                   spec=spec)
 
 

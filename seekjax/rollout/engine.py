@@ -33,7 +33,7 @@ class SamplingState:
   tokens: jax.Array      # int32[B, L]   prompt, SLM tokens and feedback, as sampled/inserted
   loss_mask: jax.Array   # int32[B, L]   1 only on SLM-sampled tokens
   logprobs: jax.Array    # float32[B, L] sampler log-prob of each sampled token (0 elsewhere)
-  cache: decoder.KVCache  # [layers, B, L, K, hd], filled for slots [0, length)
+  cache: decoder.KVCache  # per layer [B, L, K, hd], filled for slots [0, length)
   logits: jax.Array      # float32[B, V] next-token logits of each row
   length: jax.Array      # int32[B]      tokens in the buffer (and in the cache)
   prompt_len: jax.Array  # int32[B]
@@ -98,7 +98,7 @@ def prefill(params, prompts, prompt_len, rng, *, spec: EngineSpec, group: int):
   cache = decoder.init_cache(cfg, n, spec.max_len)
   logits, cache = prefill_chunk(params, cfg, cache, prompts, prompt_len, jnp.zeros_like(prompt_len))
   b = n * group
-  cache = decoder.KVCache(k=_repeat_rows(cache.k, group, 1), v=_repeat_rows(cache.v, group, 1))
+  cache = cache.map_layers(lambda a: _repeat_rows(a, group))
   tokens = jnp.zeros((b, spec.max_len), jnp.int32).at[:, :p].set(_repeat_rows(prompts, group))
   length = _repeat_rows(prompt_len, group)
   zeros = jnp.zeros((b,), jnp.int32)
