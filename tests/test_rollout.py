@@ -203,16 +203,33 @@ cfg = sj.ModelConfig(**{cfg!r})
 model = sj.Model(cfg, jax.tree.map(jax.numpy.asarray, params), tok)
 rc = rollout_config(max_turns=3, max_new_tokens=48, max_message_tokens=32, temperature=0.0,
                     max_steps_per_call=16, max_feedback_tokens=64, system_prompt=SYSTEM)
+from seekjax.rollout import driver
+calls = []  # (first row, rows handed over, rows that closed a message) per callback
+_submit = driver._Host.submit
+def recording_submit(self, closed, window, window_len, offset=0):
+  calls.append((offset, len(closed), [offset + int(r) for r in np.flatnonzero(closed)]))
+  return _submit(self, closed, window, window_len, offset=offset)
+driver._Host.submit = recording_submit
 qs = QUESTIONS * 2
 ref = rollout(model, qs, ScriptedHelper(), rc, jax.random.PRNGKey(0))
-for shape in [(2, 2, 2), (8, 1, 1)]:
+assert {{n for _, n, _ in calls}} == {{len(qs)}}, calls  # unsharded: one callback, all rows
+# (2,2,2): tensor-parallel decode, one SPMD loop whose one callback serves every row.
+# (8,1,1) and (1,8,1): data-parallel decode, one loop and one callback per shard.
+for shape, shards in [((2, 2, 2), 1), ((8, 1, 1), 8), ((1, 8, 1), 8)]:
   mesh = sharding.make_mesh(shape)
   sm = model.replace(params=sharding.shard_params(mesh, model.params), mesh=mesh)
   assert len(sm.params["layers"]["q"].sharding.device_set) == 8
+  calls.clear()
   got = rollout(sm, qs, ScriptedHelper(), rc, jax.random.PRNGKey(0))
   assert (got.tokens == ref.tokens).all(), shape
   assert got.answers == ref.answers and (got.num_messages == ref.num_messages).all()
-  print("ok", shape, list(got.num_messages))
+  local = len(qs) // shards
+  assert calls and all(n == local and off % local == 0 for off, n, _ in calls), (shape, calls)
+  assert all(off <= r < off + n for off, n, rows in calls for r in rows), calls
+  assert len({{off for off, _, _ in calls}}) == min(shards, len(qs)) or shards == 1, calls
+  assert sum(len(rows) for _, _, rows in calls) == got.num_messages.sum() + sum(
+      map(len, got.refusals)), shape
+  print("ok", shape, list(got.num_messages), len(calls), "callbacks")
 """
 
 
@@ -234,7 +251,7 @@ def test_sharded_rollout_equals_unsharded_on_8_devices(scripted_model, tmp_path)
   r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                      timeout=900, check=False, cwd=root)
   assert r.returncode == 0, r.stderr[-3000:]
-  assert r.stdout.count("ok ") == 2, r.stdout
+  assert r.stdout.count("ok ") == 3, r.stdout
 
 
 def test_forced_turns_really_ask_the_helper_and_count_as_messages(scripted_model):

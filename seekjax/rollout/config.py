@@ -26,6 +26,10 @@ def rollout_config(**overrides) -> ml_collections.ConfigDict:
                       (doubling from min to max).
   group_size:         samples per question (GRPO groups); each prompt is prefilled once.
   blocking:           wait for each helper inside the callback (for benchmarks only).
+  per_shard_decode:   with a mesh whose batch axes split the rows (and tensor = 1), run the
+                      decode loop per shard, each shard's callback serving its own rows
+                      (engine.per_shard_mesh; every device then holds the whole params while
+                      decoding). False: one SPMD loop, one callback for the whole batch.
   """
   cfg = ml_collections.ConfigDict(dict(
       max_turns=3,
@@ -48,6 +52,7 @@ def rollout_config(**overrides) -> ml_collections.ConfigDict:
       group_size=1,
       system_prompt=ml_collections.FieldReference(None, field_type=str),
       blocking=False,
+      per_shard_decode=True,
   ))
   for k, v in overrides.items():
     if k not in cfg:

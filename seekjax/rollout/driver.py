@@ -66,15 +66,22 @@ class _Host:
     self.refusals = [[] for _ in range(num_rows)]
     self.immediate: dict[int, HelperReply] = {}
     self.lock = threading.Lock()
+    self.submit_lock = threading.Lock()
     self.callback_error: BaseException | None = None
     self.wait_time = 0.0
 
-  def submit(self, closed, window, window_len):
-    """Called from the decode loop's io_callback. Never raises, never waits (unless blocking)."""
+  def submit(self, closed, window, window_len, offset: int = 0):
+    """Called from the decode loop's io_callback. Never raises, never waits (unless blocking).
+
+    When the loop runs per shard, each shard calls with only its own rows, from its own
+    thread, possibly at the same time as others; `offset` is its first row's global id.
+    """
     try:
-      for row in np.flatnonzero(np.asarray(closed)):
-        text = self.tok.decode(np.asarray(window)[row, :int(window_len[row])])
-        self._request(int(row), text)
+      window = np.asarray(window)
+      with self.submit_lock:
+        for row in np.flatnonzero(np.asarray(closed)):
+          text = self.tok.decode(window[row, :int(window_len[row])])
+          self._request(offset + int(row), text)
     except BaseException as e:  # noqa: BLE001 - surfaced by the driver after the loop
       self.callback_error = e
     return np.asarray(closed, np.int32)
@@ -212,7 +219,8 @@ def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start) -> E
       model=model.config, max_len=max_len, turn_window=int(cfg.max_new_tokens),
       episode_budget=budget, max_steps=int(cfg.max_steps_per_call),
       temperature=float(cfg.temperature), top_k=int(cfg.top_k), top_p=float(cfg.top_p),
-      eos_ids=tuple(int(i) for i in tok.eos_ids))
+      eos_ids=tuple(int(i) for i in tok.eos_ids),
+      mesh=engine.per_shard_mesh(model.mesh) if cfg.per_shard_decode else None)
   v = model.config.vocab_size
   mn, mh = tagmatch.tag_tables(tok, v, protocol.MESSAGE_CLOSE)
   an, ah = tagmatch.tag_tables(tok, v, protocol.ANSWER_CLOSE)

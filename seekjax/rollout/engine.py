@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 from jax.experimental import io_callback
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from seekjax.models import decoder
 from seekjax.models.config import ModelConfig
 from seekjax.models.generate import decode_step, prefill_chunk
+from seekjax.models.sharding import BATCH_AXES
 from seekjax.models.sampling import row_keys, sample_token_rows
 
 RUNNING, PARKED, DONE = 0, 1, 2
@@ -69,6 +73,25 @@ class EngineSpec:
   top_k: int
   top_p: float
   eos_ids: tuple
+  # Data-parallel decode (`per_shard_mesh`): the decode loop runs once per batch shard,
+  # each with its own callback for its own rows and no collective inside the loop.
+  mesh: Mesh | None = None
+
+
+def per_shard_mesh(mesh: Mesh | None) -> Mesh | None:
+  """The mesh to decode per shard on, or None for one SPMD loop with one callback.
+
+  Per shard when the batch axes split the rows and no axis splits the model (tensor = 1):
+  each device then holds the whole params while it decodes (gathered once per call, before
+  the loop), so the loop needs no collective and a shard's callback never makes another
+  shard wait. With tensor parallelism the decode step itself needs collectives, so one
+  callback serves the whole sharded batch.
+  """
+  if mesh is None:
+    return None
+  batch = math.prod(mesh.shape[a] for a in BATCH_AXES if a in mesh.shape)
+  model_axes = math.prod(n for a, n in mesh.shape.items() if a not in BATCH_AXES)
+  return mesh if batch > 1 and model_axes == 1 else None
 
 
 # The io_callback target must be a static Python function; it routes to the live
@@ -76,11 +99,11 @@ class EngineSpec:
 _HOSTS: dict = {}
 
 
-def _host_submit(host_id, closed, window, window_len):
+def _host_submit(host_id, offset, closed, window, window_len):
   host = _HOSTS.get(int(host_id))
   if host is None:
     return jnp.zeros(closed.shape, jnp.int32)
-  return host.submit(closed, window, window_len)
+  return host.submit(closed, window, window_len, offset=int(offset))
 
 
 def _repeat_rows(x, g, axis=0):
@@ -122,11 +145,36 @@ def decode_until_blocked(params, tables: TagTables, state: SamplingState, host_i
 
   A row that closes </message> is handed to the host (io_callback, only on steps where
   some row closed one) and PARKED; the others keep decoding. </answer>, an eos id or a
-  spent budget make a row DONE. Returns the new SamplingState.
+  spent budget make a row DONE. With `spec.mesh` the loop runs per batch shard
+  (shard_map): each shard decodes its own rows, stops when they are blocked, and its
+  callback hands only those rows (with their global ids) to the host. Returns the new
+  SamplingState.
   """
+  if spec.mesh is None:
+    return _decode_loop(params, tables, state, host_id, jnp.int32(0), spec=spec, ordered=True)
+  mesh = spec.mesh
+  axes = tuple(a for a in BATCH_AXES if a in mesh.shape)
+  rows = P(axes)
+  state_spec = jax.tree.map(lambda _: rows, state).replace(rng=P(), steps=P())
+
+  def shard(params, tables, state, host_id):
+    index = jnp.int32(0)
+    for a in axes:
+      index = index * mesh.shape[a] + jax.lax.axis_index(a)
+    offset = index * state.length.shape[0]
+    out = _decode_loop(params, tables, state, host_id, offset, spec=spec, ordered=False)
+    return out.replace(steps=jnp.int32(0))  # per-shard counts differ; not reported
+
+  return jax.shard_map(shard, mesh=mesh, in_specs=(P(), P(), state_spec, P()),
+                       out_specs=state_spec, check_vma=False)(params, tables, state, host_id)
+
+
+def _decode_loop(params, tables, state, host_id, offset, *, spec, ordered):
+  """The decode while_loop over this device's (or all) rows; `offset` = first row's id."""
   cfg, max_len = spec.model, spec.max_len
   eos = jnp.asarray(spec.eos_ids or (-1,), jnp.int32)
   rows = jnp.arange(state.length.shape[0])
+  global_rows = offset + rows
 
   def cond(s):
     return (s.steps < spec.max_steps) & jnp.any(s.status == RUNNING)
@@ -134,8 +182,9 @@ def decode_until_blocked(params, tables: TagTables, state: SamplingState, host_i
   def body(s):
     running = s.status == RUNNING
     # Per-row keys from (rng, row, slot): a row's sample depends only on its own history,
-    # not on how many steps other rows took while it was parked (helper latency).
-    keys = row_keys(s.rng, rows, s.length)
+    # not on how many steps other rows took while it was parked (helper latency), nor on
+    # which shard decodes it.
+    keys = row_keys(s.rng, global_rows, s.length)
     ids, lp = sample_token_rows(s.logits, keys, spec.temperature, spec.top_k, spec.top_p)
     ids = jnp.where(running, ids, 0)
     slot = jnp.where(running, s.length, max_len)  # max_len: dropped by the scatter
@@ -162,14 +211,16 @@ def decode_until_blocked(params, tables: TagTables, state: SamplingState, host_i
     def submit(_):
       window = _turn_window(tokens, s.turn_start, spec.turn_window)
       return io_callback(_host_submit, jax.ShapeDtypeStruct(closed.shape, jnp.int32),
-                         host_id, closed, window, length - s.turn_start, ordered=True)
+                         host_id, offset, closed, window, length - s.turn_start,
+                         ordered=ordered)
 
     accepted = jax.lax.cond(jnp.any(closed), submit, lambda _: jnp.zeros_like(length), None)
-    status = jnp.where(done_now, DONE, jnp.where(closed, PARKED, s.status))
+    # A row parks once the host took its request (this data dependence also keeps the
+    # unordered per-shard callback inside its step).
+    status = jnp.where(done_now, DONE, jnp.where(closed & (accepted > 0), PARKED, s.status))
     # Every row forwards its token (static shapes); only RUNNING rows' writes are kept:
     # others write past their end, which is never attended and later overwritten.
     logits, cache = decode_step(params, cfg, s.cache, ids, s.length)
-    del accepted
     return SamplingState(tokens=tokens, loss_mask=loss_mask, logprobs=logprobs, cache=cache,
                          logits=logits, length=length, prompt_len=s.prompt_len,
                          turn_start=s.turn_start, status=status, finish=finish, msg_q=msg_q,
