@@ -118,7 +118,10 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   ctx = baselines.EvalContext(base_model=models[baselines_on], policy_model=models["policy"],
                               examples=eval_ex, helper=helper, rollout_cfg=rcfg,
                               rng=jax.random.PRNGKey(cfg.seed), batch_size=batch)
-  runs = baselines.run_methods(ctx, tuple(methods), log=log)
+  try:
+    runs = baselines.run_methods(ctx, tuple(methods), log=log)
+  finally:
+    build.close_helpers(helper, judge)
 
   meta = dict(model=cfg.model.path, task=cfg.task.name, split="eval", helper=cfg.helper.kind,
               judge="rule+llm" if llm_judge is not None else "rule", checkpoint_step=step,

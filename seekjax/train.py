@@ -299,8 +299,9 @@ def _train(cfg, workdir: str, overwrite: bool, stop_after: int | None, stop: Sto
                     (trainable, ref_trainable, opt_state), stop, stop_after)
   finally:
     ckpt.close()
-  return dict(last, frozen=frozen, spec=spec, model=model, eval_examples=eval_ex, helper=helper,
-              judge=judge, stopped=stop.signal)
+    build.close_helpers(helper, judge)
+  return dict(last, frozen=frozen, spec=spec, model=model, eval_examples=eval_ex,
+              stopped=stop.signal)
 
 
 def _rl_loop(ctx, schedule, data, save, workdir, start, params, stop, stop_after) -> dict:

@@ -358,3 +358,22 @@ def test_openai_helper_serves_consecutive_rollouts(tiny_model, loopback_server):
       ("info", "Asmara is the capital.", None), ("info", "It is Asmara.", None)]
   assert len(loopback_server.calls) == 2
   assert helper._client is None   # the last pool closed its loop's client   # pylint: disable=protected-access
+
+
+def test_close_helpers_closes_each_backend_once_and_reports_failures(capsys):
+  from seekjax.helpers.judges import LLMLeakJudge
+  from seekjax.rl.build import close_helpers
+
+  class Closable:
+    def __init__(self, fail=False):
+      self.closed, self.fail = 0, fail
+
+    async def aclose(self):
+      self.closed += 1
+      if self.fail:
+        raise OSError("socket already gone")
+
+  helper, broken = Closable(), Closable(fail=True)
+  close_helpers(helper, LLMLeakJudge(helper), broken, None)
+  assert helper.closed == 1 and broken.closed == 1
+  assert "closing Closable failed" in capsys.readouterr().err

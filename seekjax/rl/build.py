@@ -1,9 +1,11 @@
 """Build a run's parts from its config: model + mesh, task splits, helper, leak judge."""
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import random
+import sys
 
 import jax
 
@@ -127,6 +129,25 @@ def build_judge(cfg, helper=None):
   raise RunSetupError(f"config.reward.judge: unknown {cfg.reward.judge!r}; valid: rule, llm")
 
 
+def close_helpers(*helpers) -> None:
+  """Release what the run's helpers hold (HTTP clients, a LocalLMHelper's worker), once each.
+
+  For the helpers' owner at the end of a run. A failure to close is reported, not raised:
+  the run's results are already written.
+  """
+  seen = set()
+  for h in helpers:
+    inner = getattr(h, "backend", None)  # an LLM judge wraps a helper backend
+    for obj in (h, inner):
+      if obj is None or id(obj) in seen or not hasattr(obj, "aclose"):
+        continue
+      seen.add(id(obj))
+      try:
+        asyncio.run(obj.aclose())
+      except Exception as e:  # pylint: disable=broad-except
+        print(f"[seekjax] warning: closing {type(obj).__name__} failed: {e!r}", file=sys.stderr)
+
+
 def maybe_initialize_distributed(cfg) -> None:
   """Start JAX's multi-host runtime when the config or the environment asks for it."""
   d = cfg.distributed
@@ -143,5 +164,5 @@ def maybe_initialize_distributed(cfg) -> None:
 
 
 __all__ = ["RunSetupError", "WORLD_QTYPES", "build_helper", "build_judge", "build_mesh",
-           "build_model", "build_task", "make_rl_optimizer", "maybe_initialize_distributed",
-           "openai_helper_kwargs", "rl_updates"]
+           "build_model", "build_task", "close_helpers", "make_rl_optimizer",
+           "maybe_initialize_distributed", "openai_helper_kwargs", "rl_updates"]

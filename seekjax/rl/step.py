@@ -72,8 +72,8 @@ def token_logprobs_and_entropy(params, cfg: ModelConfig, tokens, remat=False, ta
 
 def _head_logprobs(head_params, cfg, x, tokens, targets):
   """LM head + log-softmax over final hidden states x [B, T, D] (see above)."""
-  if targets is None:
-    return _logprobs_from_logits(decoder.lm_head(head_params, cfg, x), tokens)
+  if targets is None:  # every position
+    targets = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
   prev = jnp.maximum(targets - 1, 0)  # the state that predicts tokens[target]
   xs = jnp.take_along_axis(x, prev[..., None], axis=1)
   logp = jax.nn.log_softmax(decoder.lm_head(head_params, cfg, xs), axis=-1)
@@ -82,15 +82,6 @@ def _head_logprobs(head_params, cfg, x, tokens, targets):
   ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
   first = targets == 0
   return jnp.where(first, 0.0, lp), jnp.where(first, 0.0, ent)
-
-
-def _logprobs_from_logits(logits, tokens):
-  b = tokens.shape[0]
-  logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
-  lp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-  ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-  pad = jnp.zeros((b, 1), jnp.float32)
-  return jnp.concatenate([pad, lp], axis=1), jnp.concatenate([pad, ent], axis=1)
 
 
 def compact_positions(mask, minimum: int = 16):
