@@ -56,10 +56,6 @@ class KVCache:
   def size(self) -> int:
     return self.k[0].shape[1]
 
-  @property
-  def batch(self) -> int:
-    return self.k[0].shape[0]
-
   def map_layers(self, fn) -> "KVCache":
     """Apply fn to every per-layer buffer (e.g. repeat rows, constrain a sharding)."""
     return KVCache(k=tuple(fn(a) for a in self.k), v=tuple(fn(a) for a in self.v))

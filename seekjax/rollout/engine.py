@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 from seekjax.models import decoder
 from seekjax.models.config import ModelConfig
 from seekjax.models.generate import decode_step, prefill_chunk
-from seekjax.models.sharding import BATCH_AXES
+from seekjax.models.sharding import BATCH_AXES, batch_divisor
 from seekjax.models.sampling import row_keys, sample_token_rows
 
 RUNNING, PARKED, DONE = 0, 1, 2
@@ -89,9 +89,8 @@ def per_shard_mesh(mesh: Mesh | None) -> Mesh | None:
   """
   if mesh is None:
     return None
-  batch = math.prod(mesh.shape[a] for a in BATCH_AXES if a in mesh.shape)
   model_axes = math.prod(n for a, n in mesh.shape.items() if a not in BATCH_AXES)
-  return mesh if batch > 1 and model_axes == 1 else None
+  return mesh if batch_divisor(mesh) > 1 and model_axes == 1 else None
 
 
 # The io_callback target must be a static Python function; it routes to the live
