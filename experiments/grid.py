@@ -18,13 +18,24 @@ sys.path.insert(0, ROOT)
 from seekjax import configlib  # noqa: E402
 
 
-def parse_args(description: str, default_config: str):
+def parse_args(description: str, default_config: str, add_arguments=None):
+  """The studies' common flags; `add_arguments(parser)` adds a script's own."""
   ap = argparse.ArgumentParser(description=description)
   ap.add_argument("--config", default=os.path.join(ROOT, "configs", default_config))
   ap.add_argument("--out", required=True)
   ap.add_argument("--tiny", action="store_true", help="a 2-cell smoke grid (tests)")
   ap.add_argument("overrides", nargs="*", help="extra KEY=VALUE config overrides for every cell")
+  if add_arguments is not None:
+    add_arguments(ap)
   return ap.parse_args()
+
+
+def float_list(text: str) -> list[float]:
+  """'0.5,1' -> [0.5, 1.0], for grid axes given on the command line."""
+  try:
+    return [float(v) for v in text.split(",") if v.strip()]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def run_cell(name: str, config: str, overrides: list[str], out: str, methods=("dynamic",),
@@ -32,7 +43,8 @@ def run_cell(name: str, config: str, overrides: list[str], out: str, methods=("d
   """Train + evaluate one cell (resumable). Returns {method: overall metrics}.
 
   train_dir: share one trained policy between cells (its checkpoint resumes/finishes
-  once; each cell then only evaluates, e.g. with another helper).
+  once; each cell then only evaluates, e.g. with another helper). Each cell's evaluation
+  (results, table, transcripts) goes to OUT/cells/<name>/eval.
   """
   from seekjax import evaluate, train  # pylint: disable=import-outside-toplevel
   cell_dir = os.path.join(out, "cells", name)
@@ -46,7 +58,8 @@ def run_cell(name: str, config: str, overrides: list[str], out: str, methods=("d
   train.train(cfg, workdir, overwrite=False)
   if eval_helper_overrides:
     cfg = configlib.apply_overrides(cfg, eval_helper_overrides)
-  res = evaluate.evaluate(cfg, workdir, methods=tuple(methods), bootstrap=200)
+  res = evaluate.evaluate(cfg, workdir, methods=tuple(methods), bootstrap=200,
+                          out_dir=os.path.join(cell_dir, "eval"))
   os.makedirs(cell_dir, exist_ok=True)
   summary = {m: v["overall"] for m, v in res["results"]["methods"].items()}
   with open(done + ".tmp", "w") as f:

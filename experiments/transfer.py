@@ -4,6 +4,10 @@ Unseen helpers: KnowledgeHelper in another style, at lower coverage, with noise,
 (full grid) the in-process LocalLMHelper. Reports the EM drop against the training helper.
 
   python experiments/transfer.py --out runs/transfer [--tiny]
+  python experiments/transfer.py --out runs/transfer --policy runs/default   # reuse a run
+
+--policy: an already trained workdir of the same config (e.g. `make run`'s); its last
+checkpoint is evaluated with each helper instead of training a new policy in OUT/policy.
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from grid import parse_args, run_cell, write_table
 
 
 def main():
-  args = parse_args(__doc__.splitlines()[0], "smollm2_worldfacts.py")
+  args = parse_args(__doc__.splitlines()[0], "smollm2_worldfacts.py",
+                    lambda ap: ap.add_argument("--policy", help="a trained workdir to reuse"))
   base = list(args.overrides)
   helpers = {"train_helper": [], "verbose_style": ["helper.style=verbose"],
              "coverage_0.6": ["helper.coverage=0.6"], "noisy_0.2": ["helper.noise=0.2"]}
@@ -29,7 +34,7 @@ def main():
   for name, eval_over in helpers.items():
     # One trained policy (cell "policy"); each helper evaluates it in its own cell dir.
     res = run_cell(f"eval_{name}", args.config, base, args.out, eval_helper_overrides=eval_over,
-                   train_dir=os.path.join(args.out, "policy"))
+                   train_dir=args.policy or os.path.join(args.out, "policy"))
     o = res["dynamic"]
     rows.append(dict(helper=name, em=o["em"], messages_per_episode=o["messages_per_episode"]))
   ref = rows[0]["em"]

@@ -15,6 +15,8 @@ Flags besides the trainer's --config/--workdir/--config.k=v:
       RL adds; base: the pretrained weights; policy: the learned policy.
   --bootstrap=N  resamples for the 95% CIs (default 1000)
   --batch=N      most questions per rollout, which bounds memory (default 32; 0 = all)
+  --out_dir=DIR  where the results go (default WORKDIR/eval), e.g. to evaluate one
+      checkpoint with other methods or another helper without replacing its results
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from seekjax.rl import build, checkpoint
 from seekjax.rl import trainable as trainable_lib
 from seekjax.train import fit_to_context, make_rollout_config, trainable_spec
 
-EVAL_FLAGS = ("methods", "baselines_on", "bootstrap", "batch")
+EVAL_FLAGS = ("methods", "baselines_on", "bootstrap", "batch", "out_dir")
 BASELINE_WEIGHTS = ("reference", "base", "policy")
 DEFAULT_BATCH = 32   # SmolLM2-135M, float32: about 4 GB peak at the default episode budget
 
@@ -88,8 +90,11 @@ def _check_flags(methods, baselines_on, bootstrap, batch):
 
 def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
              baselines_on: str = "reference", bootstrap: int = 1000,
-             batch: int = DEFAULT_BATCH) -> dict:
-  """Evaluate `methods` on the eval split; returns {"results", "paths", "runs", "policy"}."""
+             batch: int = DEFAULT_BATCH, out_dir: str | None = None) -> dict:
+  """Evaluate `methods` on the eval split; returns {"results", "paths", "runs", "policy"}.
+
+  The results go to `out_dir` (default WORKDIR/eval).
+  """
   _check_flags(methods, baselines_on, bootstrap, batch)
   t0 = time.perf_counter()
   build.maybe_initialize_distributed(cfg)
@@ -117,7 +122,7 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
       f"; baselines on the {baselines_on} weights")
   ctx = baselines.EvalContext(base_model=models[baselines_on], policy_model=models["policy"],
                               examples=eval_ex, helper=helper, rollout_cfg=rcfg,
-                              rng=jax.random.PRNGKey(cfg.seed), batch_size=batch)
+                              rng=jax.random.PRNGKey(cfg.seed), batch_size=batch, log=log)
   try:
     runs = baselines.run_methods(ctx, tuple(methods), log=log)
   finally:
@@ -132,7 +137,7 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   results["meta"]["seconds"] = time.perf_counter() - t0
   paths = {}
   if jax.process_index() == 0:
-    paths = results_lib.write(results, runs, eval_ex, os.path.join(workdir, "eval"),
+    paths = results_lib.write(results, runs, eval_ex, out_dir or os.path.join(workdir, "eval"),
                               redact_private=cfg.eval.redact_private)
   return {"results": results, "paths": paths, "runs": runs, "policy": policy}
 

@@ -174,7 +174,8 @@ def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper,
   examples = train_examples[: s.num_demos * 2]
   log(f"cold start: building demonstrations from {len(examples)} examples with the "
       f"{cfg.helper.kind} helper")
-  demo_list = demos.make_demos(examples, helper, seed=cfg.seed, need_fraction=s.need_fraction)
+  demo_list = demos.make_demos(examples, helper, seed=cfg.seed, need_fraction=s.need_fraction,
+                               decompose=s.decompose)
   demo_list = demo_list[: s.num_demos]
   should_stop()
   if not demo_list:

@@ -292,6 +292,12 @@ def test_cli_end_to_end_on_tiny_config(tmp_path, capsys):
   assert "| dynamic |" in md and "checkpoint step 4" in md and "reference weights" in md
   lines = open(os.path.join(workdir, "eval", "episodes.jsonl")).read().splitlines()
   assert len(lines) == 5 * 6
+  # --out_dir: another evaluation of the same checkpoint leaves WORKDIR/eval as it was.
+  other = str(tmp_path / "other_eval")
+  assert evaluate_lib.main([f"--config={TINY}", f"--workdir={workdir}", "--config.task.max_eval=6",
+                            "--bootstrap=20", "--methods=slm_cot", f"--out_dir={other}"]) == 0
+  assert list(json.load(open(os.path.join(other, "results.json")))["methods"]) == ["slm_cot"]
+  assert open(os.path.join(workdir, "eval", "episodes.jsonl")).read().splitlines() == lines
   assert evaluate_lib.main([f"--config={TINY}", f"--workdir={workdir}", "--methods=nope"]) == 2
   assert "unknown" in capsys.readouterr().err
 

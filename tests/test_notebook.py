@@ -41,9 +41,26 @@ def _fixture(d):
     f.writelines(json.dumps(e) + "\n" for e in eps)
 
 
+def _study_fixture(d):
+  """A scaling study directory as experiments/scaling.py writes it (table + PNG)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  d.mkdir(parents=True)
+  (d / "results.md").write_text("# Scaling: SLM x helper\n\n| slm_trainable_layers | em |\n"
+                                "|---|---|\n| 2 | 0.302 |\n")
+  (d / "results.json").write_text(json.dumps([dict(slm_trainable_layers=2, em=0.302)]))
+  fig, ax = plt.subplots()
+  ax.plot([1, 2], [0.3, 0.4])
+  fig.savefig(d / "scaling_em.png")
+  plt.close(fig)
+
+
 def test_notebook_executes(tmp_path, monkeypatch):
   _fixture(tmp_path)
+  _study_fixture(tmp_path / "studies" / "scaling")
   monkeypatch.setenv("SEEKJAX_RESULTS", str(tmp_path))
+  monkeypatch.setenv("SEEKJAX_STUDIES", str(tmp_path / "studies"))
   nb = nbformat.read(os.path.join(ROOT, "notebooks", "collaboration_analysis.ipynb"), as_version=4)
   nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                           resources={"metadata": {"path": str(tmp_path)}}).execute()
@@ -51,3 +68,7 @@ def test_notebook_executes(tmp_path, monkeypatch):
                  for o in c.get("outputs", []))
   assert "| dynamic |" in text and "a <need> exchange" in text and "leaking message" in text
   assert (tmp_path / "frontier.png").exists()
+  # the study's table is printed and its plot shown; the absent studies are named
+  assert "| 2 | 0.302 |" in text and "constraints: not run" in text
+  assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
+             for o in c.get("outputs", []))

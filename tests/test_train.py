@@ -367,3 +367,32 @@ def test_main_job_skips_evaluation_when_training_stopped(monkeypatch, tmp_path, 
   assert main_job.main(args) == 0
   lines = [l for l in capsys.readouterr().err.splitlines() if "evaluation skipped" in l]
   assert len(lines) == 1 and stopped in lines[0] and "rerun the same command" in lines[0]
+
+
+def test_decomposition_demos_ask_the_bridge_then_the_fact():
+  """With sft.decompose, two-hop questions get a two-message demo through the real
+  KnowledgeHelper: the bridge entity first, then the fact about the bridge it named, and
+  the answer is a gold alias the final feedback contains. Without it, the one-message demo
+  (descriptor question) is dropped for these, as the helper's reply lacks the answer."""
+  from seekjax.rl import build, demos
+  cfg = _cfg("task.name=world_facts_mix", "task.max_train=400")
+  train_ex = build.build_task(cfg, 0)[0]
+  two_hop = [e for e in train_ex if (e.get("meta") or {}).get("hops")][:12]
+  assert {e["qtype"] for e in two_hop} >= {"two_hop_currency", "two_hop_language"}
+  assert any(e["private_facts"] for e in two_hop)      # private variants keep the hops
+  helper = build.build_helper(cfg.helper)
+  out = demos.make_demos(two_hop, helper, seed=0, need_fraction=0.0, decompose=True)
+  assert len(out) >= 8
+  for d in out:
+    ex = next(e for e in two_hop if e["question"] == d.question)
+    hops = ex["meta"]["hops"]
+    assert len(d.turns) == 3 and d.feedback_kinds == ["info", "info"]
+    assert f"<message>{hops['first']}</message>" in d.turns[0]
+    bridge = next(b for b in hops["bridges"] if b in d.feedbacks[0])
+    assert f"<message>{hops['then'].format(x=bridge)}</message>" in d.turns[1]
+    answer = d.turns[2].split("<answer>")[1].split("</answer>")[0]
+    assert answer in ex["answers"] and answer.lower() in d.feedbacks[1].lower()
+    for s in ex["private_facts"]:                    # messages carry no personal detail
+      assert s not in d.turns[0] + d.turns[1]
+  plain = demos.make_demos(two_hop, helper, seed=0, need_fraction=0.0)
+  assert len(plain) < len(out)

@@ -95,6 +95,7 @@ class EvalContext:
   rng: object                 # jax PRNGKey or int seed (unused by greedy decoding)
   batch_size: int = 0         # most questions per rollout (memory bound); 0 = all at once
   cache: dict = dataclasses.field(default_factory=dict)   # name -> MethodRun already run
+  log: object = None          # progress lines (one per batch of a batched method)
 
   @property
   def questions(self) -> list[str]:
@@ -135,12 +136,15 @@ def concat_runs(runs: list) -> MethodRun:
 def _timed_rollout(name, ctx, model, questions, cfg, forced=None) -> MethodRun:
   """Rollouts of at most ctx.batch_size questions each (all at once when 0)."""
   size = ctx.batch_size or len(questions)
-  runs = []
+  runs, start = [], time.perf_counter()
   for at in range(0, len(questions), size):
     t0 = time.perf_counter()
     eps = rollout(model, questions[at:at + size], ctx.helper, cfg, ctx.rng,
                   forced=None if forced is None else forced[at:at + size])
     runs.append(from_episodes(name, eps, time.perf_counter() - t0))
+    done = min(at + size, len(questions))
+    if ctx.log is not None and done < len(questions):
+      ctx.log(f"{name}: {done}/{len(questions)} questions ({time.perf_counter() - start:.0f}s)")
   return concat_runs(runs)
 
 

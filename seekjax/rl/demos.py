@@ -7,6 +7,9 @@ Three patterns, after the paper's behaviours:
                   feedback, then the answer;
   need exchange   a first message that lacks the entity, the helper's <need>, then a
                   message giving only the context it asked for.
+  decomposition   (optional, `decompose=True`) a two-hop question asked one fact at a
+                  time: the bridge entity first, then the second fact about the bridge
+                  the helper named (the example's meta["hops"]).
 A demo is kept only if the final feedback actually contains a gold answer, so the
 cold start never teaches guessing past an unhelpful reply.
 
@@ -55,20 +58,44 @@ def run_sync(coro):
 
 
 def make_demo(example: dict, helper, *, knows_answer: bool = False,
-              need_exchange: bool = False) -> Demo | None:
+              need_exchange: bool = False, decompose: bool = False) -> Demo | None:
   """One demonstration for `example`, or None when no faithful demo can be made."""
   return run_sync(amake_demo(example, helper, knows_answer=knows_answer,
-                             need_exchange=need_exchange))
+                             need_exchange=need_exchange, decompose=decompose))
+
+
+async def _decomposed_demo(example: dict, helper, hops: dict) -> Demo | None:
+  """Ask for the bridge, then for the fact about the bridge the helper named; None unless
+  the first reply names an accepted bridge and the second contains a gold answer."""
+  first = hops["first"]
+  reply1, fb1 = await _ask(helper, first, [])
+  if reply1.error is not None or reply1.kind != "info":
+    return None
+  bridge = next((b for b in hops["bridges"] if _mentions_answer(reply1.text, [b])), None)
+  if bridge is None:
+    return None
+  second = hops["then"].format(x=bridge)
+  reply2, fb2 = await _ask(helper, second, [(first, reply1)])
+  answer = next((a for a in example["answers"] if _mentions_answer(reply2.text, [a])), None)
+  if reply2.error is not None or reply2.kind != "info" or answer is None:
+    return None
+  turns = [f"<think>This needs two facts; I ask the first without personal details.</think>"
+           f"<message>{first}</message>",
+           f"<think>It is {bridge}. Now I ask the second fact.</think><message>{second}</message>",
+           f"<think>The helper's information answers it.</think><answer>{answer}</answer>"]
+  return Demo(example["question"], turns, [fb1, fb2], [reply1.kind, reply2.kind])
 
 
 async def amake_demo(example: dict, helper, *, knows_answer: bool = False,
-                     need_exchange: bool = False) -> Demo | None:
+                     need_exchange: bool = False, decompose: bool = False) -> Demo | None:
   """`make_demo`, awaiting the helper."""
   answers = example["answers"]
   if not answers:
     return None
   answer = answers[0]
   meta = example.get("meta") or {}
+  if decompose and meta.get("hops") and helper is not None and not knows_answer:
+    return await _decomposed_demo(example, helper, meta["hops"])
   if meta.get("self_contained") or knows_answer:
     why = ("The question itself gives what I need." if meta.get("self_contained")
            else "I know this.")
@@ -101,18 +128,20 @@ async def amake_demo(example: dict, helper, *, knows_answer: bool = False,
 
 
 def make_demos(examples: list[dict], helper, *, seed: int = 0, need_fraction: float = 0.2,
-               known: set | None = None) -> list[Demo]:
+               known: set | None = None, decompose: bool = False) -> list[Demo]:
   """Demos for as many examples as allow a faithful one, in example order.
 
-  `known`: ids the SLM answers alone. The helper calls of all examples run concurrently.
+  `known`: ids the SLM answers alone. `decompose`: two-hop examples with meta["hops"] get
+  a decomposition demo. The helper calls of all examples run concurrently.
   """
   rng = random.Random(seed)
   plans = [(ex, bool(known and ex["id"] in known), rng.random() < need_fraction)
            for ex in examples]
 
   async def build_all():
-    return await asyncio.gather(*(amake_demo(ex, helper, knows_answer=knows,
-                                             need_exchange=need) for ex, knows, need in plans))
+    return await asyncio.gather(*(amake_demo(ex, helper, knows_answer=knows, need_exchange=need,
+                                             decompose=decompose)
+                                  for ex, knows, need in plans))
   return [d for d in run_sync(build_all()) if d is not None]
 
 

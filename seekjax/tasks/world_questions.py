@@ -88,9 +88,16 @@ def _number_aliases(n: float, unit: str = "") -> list[str]:
 
 
 def _example(qtype: str, key: str, c: Country, question: str, answers, *, fmt: dict,
-             facts: list[str], entities: list[str] | None = None) -> dict:
-  """Returns a world-facts example; popularity is that of the least known country in ``key``."""
+             facts: list[str], entities: list[str] | None = None, hops: dict | None = None) -> dict:
+  """Returns a world-facts example; popularity is that of the least known country in ``key``.
+
+  hops (two-hop questions that a helper can answer one fact at a time): {"first": the
+  question for the bridge entity, "then": the second question with "{x}" for the bridge,
+  "bridges": the accepted bridge entities}. The cold start's decomposition demos use it.
+  """
   meta = {"facts": facts, "entities": entities or [c.name]}
+  if hops:
+    meta["hops"] = hops
   if qtype in _DESCRIPTORS:
     descriptor, kind = _DESCRIPTORS[qtype]
     meta.update(descriptor=descriptor.format(**fmt), answer_kind=kind)
@@ -145,8 +152,12 @@ def _two_hop_via_capital(qtype: str, c: Country, seed: int, unique_capitals: set
   if base is None:
     return None
   phrase = _rng(seed, qtype, c.code).choice(_PHRASES[qtype])
+  hops = {"first": f"What is the country whose capital is {c.capital}?",
+          "then": "What is " + _DESCRIPTORS[inner][0].format(c="{x}") + "?",
+          "bridges": [in_sentence(c.name)]}
   return _example(qtype, c.code, c, phrase.format(cap=c.capital), base["answers"],
-                  fmt={"cap": c.capital}, facts=[wf.capital_fact(c)] + base["meta"]["facts"])
+                  fmt={"cap": c.capital}, facts=[wf.capital_fact(c)] + base["meta"]["facts"],
+                  hops=hops)
 
 
 def _neighbour_capital(c: Country, seed: int) -> dict | None:
@@ -160,8 +171,10 @@ def _neighbour_capital(c: Country, seed: int) -> dict | None:
   answers = [a for n in neighbours for a in n.capital_aliases]
   facts = [wf.neighbour_fact(c)] + [wf.capital_fact(n) for n in neighbours]
   name = in_sentence(c.name)
+  hops = {"first": f"Which countries share land borders with {name}?",
+          "then": "What is the capital of {x}?", "bridges": [in_sentence(n.name) for n in neighbours]}
   return _example(qtype, c.code, c, sentence_start(phrase.format(c=name)), answers,
-                  fmt={"c": name}, facts=facts)
+                  fmt={"c": name}, facts=facts, hops=hops)
 
 
 def _capital_by_currency(c: Country, seed: int, currency_users: dict) -> dict | None:
