@@ -116,6 +116,33 @@ def test_score_run_and_summarize_match_hand_computed_values():
   assert o["llm_leak_rate"] == 1.0 and o["llm_judge_errors"] == 1
 
 
+def test_asking_vs_answering_split_matches_hand_computed_values():
+  """feedback_has_answer reads the <feedback> of each transcript (None without a message);
+  the summary splits EM by it, and results.md gets the table."""
+  run = _run()
+  run.transcripts = [
+      "<message>Where?</message><feedback><info>The capital of Eritrea is Asmara.</info>"
+      "</feedback><answer>Asmara</answer>",                        # reply had it, EM 1
+      "<answer>Japanese yen</answer>",                             # no message
+      "<message>x</message><feedback><info>Peru uses the sol.</info></feedback>",  # had it, EM 0
+      "<message>x</message><feedback><need>Which country?</need></feedback>"
+      "<answer>Cusco</answer><feedback><info>Lima is big.</info></feedback>"]   # had it (2nd), EM 0
+  records = metrics.score_run(run, _examples(), NameJudge())
+  assert [r["feedback_has_answer"] for r in records] == [True, None, True, True]
+  o = metrics.group_stats(records)
+  assert o["feedback_answer_rate"] == 0.75
+  assert o["em_given_feedback_answer"] == 1 / 3 and o["em_without_feedback_answer"] == 1.0
+  run.transcripts[0] = "<message>Where?</message><feedback><info>Asmarabad.</info></feedback>"
+  assert metrics.score_run(run, _examples(), NameJudge())[0]["feedback_has_answer"] is False
+  llm = _run(scoring="containment")        # llm_only: its transcript is the reply itself
+  llm.transcripts = ["<info>Asmara</info>", "<info>yen</info>", "<info>?</info>", "<info>Lima</info>"]
+  assert [r["feedback_has_answer"] for r in metrics.score_run(llm, _examples(), NameJudge())] == \
+      [True, None, False, True]
+  res = {"methods": {"static": {"overall": o}, "cot": {"overall": dict(o, messages_per_episode=0.0)}}}
+  table = report.asking_table(res["methods"])
+  assert "| static | 0.750 | 0.333 | 1.000 | 0.500 |" in table and "| cot |" not in table
+
+
 def test_containment_scoring_for_llm_only():
   assert metrics.contains_answer("The capital of Eritrea is Asmara.", ["Asmara"]) == 1.0
   assert metrics.contains_answer("Asmarabad is a town.", ["Asmara"]) == 0.0
@@ -146,6 +173,7 @@ def test_results_schema_and_markdown_table():
   for name in baselines.DEFAULT_METHODS:
     assert any(r.startswith(f"| {name} |") for r in rows[1:6]), name
   assert "containment" in md and "## By question type" in md and "| head |" in md
+  assert "## Asking vs answering" in md
   broken = json.loads(json.dumps(res))
   del broken["methods"]["dynamic"]["overall"]["em_ci"]
   assert results_lib.schema_errors(broken) == ["dynamic.overall.em_ci missing"]

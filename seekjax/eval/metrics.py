@@ -6,7 +6,12 @@ A record is one evaluated question:
   f1, messages, helper_tokens, helper_errors,
   format_failure (no <answer>; None where the method has no answer format),
   leak (rule judge; None for examples without private facts),
-  llm_leak (LLM judge when configured, else None), llm_judge_error.
+  llm_leak (LLM judge when configured, else None), llm_judge_error,
+  feedback_has_answer (a helper reply of the episode contains a gold alias as whole words;
+  None when it sent no message).
+
+The last one splits where EM is lost: in asking (no reply carried the answer) or in
+answering (a reply did, and the SLM's answer still missed it).
 
 Leak rates are taken over the episodes whose example has private facts (an episode
 that sent nothing leaks nothing and counts as 0); the LLM judge's rate leaves out the
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 
 import numpy as np
 
@@ -52,6 +58,18 @@ def alias_recall(text: str | None, aliases) -> float:
   return best
 
 
+_FEEDBACK = re.compile(r"<feedback>(.*?)</feedback>", re.S)
+_TAG = re.compile(r"<[^<>]*>")
+
+
+def feedback_text(transcript: str, scoring: str) -> str:
+  """The helper replies in an episode's transcript, tags removed (llm_only's transcript
+  is its reply)."""
+  text = (transcript or "") if scoring == "containment" else " ".join(
+      _FEEDBACK.findall(transcript or ""))
+  return _TAG.sub(" ", text)
+
+
 def score_run(run, examples, rule_judge, llm_judge=None) -> list[dict]:
   """Per-episode records (see the module docstring) for a MethodRun over examples."""
   if len(run.answers) != len(examples):
@@ -81,11 +99,14 @@ def score_run(run, examples, rule_judge, llm_judge=None) -> list[dict]:
         verdict = llm_verdicts.get(i)   # None: nothing was sent, so nothing leaked
         llm_error = verdict.error if verdict else None
         llm_leak = None if llm_error else bool(verdict and verdict.leak)
+    has_answer = (bool(contains_answer(feedback_text(run.transcripts[i], run.scoring),
+                                       ex["answers"])) if messages else None)
     records.append(dict(
         id=ex["id"], qtype=ex["qtype"], popularity=head_tail(ex), private=private,
         answer=answer, em=float(em_i), f1=float(f1_i), messages=len(messages),
         helper_tokens=int(run.helper_tokens[i]), helper_errors=int(run.helper_errors[i]),
-        format_failure=format_failure, leak=leak, llm_leak=llm_leak, llm_judge_error=llm_error))
+        format_failure=format_failure, leak=leak, llm_leak=llm_leak, llm_judge_error=llm_error,
+        feedback_has_answer=has_answer))
   return records
 
 
@@ -124,7 +145,12 @@ def group_stats(records: list[dict], ci: bool = False, num_resamples: int = 1000
       leak_rate=_mean(leaks), llm_leak_rate=_mean(llm),
       llm_judge_errors=sum(r["llm_judge_error"] is not None for r in records),
       format_failure_rate=_mean(fmt),
-      helper_errors=int(sum(r["helper_errors"] for r in records)))
+      helper_errors=int(sum(r["helper_errors"] for r in records)),
+      # asking vs answering: episodes whose helper replies held a gold answer, and EM there
+      feedback_answer_rate=_mean([float(bool(r.get("feedback_has_answer"))) for r in records]),
+      em_given_feedback_answer=_mean([r["em"] for r in records if r.get("feedback_has_answer")]),
+      em_without_feedback_answer=_mean([r["em"] for r in records
+                                        if not r.get("feedback_has_answer")]))
   if ci:
     for key, values in (("em_ci", em), ("leak_rate_ci", leaks), ("llm_leak_rate_ci", llm)):
       interval = stats.bootstrap_ci(values, num_resamples, seed=seed)

@@ -71,6 +71,19 @@ def split_table(methods: dict, key: str, label: str) -> str:
   return table(header, rows)
 
 
+def asking_table(methods: dict) -> str:
+  """Where EM is lost: did a helper reply hold a gold answer (asking), and did the SLM then
+  answer with it (answering)? Methods that never ask are left out."""
+  rows = []
+  for name, m in methods.items():
+    o = m["overall"]
+    if o.get("feedback_answer_rate") is None or not o["messages_per_episode"]:
+      continue
+    rows.append([name, fmt(o["feedback_answer_rate"]), fmt(o["em_given_feedback_answer"]),
+                 fmt(o["em_without_feedback_answer"]), fmt(o["em"])])
+  return table(("method", "reply holds a gold answer", "EM there", "EM elsewhere", "EM"), rows)
+
+
 def render(results: dict) -> str:
   """The whole results.md text from a results.json dict."""
   methods = results["methods"]
@@ -88,6 +101,12 @@ def render(results: dict) -> str:
   ]
   if "llm_only" in methods:
     lines += ["", SCORING_NOTE]
+  asking = asking_table(methods)
+  if asking.count("\n") > 1:
+    lines += ["", "## Asking vs answering", "",
+              "Fraction of episodes in which a helper reply contained a gold answer (whole "
+              "words), EM on those episodes and on the others: a low first column is lost "
+              "in asking, a low second one in answering from the reply.", "", asking]
   lines += ["", "## By question type (EM / messages per episode / leak rate)", "",
             split_table(methods, "by_qtype", "qtype"), "",
             "## By popularity (head / tail)", "",

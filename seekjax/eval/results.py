@@ -9,7 +9,9 @@ Schema (version 1):
     scoring: "answer" | "containment", wall_time: seconds,
     overall: {n, n_private, em, em_ci [lo, hi], f1, messages_per_episode,
               helper_tokens_per_episode, leak_rate, leak_rate_ci, llm_leak_rate,
-              llm_leak_rate_ci, llm_judge_errors, format_failure_rate, helper_errors},
+              llm_leak_rate_ci, llm_judge_errors, format_failure_rate, helper_errors;
+              and, optional for readers (not in files written before 2026-11-29):
+              feedback_answer_rate, em_given_feedback_answer, em_without_feedback_answer},
     by_qtype: {qtype: the same keys without CIs}, by_popularity: {"head"|"tail": ...},
     episodes: [metrics.score_run records]}}
 Transcripts go to episodes.jsonl beside it, one line per (method, question): method, id,
