@@ -1,4 +1,5 @@
 """Each study script runs end to end on a tiny grid, writing its table and PNGs, and resumes."""
+import json
 import os
 import subprocess
 import sys
@@ -24,3 +25,23 @@ def test_study_runs_on_a_tiny_grid(script, pngs, tmp_path):
   # A rerun finds every cell finished and only rewrites the table.
   r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
   assert r2.returncode == 0 and "[grid] cell" not in r2.stderr
+
+
+def test_asking_split_from_episodes(tmp_path, capsys):
+  """experiments/asking_split.py recomputes the asking/answering split of an old run."""
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import asking_split
+  fb = "<message>q</message><feedback><info>The capital of Eritrea is Asmara.</info></feedback>"
+  rows = [dict(method="dynamic", answers=["Asmara"], answer="Asmara", messages=["q"],
+               transcript=fb + "<answer>Asmara</answer>"),
+          dict(method="dynamic", answers=["Lima"], answer="Cusco", messages=["q"],
+               transcript="<message>q</message><feedback><info>Peru.</info></feedback>"),
+          dict(method="dynamic", answers=["5"], answer="5", messages=[], transcript="<answer>5</answer>"),
+          dict(method="slm_cot", answers=["5"], answer="4", messages=[], transcript="")]
+  path = tmp_path / "episodes.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  assert asking_split.main([str(path)]) == 0
+  out = capsys.readouterr().out
+  # 1 of 3 episodes had the answer in a reply (EM 1 there); 1 of the other 2 right
+  assert "| dynamic | 0.333 | 1.000 | 0.500 | 0.667 |" in out and "slm_cot" not in out
+  assert asking_split.main([str(tmp_path / "missing.jsonl")]) == 2
