@@ -1,6 +1,6 @@
 """Cold-start demonstrations from task examples and a helper: the protocol, shown once.
 
-Three patterns, after the paper's behaviours:
+The patterns, after the paper's behaviours:
   answer alone    self-contained questions (and, optionally, ones the SLM already knows);
   ask, then answer  a minimal, privacy-safe <message> built from the example's public
                   descriptor (never from the user's personal details), the helper's real
