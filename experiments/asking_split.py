@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from seekjax.eval import metrics, report  # noqa: E402
@@ -18,21 +20,19 @@ from seekjax.tasks import exact_match  # noqa: E402
 
 
 def split(rows: list[dict]) -> dict:
-  """{method: overall-like dict} with the asking/answering keys of metrics.group_stats."""
+  """{method: {"overall": metrics.asking_stats + em + messages_per_episode}} of the rows."""
   by_method = collections.defaultdict(list)
   for r in rows:
     scoring = "containment" if r["method"] == "llm_only" else "answer"
-    if scoring == "containment":
-      em = metrics.contains_answer(r["answer"], r["answers"])
-    else:
-      em = exact_match(r["answer"] or "", r["answers"])
-    has = (bool(metrics.contains_answer(metrics.feedback_text(r["transcript"], scoring),
-                                        r["answers"])) if r["messages"] else None)
-    by_method[r["method"]].append(dict(em=em, messages=len(r["messages"]), f1=em, leak=None,
-                                       llm_leak=None, format_failure=None, helper_tokens=0,
-                                       helper_errors=0, llm_judge_error=None,
-                                       feedback_has_answer=has))
-  return {m: {"overall": metrics.group_stats(recs)} for m, recs in by_method.items()}
+    em = (metrics.contains_answer(r["answer"], r["answers"]) if scoring == "containment"
+          else exact_match(r["answer"] or "", r["answers"]))
+    by_method[r["method"]].append(dict(
+        em=em, messages=len(r["messages"]),
+        feedback_has_answer=metrics.feedback_has_answer(r["transcript"], scoring, r["messages"],
+                                                        r["answers"])))
+  return {m: {"overall": dict(metrics.asking_stats(recs), em=float(np.mean([r["em"] for r in recs])),
+                              messages_per_episode=float(np.mean([r["messages"] for r in recs])))}
+          for m, recs in by_method.items()}
 
 
 def main(argv=None) -> int:

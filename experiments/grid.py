@@ -30,12 +30,15 @@ def parse_args(description: str, default_config: str, add_arguments=None):
   return ap.parse_args()
 
 
-def float_list(text: str) -> list[float]:
-  """'0.5,1' -> [0.5, 1.0], for grid axes given on the command line."""
-  try:
-    return [float(v) for v in text.split(",") if v.strip()]
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+def number_list(kind=float):
+  """An argparse type: '0.5,1' -> [0.5, 1.0] (kind=float) or '1,2' -> [1, 2] (kind=int)."""
+  def parse(text: str) -> list:
+    try:
+      return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+      raise argparse.ArgumentTypeError(
+          f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+  return parse
 
 
 def run_cell(name: str, config: str, overrides: list[str], out: str, methods=("dynamic",),

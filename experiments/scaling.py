@@ -13,24 +13,24 @@ default instead of the full product: --cells 1:1,2:1,4:1,2:0.5.
 """
 from __future__ import annotations
 
+import argparse
 import os
 
-from grid import float_list, line_plot, parse_args, run_cell, write_table
+from grid import line_plot, number_list, parse_args, run_cell, write_table
 
 
 def _cells(text: str) -> list[tuple[int, float]]:
-  pairs = []
-  for item in text.split(","):
-    top_n, sep, coverage = item.partition(":")
-    if not sep:
-      raise SystemExit(f"--cells: expected TOP_N:COVERAGE pairs, got {item!r}")
-    pairs.append((int(top_n), float(coverage)))
-  return pairs
+  """'1:1,2:0.5' -> [(1, 1.0), (2, 0.5)]."""
+  try:
+    return [(int(top_n), float(coverage))
+            for top_n, coverage in (item.split(":") for item in text.split(","))]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected TOP_N:COVERAGE pairs, got {text!r}") from None
 
 
 def _add_arguments(ap):
-  ap.add_argument("--slms", type=float_list, help="trainable top layers per SLM, e.g. 1,2,4")
-  ap.add_argument("--helpers", type=float_list, help="helper coverages, e.g. 0.5,0.8,1")
+  ap.add_argument("--slms", type=number_list(int), help="trainable top layers per SLM, e.g. 1,2,4")
+  ap.add_argument("--helpers", type=number_list(float), help="helper coverages, e.g. 0.5,0.8,1")
   ap.add_argument("--cells", type=_cells, help="only these TOP_N:COVERAGE cells")
 
 
@@ -43,7 +43,7 @@ def main():
             "rl.questions_per_step=2", "rl.group_size=2", "rl.micro_batches=2",
             "sft.num_demos=4", "sft.batch_size=2"]
   else:
-    slms = [int(v) for v in args.slms] if args.slms else [1, 2, 4]
+    slms = args.slms or [1, 2, 4]
     helpers = args.helpers or [0.5, 0.8, 1.0]
     base = []
   cells = args.cells or [(top_n, coverage) for top_n in slms for coverage in helpers]

@@ -70,6 +70,24 @@ def feedback_text(transcript: str, scoring: str) -> str:
   return _TAG.sub(" ", text)
 
 
+def feedback_has_answer(transcript: str, scoring: str, messages, aliases) -> bool | None:
+  """Whether a helper reply of the episode holds a gold alias (None: it sent no message)."""
+  if not messages:
+    return None
+  return bool(contains_answer(feedback_text(transcript, scoring), aliases))
+
+
+def asking_stats(records: list[dict]) -> dict:
+  """Asking vs answering over records with `em` and `feedback_has_answer`: the fraction of
+  episodes whose replies held a gold answer (no message counts as not), EM there and EM
+  on the others (None for an empty side)."""
+  held = [r for r in records if r["feedback_has_answer"]]
+  rest = [r for r in records if not r["feedback_has_answer"]]
+  return dict(feedback_answer_rate=_mean([float(bool(r["feedback_has_answer"])) for r in records]),
+              em_given_feedback_answer=_mean([r["em"] for r in held]),
+              em_without_feedback_answer=_mean([r["em"] for r in rest]))
+
+
 def score_run(run, examples, rule_judge, llm_judge=None) -> list[dict]:
   """Per-episode records (see the module docstring) for a MethodRun over examples."""
   if len(run.answers) != len(examples):
@@ -99,8 +117,7 @@ def score_run(run, examples, rule_judge, llm_judge=None) -> list[dict]:
         verdict = llm_verdicts.get(i)   # None: nothing was sent, so nothing leaked
         llm_error = verdict.error if verdict else None
         llm_leak = None if llm_error else bool(verdict and verdict.leak)
-    has_answer = (bool(contains_answer(feedback_text(run.transcripts[i], run.scoring),
-                                       ex["answers"])) if messages else None)
+    has_answer = feedback_has_answer(run.transcripts[i], run.scoring, messages, ex["answers"])
     records.append(dict(
         id=ex["id"], qtype=ex["qtype"], popularity=head_tail(ex), private=private,
         answer=answer, em=float(em_i), f1=float(f1_i), messages=len(messages),
@@ -146,11 +163,7 @@ def group_stats(records: list[dict], ci: bool = False, num_resamples: int = 1000
       llm_judge_errors=sum(r["llm_judge_error"] is not None for r in records),
       format_failure_rate=_mean(fmt),
       helper_errors=int(sum(r["helper_errors"] for r in records)),
-      # asking vs answering: episodes whose helper replies held a gold answer, and EM there
-      feedback_answer_rate=_mean([float(bool(r.get("feedback_has_answer"))) for r in records]),
-      em_given_feedback_answer=_mean([r["em"] for r in records if r.get("feedback_has_answer")]),
-      em_without_feedback_answer=_mean([r["em"] for r in records
-                                        if not r.get("feedback_has_answer")]))
+      **asking_stats(records))
   if ci:
     for key, values in (("em_ci", em), ("leak_rate_ci", leaks), ("llm_leak_rate_ci", llm)):
       interval = stats.bootstrap_ci(values, num_resamples, seed=seed)

@@ -73,7 +73,7 @@ def split_table(methods: dict, key: str, label: str) -> str:
 
 def asking_table(methods: dict) -> str:
   """Where EM is lost: did a helper reply hold a gold answer (asking), and did the SLM then
-  answer with it (answering)? Methods that never ask are left out."""
+  answer with it (answering)? Methods that never ask are left out; "" when none asks."""
   rows = []
   for name, m in methods.items():
     o = m["overall"]
@@ -81,6 +81,8 @@ def asking_table(methods: dict) -> str:
       continue
     rows.append([name, fmt(o["feedback_answer_rate"]), fmt(o["em_given_feedback_answer"]),
                  fmt(o["em_without_feedback_answer"]), fmt(o["em"])])
+  if not rows:
+    return ""
   return table(("method", "reply holds a gold answer", "EM there", "EM elsewhere", "EM"), rows)
 
 
@@ -102,7 +104,7 @@ def render(results: dict) -> str:
   if "llm_only" in methods:
     lines += ["", SCORING_NOTE]
   asking = asking_table(methods)
-  if asking.count("\n") > 1:
+  if asking:
     lines += ["", "## Asking vs answering", "",
               "Fraction of episodes in which a helper reply contained a gold answer (whole "
               "words), EM on those episodes and on the others: a low first column is lost "
