@@ -114,6 +114,10 @@ def base_config() -> ml_collections.ConfigDict:
       lr=3e-4,
       num_demos=96,
       need_fraction=0.2,
+      knowledge=0.0,              # share of the world's named facts taught to the SLM before
+                                  # the demos (scaling study's SLM strength; rl/knowledge.py)
+      knowledge_steps=150,        # fact-only steps first (then one per demo step)
+      knowledge_batch=64,
       decompose=False,            # two-hop demos ask one fact at a time (bridge, then fact);
                                   # on the 135M default it lowered EM (README, fix 3)
   ))

@@ -15,13 +15,13 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 from seekjax import configlib, protocol
 from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
 from seekjax.models.generate import bucket
-from seekjax.rl import build, checkpoint, cycle, demos, distributed, metrics as metrics_lib, sft
+from seekjax.rl import build, checkpoint, cycle, distributed, metrics as metrics_lib
+from seekjax.rl.cold_start import cold_start
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rollout import rollout_config
@@ -157,65 +157,6 @@ def restore_data_position(data, saved, where: str) -> None:
   except (KeyError, TypeError, ValueError) as e:
     raise checkpoint.CheckpointError(f"{where}: unusable data iterator state "
                                      f"({type(e).__name__}: {e})") from None
-
-
-# ----------------------------------------------------------------------------- cold start
-
-
-def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper,
-               should_stop=lambda: None):
-  """Supervised cold start on protocol demonstrations. Returns the new trainable params.
-
-  should_stop: called before each step; it raises to abandon the cold start (SIGTERM).
-  """
-  s = cfg.sft
-  if s.steps <= 0:
-    return trainable
-  examples = train_examples[: s.num_demos * 2]
-  log(f"cold start: building demonstrations from {len(examples)} examples with the "
-      f"{cfg.helper.kind} helper")
-  demo_list = demos.make_demos(examples, helper, seed=cfg.seed, need_fraction=s.need_fraction,
-                               decompose=s.decompose)
-  demo_list = demo_list[: s.num_demos]
-  should_stop()
-  if not demo_list:
-    raise build.RunSetupError("cold start: no demonstration could be built from the task")
-  tok = model.tokenizer
-  packed = [sft.demo_ids(tok, d, system=cfg.rollout.get("system_prompt"),
-                         max_feedback_tokens=cfg.rollout.max_feedback_tokens) for d in demo_list]
-  optimizer, _ = step_lib.make_optimizer(s.lr, s.steps, min(5, s.steps // 4), 0.0,
-                                         cfg.optim.clip_norm)
-  opt_state = optimizer.init(trainable)
-  sft_step = sft.make_sft_step(spec, model.config, optimizer)
-  rng = np.random.default_rng(cfg.seed)
-  progress = metrics_lib.Progress(s.steps, desc="cold start")
-  all_ids, all_mask = sft.pack(packed, step_lib_bucket(max(len(p[0]) for p in packed)))
-  hidden = None
-  if spec.mode == "top_n":  # the frozen bottom layers never change: run them once
-    chunks = range(0, len(all_ids), 16)
-    frozen_progress = metrics_lib.Progress(len(chunks), desc="cold start: frozen layers")
-    hidden = []
-    for n, i in enumerate(chunks):
-      should_stop()
-      hidden.append(np.asarray(step_lib.bottom_hidden(frozen, all_ids[i:i + 16],
-                                                      cfg=model.config)))
-      frozen_progress.update(n + 1)
-    hidden = np.concatenate(hidden)
-  log(f"cold start: {len(demo_list)} demonstrations, {s.steps} steps")
-  batch = min(s.batch_size, len(packed))
-  for i in range(s.steps):
-    should_stop()
-    idx = np.sort(rng.choice(len(packed), size=batch, replace=False))
-    trainable, opt_state, loss = sft_step(trainable, frozen, opt_state, all_ids[idx],
-                                          all_mask[idx], None if hidden is None else hidden[idx])
-    if i % 5 == 0 or i == s.steps - 1:
-      progress.update(i + 1, loss=float(loss))
-  return trainable
-
-
-def step_lib_bucket(n: int) -> int:
-  from seekjax.models.generate import bucket  # pylint: disable=import-outside-toplevel
-  return bucket(n, 64)
 
 
 # ----------------------------------------------------------------------------- the loop

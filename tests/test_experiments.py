@@ -9,19 +9,26 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("script,pngs", [
-    ("scaling.py", ["scaling_messages_per_episode.png", "scaling_em.png"]),
-    ("constraints.py", ["frontier_messages.png", "frontier_leak.png"]),
-    ("transfer.py", ["transfer_em.png"]),
+@pytest.mark.parametrize("script,extra,pngs", [
+    ("scaling.py", [], ["scaling_messages_per_episode.png", "scaling_em.png"]),
+    ("scaling.py", ["--slm_axis", "knowledge"], ["scaling_messages_per_episode.png"]),
+    ("constraints.py", [], ["frontier_messages.png", "frontier_leak.png"]),
+    ("transfer.py", [], ["transfer_em.png"]),
 ])
-def test_study_runs_on_a_tiny_grid(script, pngs, tmp_path):
+def test_study_runs_on_a_tiny_grid(script, extra, pngs, tmp_path):
   out = tmp_path / "out"
   cmd = [sys.executable, os.path.join(ROOT, "experiments", script), "--out", str(out), "--tiny"]
+  cmd += extra
   r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False, cwd=ROOT)
   assert r.returncode == 0, r.stderr[-3000:]
   assert (out / "results.md").exists() and (out / "results.json").exists()
   for p in pngs:
     assert (out / p).stat().st_size > 1000
+  if extra:   # the knowledge axis: facts were taught, and the SLM alone was evaluated
+    rows = json.load(open(out / "results.json"))
+    assert [row["slm_knowledge"] for row in rows] == [0.5, 0.5]
+    assert all("slm_cot_em" in row for row in rows)
+    assert "knowledge: teaching" in r.stderr and "taught facts" in r.stderr
   # A rerun finds every cell finished and only rewrites the table.
   r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
   assert r2.returncode == 0 and "[grid] cell" not in r2.stderr

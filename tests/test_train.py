@@ -175,7 +175,8 @@ def test_sigterm_before_the_rl_loop_exits_cleanly(phase, tmp_path, monkeypatch, 
     monkeypatch.setattr(train_lib.build, "build_task",
                         lambda *a: (_send_sigterm(), build_task(*a))[1])
   elif phase == "cold start":
-    make_sft_step = train_lib.sft.make_sft_step
+    from seekjax.rl import sft as sft_lib
+    make_sft_step = sft_lib.make_sft_step
 
     def sft_step_that_is_preempted(*a, **kw):
       step, calls = make_sft_step(*a, **kw), []
@@ -186,7 +187,7 @@ def test_sigterm_before_the_rl_loop_exits_cleanly(phase, tmp_path, monkeypatch, 
           _send_sigterm()
         return step(*args)
       return wrapped
-    monkeypatch.setattr(train_lib.sft, "make_sft_step", sft_step_that_is_preempted)
+    monkeypatch.setattr(sft_lib, "make_sft_step", sft_step_that_is_preempted)
   else:
     make_step = train_lib.make_step
     monkeypatch.setattr(train_lib, "make_step", lambda *a: (_send_sigterm(), make_step(*a))[1])

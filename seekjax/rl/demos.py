@@ -1,7 +1,8 @@
 """Cold-start demonstrations from task examples and a helper: the protocol, shown once.
 
 The patterns, after the paper's behaviours:
-  answer alone    self-contained questions (and, optionally, ones the SLM already knows);
+  answer alone    self-contained questions, and ones the SLM knows (it recites the
+                  supporting facts in <think>: `sft.knowledge`, seekjax/rl/knowledge.py);
   ask, then answer  a minimal, privacy-safe <message> built from the example's public
                   descriptor (never from the user's personal details), the helper's real
                   feedback, then the answer;
@@ -97,8 +98,11 @@ async def amake_demo(example: dict, helper, *, knows_answer: bool = False,
   if decompose and meta.get("hops") and helper is not None and not knows_answer:
     return await _decomposed_demo(example, helper, meta["hops"])
   if meta.get("self_contained") or knows_answer:
-    why = ("The question itself gives what I need." if meta.get("self_contained")
-           else "I know this.")
+    if meta.get("self_contained"):
+      why = "The question itself gives what I need."
+    else:  # recite the supporting facts when the example names them (knowledge.py)
+      facts = list(meta.get("facts") or [])
+      why = " ".join(["I know this:"] + facts) if facts else "I know this."
     return Demo(example["question"], [f"<think>{why}</think><answer>{answer}</answer>"], [])
   desc = meta.get("descriptor")
   if not desc or helper is None:

@@ -53,6 +53,14 @@ def area_fact(c: Country) -> str:
   return f"The area of {in_sentence(c.name)} is {format_int(c.area)} square kilometres."
 
 
+COUNT_FACT_PREFIXES = ("The population of ", "The area of ")
+
+
+def is_count_fact(fact: str) -> bool:
+  """True for the facts whose value is a count (population, area), not a name."""
+  return fact.startswith(COUNT_FACT_PREFIXES)
+
+
 def country_facts(c: Country) -> list[str]:
   """Returns every fact sentence about one country (only fields countryinfo has cleanly)."""
   facts = []

@@ -1,0 +1,133 @@
+"""The supervised cold start: (optionally) teach the SLM facts, then protocol demonstrations.
+
+Phases, all with one optimizer (cfg.sft):
+  knowledge   `sft.knowledge > 0`: `sft.knowledge_steps` steps on the taught facts alone
+              (seekjax/rl/knowledge.py), so the SLM knows them before it sees a demo;
+  demos       `sft.steps` steps on the protocol demonstrations (demos.py); with taught
+              facts, each demo step is followed by one fact step, so the demos do not
+              wash the facts out.
+At the end, with taught facts, the share of them the SLM recalls is logged.
+"""
+from __future__ import annotations
+
+import sys
+
+import jax
+import numpy as np
+
+from seekjax.models.generate import bucket
+from seekjax.rl import build, demos, knowledge, metrics as metrics_lib, sft
+from seekjax.rl import step as step_lib
+from seekjax.tasks.world_facts import world_fact_base
+
+
+def log(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(f"[seekjax] {msg}", file=sys.stderr, flush=True)
+
+
+def frozen_hidden(frozen, ids: np.ndarray, model_cfg, desc: str, should_stop, chunk: int = 16):
+  """top_n mode: the frozen bottom layers' output for every row (they never change)."""
+  starts = range(0, len(ids), chunk)
+  progress = metrics_lib.Progress(len(starts), desc=desc)
+  out = []
+  for n, i in enumerate(starts):
+    should_stop()
+    out.append(np.asarray(step_lib.bottom_hidden(frozen, ids[i:i + chunk], cfg=model_cfg)))
+    progress.update(n + 1)
+  return np.concatenate(out)
+
+
+class _Rows:
+  """Packed (ids, mask) rows, their frozen-layer output (top_n), and seeded batches."""
+
+  def __init__(self, packed, width, spec, frozen, model_cfg, desc, should_stop, seed):
+    self.ids, self.mask = sft.pack(packed, width)
+    self.hidden = None
+    if spec.mode == "top_n":
+      self.hidden = frozen_hidden(frozen, self.ids, model_cfg, f"{desc}: frozen layers",
+                                  should_stop)
+    self.rng = np.random.default_rng(seed)
+
+  def batch(self, size: int):
+    idx = np.sort(self.rng.choice(len(self.ids), size=min(size, len(self.ids)), replace=False))
+    return self.ids[idx], self.mask[idx], None if self.hidden is None else self.hidden[idx]
+
+
+def taught(cfg) -> list[str]:
+  """The facts `cfg.sft.knowledge` teaches ([] at 0); only world-facts tasks have a fact base."""
+  if cfg.sft.knowledge <= 0:
+    return []
+  if not cfg.task.name.startswith("world"):
+    raise build.RunSetupError(f"config.sft.knowledge={cfg.sft.knowledge} needs a world-facts "
+                              f"task (its fact base); task.name is {cfg.task.name!r}")
+  facts, _ = world_fact_base()
+  return knowledge.taught_facts(facts, cfg.sft.knowledge, cfg.seed)
+
+
+def recall_rate(trainable, frozen, rows: _Rows, spec, model_cfg, chunk: int = 64) -> float:
+  """The share of fact rows whose value greedy decoding reproduces (teacher-forced)."""
+  hits = []
+  for i in range(0, len(rows.ids), chunk):
+    targets, mask = step_lib.compact_positions(rows.mask[i:i + chunk])
+    hidden = None if rows.hidden is None else rows.hidden[i:i + chunk]
+    lp = step_lib.reference_logprobs(trainable, frozen, rows.ids[i:i + chunk], hidden,
+                                     spec_trainable=spec, cfg=model_cfg, targets=targets)
+    hits.append(knowledge.recalled(np.asarray(lp), mask))
+  return float(np.concatenate(hits).mean())
+
+
+def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper,
+               should_stop=lambda: None):
+  """Supervised cold start (module docstring). Returns the new trainable params.
+
+  should_stop: called before each step; it raises to abandon the cold start (SIGTERM).
+  """
+  s = cfg.sft
+  facts = taught(cfg)
+  if s.steps <= 0 and not facts:
+    return trainable
+  tok = model.tokenizer
+  examples = train_examples[: s.num_demos * 2]
+  known = knowledge.known_examples(examples, facts)
+  log(f"cold start: building demonstrations from {len(examples)} examples with the "
+      f"{cfg.helper.kind} helper" + (f" ({len(known)} answered from taught facts)" if facts else ""))
+  demo_list = demos.make_demos(examples, helper, seed=cfg.seed, need_fraction=s.need_fraction,
+                               known=known, decompose=s.decompose)[: s.num_demos]
+  should_stop()
+  if s.steps > 0 and not demo_list:
+    raise build.RunSetupError("cold start: no demonstration could be built from the task")
+  fact_steps = (s.knowledge_steps + s.steps) if facts else 0
+  total = fact_steps + max(s.steps, 0)
+  optimizer, _ = step_lib.make_optimizer(s.lr, total, min(5, total // 4), 0.0, cfg.optim.clip_norm)
+  opt_state = optimizer.init(trainable)
+  sft_step = sft.make_sft_step(spec, model.config, optimizer)
+  fact_rows = demo_rows = None
+  if facts:
+    packed = [knowledge.fact_ids(tok, f) for f in facts]
+    fact_rows = _Rows(packed, bucket(max(len(p[0]) for p in packed), 16), spec, frozen,
+                      model.config, "knowledge", should_stop, cfg.seed + 1)
+    log(f"knowledge: teaching {len(facts)} facts (sft.knowledge={s.knowledge}), "
+        f"{s.knowledge_steps} steps, then one per demo step")
+  if s.steps > 0:
+    packed = [sft.demo_ids(tok, d, system=cfg.rollout.get("system_prompt"),
+                           max_feedback_tokens=cfg.rollout.max_feedback_tokens) for d in demo_list]
+    demo_rows = _Rows(packed, bucket(max(len(p[0]) for p in packed), 64), spec, frozen,
+                      model.config, "cold start", should_stop, cfg.seed)
+    log(f"cold start: {len(demo_list)} demonstrations, {s.steps} steps")
+  plan = ["fact"] * (s.knowledge_steps if facts else 0)
+  plan += [kind for _ in range(max(s.steps, 0)) for kind in (("demo", "fact") if facts else ("demo",))]
+  progress = metrics_lib.Progress(len(plan), desc="cold start")
+  losses = {"fact": float("nan"), "demo": float("nan")}
+  for i, kind in enumerate(plan):
+    should_stop()
+    rows, size = (fact_rows, s.knowledge_batch) if kind == "fact" else (demo_rows, s.batch_size)
+    trainable, opt_state, loss = sft_step(trainable, frozen, opt_state, *rows.batch(size))
+    losses[kind] = float(loss)
+    if i % 10 == 0 or i == len(plan) - 1:
+      progress.update(i + 1, **{f"{k}_loss": v for k, v in losses.items() if v == v})
+  if facts:
+    rate = recall_rate(trainable, frozen, fact_rows, spec, model.config)
+    log(f"knowledge: the SLM recalls {rate:.1%} of the {len(facts)} taught facts "
+        "(teacher-forced: every value token has p > 0.5)")
+  return trainable
