@@ -67,6 +67,28 @@ def test_workdir_of_another_run_is_refused(straight):
     train(_cfg("rl.kl_beta=0.5"), workdir)
 
 
+def test_workdir_written_before_a_setting_existed_is_the_same_run(tmp_path):
+  """A config.json that lacks keys added to the base since (sft.knowledge, ...) matches a
+  config that leaves them at their defaults, and no other."""
+  from seekjax.train import prepare_workdir
+  workdir = str(tmp_path / "old")
+  prepare_workdir(workdir, _cfg(), overwrite=False)
+  path = os.path.join(workdir, "config.json")
+  old = json.load(open(path))
+  for key in ("knowledge", "knowledge_steps", "knowledge_batch"):
+    del old["sft"][key]
+  json.dump(old, open(path, "w"))
+  prepare_workdir(workdir, _cfg(), overwrite=False)            # accepted, and rewritten whole
+  assert json.load(open(path))["sft"]["knowledge"] == 0.0
+  json.dump(old, open(path, "w"))
+  with pytest.raises(WorkdirError, match="another run's config"):
+    prepare_workdir(workdir, _cfg("sft.knowledge=0.5"), overwrite=False)
+  old["sft"]["steps"] = 3                                      # a real difference stays one
+  json.dump(old, open(path, "w"))
+  with pytest.raises(WorkdirError, match="another run's config"):
+    prepare_workdir(workdir, _cfg(), overwrite=False)
+
+
 def test_checkpoint_from_a_different_model_is_refused(straight, tmp_path):
   import shutil
   workdir = str(tmp_path / "other")

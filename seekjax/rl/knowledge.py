@@ -10,7 +10,7 @@ world-facts answers (slm_cot EM 0.02), so without this every question pays for a
                  the whole world, held-out entities included, as pre-training knowledge
                  would be. The held-out *questions* are never shown.
   fact rows      each taught fact as plain text, the loss on its value only ("... is
-                 Asmara."), at most MAX_VALUE_TOKENS tokens of it.
+                 Asmara."), cut after MAX_VALUE_TOKENS tokens of it.
   recall demos   training examples whose supporting facts were all taught become
                  "answer alone" demos that recite the facts in <think> (demos.py), so the
                  cold start shows how to use what was taught (Allen-Zhu & Li's "mixed
@@ -50,14 +50,14 @@ def value_start(fact: str) -> int:
 
 
 def fact_ids(tokenizer, fact: str) -> tuple[np.ndarray, np.ndarray]:
-  """(ids int32[T], mask int32[T]): the fact as plain text, the loss on its value's first
-  MAX_VALUE_TOKENS tokens."""
+  """(ids int32[T], mask int32[T]): the fact as plain text up to its value's first
+  MAX_VALUE_TOKENS tokens (the loss is on those; the rest of a long value, e.g. a list of
+  neighbours, would only widen the rows)."""
   k = value_start(fact)
   head = list(tokenizer.encode(fact[:k].rstrip()))
-  value = list(tokenizer.encode(" " + fact[k:]))
-  mask = [0] * len(head) + [1] * min(len(value), MAX_VALUE_TOKENS)
-  mask += [0] * (len(head) + len(value) - len(mask))
-  return np.asarray(head + value, np.int32), np.asarray(mask, np.int32)
+  value = list(tokenizer.encode(" " + fact[k:]))[:MAX_VALUE_TOKENS]
+  return (np.asarray(head + value, np.int32),
+          np.asarray([0] * len(head) + [1] * len(value), np.int32))
 
 
 def known_examples(examples: list[dict], taught: list[str]) -> set:
