@@ -3,16 +3,34 @@
 The baselines (slm_cot, static_interaction) are evaluated once and drawn as reference points.
 
   python experiments/constraints.py --out runs/constraints [--tiny]
+  python experiments/constraints.py --out runs/c --cells 0.1:0.5,0.1:0 optim.lr=1e-4
+
+--cells restricts the 3 x 3 grid to listed LAMBDA_MESSAGE:LAMBDA_LEAK pairs (the first
+listed cell also evaluates the baselines); trailing KEY=VALUE overrides apply to every cell.
 """
 from __future__ import annotations
 
+import argparse
 import os
 
 from grid import parse_args, run_cell, write_table
 
 
+def _cells(text: str) -> list[tuple[float, float]]:
+  """'0.1:0.5,0:0' -> [(0.1, 0.5), (0.0, 0.0)]."""
+  try:
+    return [(float(lm), float(ll)) for lm, ll in (item.split(":") for item in text.split(","))]
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"expected LAMBDA_MESSAGE:LAMBDA_LEAK pairs, got {text!r}") from None
+
+
+def _add_arguments(ap):
+  ap.add_argument("--cells", type=_cells, help="only these LAMBDA_MESSAGE:LAMBDA_LEAK cells")
+
+
 def main():
-  args = parse_args(__doc__.splitlines()[0], "smollm2_worldfacts.py")
+  args = parse_args(__doc__.splitlines()[0], "smollm2_worldfacts.py", _add_arguments)
   if args.tiny:
     grid = [(0.0, 0.0), (0.5, 1.0)]
     base = ["model.path=tiny-random", "model.trainable=full", "rl.steps=1", "sft.steps=1",
@@ -22,6 +40,7 @@ def main():
   else:
     grid = [(lm, ll) for lm in (0.0, 0.1, 0.3) for ll in (0.0, 0.5, 1.0)]
     base = []
+  grid = args.cells or grid
   rows = []
   for i, (lm, ll) in enumerate(grid):
     methods = ("dynamic", "slm_cot", "static_interaction") if i == 0 else ("dynamic",)
