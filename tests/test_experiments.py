@@ -52,3 +52,18 @@ def test_asking_split_from_episodes(tmp_path, capsys):
   # 1 of 3 episodes had the answer in a reply (EM 1 there); 1 of the other 2 right
   assert "| dynamic | 0.333 | 1.000 | 0.500 | 0.667 |" in out and "slm_cot" not in out
   assert asking_split.main([str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_study_cell_lists_parse_and_refuse_bad_ones():
+  import argparse
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import constraints
+  import scaling
+  assert scaling._cells("1:1,0.5:0.8") == [(1.0, 1.0), (0.5, 0.8)]
+  assert constraints._cells("0.1:0.5,0:0") == [(0.1, 0.5), (0.0, 0.0)]
+  for parse in (scaling._cells, constraints._cells):
+    with pytest.raises(argparse.ArgumentTypeError, match="pairs"):
+      parse("0.1:a")
+    with pytest.raises(argparse.ArgumentTypeError, match="pairs"):
+      parse("0.1")
+  assert set(scaling.AXES) == {"layers", "knowledge"}
