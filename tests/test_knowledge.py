@@ -109,8 +109,12 @@ def test_cold_start_teaches_the_facts(facts):
   assert before < 0.1 and after > 0.6, (before, after)
 
 
-def test_knowledge_needs_a_world_task():
+def test_knowledge_needs_a_world_task_and_a_share():
   cfg = _cfg("sft.knowledge=0.5")
   cfg.task.name = "hotpotqa"
   with pytest.raises(build.RunSetupError, match="world-facts task"):
+    cold_start_lib.taught(cfg)
+  cfg.task.name = "world_facts_mix"
+  cfg.sft.knowledge = -0.1
+  with pytest.raises(build.RunSetupError, match=r"config.sft.knowledge: -0.1 .* \[0, 1\]"):
     cold_start_lib.taught(cfg)

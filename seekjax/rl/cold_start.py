@@ -56,7 +56,10 @@ class _Rows:
 
 def taught(cfg) -> list[str]:
   """The facts `cfg.sft.knowledge` teaches ([] at 0); only world-facts tasks have a fact base."""
-  if cfg.sft.knowledge <= 0:
+  if not 0.0 <= cfg.sft.knowledge <= 1.0:
+    raise build.RunSetupError(f"config.sft.knowledge: {cfg.sft.knowledge} is not a share of "
+                              "the fact base; expected a value in [0, 1]")
+  if cfg.sft.knowledge == 0:
     return []
   if not cfg.task.name.startswith("world"):
     raise build.RunSetupError(f"config.sft.knowledge={cfg.sft.knowledge} needs a world-facts "
