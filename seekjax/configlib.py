@@ -336,6 +336,34 @@ def check_no_secrets(cfg, prefix: str = "config") -> None:
 # ----------------------------------------------------------------------------- writing
 
 
+BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs", "_base.py")
+
+
+def base_defaults() -> dict:
+  """configs/_base.py's values as plain JSON types ({} when the file is not there)."""
+  if not os.path.exists(BASE_CONFIG):
+    return {}
+  spec = importlib.util.spec_from_file_location("seekjax_cfg_base_defaults", BASE_CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return config_to_dict(module.base_config())
+
+
+def fill_added_keys(saved: dict, current: dict, defaults: dict) -> dict:
+  """`saved` (a workdir's config.json) plus each key it lacks that `current` has at its base
+  default: a run written before a setting existed ran as that setting's default does
+  (new settings default to the old behaviour), so it is the same run, not another one."""
+  out = dict(saved)
+  for k, v in current.items():
+    if k not in out:
+      if k in defaults and defaults[k] == v:
+        out[k] = v
+    elif isinstance(v, dict) and isinstance(out[k], dict) and isinstance(defaults.get(k), dict):
+      out[k] = fill_added_keys(out[k], v, defaults[k])
+  return out
+
+
 def config_to_dict(cfg) -> dict:
   """The resolved config as plain JSON types (tuples become lists); refuses secrets."""
   check_no_secrets(cfg)

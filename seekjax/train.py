@@ -8,7 +8,6 @@ cold start) the run stops at once, keeping the checkpoints it had, and exits cle
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -23,6 +22,7 @@ from seekjax.models.errors import ModelLoadError
 from seekjax.models.generate import bucket
 from seekjax.rl import build, checkpoint, cycle, distributed, metrics as metrics_lib
 from seekjax.rl.cold_start import cold_start
+from seekjax.rl.metrics import log
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rollout import rollout_config
@@ -62,40 +62,7 @@ class StopSignal:
       raise Stopped(self.phase)
 
 
-def log(msg: str) -> None:
-  if jax.process_index() == 0:
-    print(f"[seekjax] {msg}", file=sys.stderr, flush=True)
-
-
 # ----------------------------------------------------------------------------- set-up
-
-
-BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "configs", "_base.py")
-
-
-def base_defaults() -> dict:
-  """configs/_base.py's values as plain JSON types ({} when the file is not there)."""
-  if not os.path.exists(BASE_CONFIG):
-    return {}
-  spec = importlib.util.spec_from_file_location("seekjax_cfg_base_defaults", BASE_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return configlib.config_to_dict(module.base_config())
-
-
-def fill_added_keys(saved: dict, current: dict, defaults: dict) -> dict:
-  """`saved` (a workdir's config.json) plus each key it lacks that `current` has at its base
-  default: a run written before a setting existed ran as that setting's default does
-  (new settings default to the old behaviour), so it is the same run, not another one."""
-  out = dict(saved)
-  for k, v in current.items():
-    if k not in out:
-      if k in defaults and defaults[k] == v:
-        out[k] = v
-    elif isinstance(v, dict) and isinstance(out[k], dict) and isinstance(defaults.get(k), dict):
-      out[k] = fill_added_keys(out[k], v, defaults[k])
-  return out
 
 
 def prepare_workdir(workdir: str, cfg, overwrite: bool) -> None:
@@ -117,7 +84,7 @@ def prepare_workdir(workdir: str, cfg, overwrite: bool) -> None:
     except (OSError, ValueError) as e:
       raise WorkdirError(f"{path}: unreadable ({type(e).__name__}); use a new --workdir, or "
                          "--overwrite to replace it") from None
-    if fill_added_keys(old, resolved, base_defaults()) != resolved:
+    if configlib.fill_added_keys(old, resolved, configlib.base_defaults()) != resolved:
       raise WorkdirError(f"{workdir} holds another run's config; use a new --workdir, or "
                          "--overwrite to replace it")
   if jax.process_index() == 0:

@@ -10,20 +10,13 @@ At the end, with taught facts, the share of them the SLM recalls is logged.
 """
 from __future__ import annotations
 
-import sys
-
-import jax
 import numpy as np
 
 from seekjax.models.generate import bucket
 from seekjax.rl import build, demos, knowledge, metrics as metrics_lib, sft
 from seekjax.rl import step as step_lib
+from seekjax.rl.metrics import log
 from seekjax.tasks.world_facts import world_fact_base
-
-
-def log(msg: str) -> None:
-  if jax.process_index() == 0:
-    print(f"[seekjax] {msg}", file=sys.stderr, flush=True)
 
 
 def frozen_hidden(frozen, ids: np.ndarray, model_cfg, desc: str, should_stop, chunk: int = 16):
@@ -56,16 +49,15 @@ class _Rows:
 
 def taught(cfg) -> list[str]:
   """The facts `cfg.sft.knowledge` teaches ([] at 0); only world-facts tasks have a fact base."""
-  if not 0.0 <= cfg.sft.knowledge <= 1.0:
-    raise build.RunSetupError(f"config.sft.knowledge: {cfg.sft.knowledge} is not a share of "
-                              "the fact base; expected a value in [0, 1]")
   if cfg.sft.knowledge == 0:
     return []
   if not cfg.task.name.startswith("world"):
     raise build.RunSetupError(f"config.sft.knowledge={cfg.sft.knowledge} needs a world-facts "
                               f"task (its fact base); task.name is {cfg.task.name!r}")
-  facts, _ = world_fact_base()
-  return knowledge.taught_facts(facts, cfg.sft.knowledge, cfg.seed)
+  try:
+    return knowledge.taught_facts(world_fact_base()[0], cfg.sft.knowledge, cfg.seed)
+  except ValueError as e:
+    raise build.RunSetupError(f"config.{e}") from None
 
 
 def recall_rate(trainable, frozen, rows: _Rows, spec, model_cfg, chunk: int = 64) -> float:
@@ -100,9 +92,10 @@ def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper,
   should_stop()
   if s.steps > 0 and not demo_list:
     raise build.RunSetupError("cold start: no demonstration could be built from the task")
-  fact_steps = (s.knowledge_steps + s.steps) if facts else 0
-  total = fact_steps + max(s.steps, 0)
-  optimizer, _ = step_lib.make_optimizer(s.lr, total, min(5, total // 4), 0.0, cfg.optim.clip_norm)
+  plan = ["fact"] * (s.knowledge_steps if facts else 0)
+  plan += [kind for _ in range(max(s.steps, 0)) for kind in (("demo", "fact") if facts else ("demo",))]
+  optimizer, _ = step_lib.make_optimizer(s.lr, len(plan), min(5, len(plan) // 4), 0.0,
+                                         cfg.optim.clip_norm)
   opt_state = optimizer.init(trainable)
   sft_step = sft.make_sft_step(spec, model.config, optimizer)
   fact_rows = demo_rows = None
@@ -118,8 +111,6 @@ def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper,
     demo_rows = _Rows(packed, bucket(max(len(p[0]) for p in packed), 64), spec, frozen,
                       model.config, "cold start", should_stop, cfg.seed)
     log(f"cold start: {len(demo_list)} demonstrations, {s.steps} steps")
-  plan = ["fact"] * (s.knowledge_steps if facts else 0)
-  plan += [kind for _ in range(max(s.steps, 0)) for kind in (("demo", "fact") if facts else ("demo",))]
   progress = metrics_lib.Progress(len(plan), desc="cold start")
   losses = {"fact": float("nan"), "demo": float("nan")}
   for i, kind in enumerate(plan):

@@ -36,7 +36,8 @@ _VALUE = re.compile(r"\b(?:is|are) (?:in the world region )?|\bborders with ")
 def taught_facts(facts: list[str], fraction: float, seed: int) -> list[str]:
   """The named facts an SLM with knowledge `fraction` was taught (nested in fraction)."""
   if not 0.0 <= fraction <= 1.0:
-    raise ValueError(f"sft.knowledge must be in [0, 1], got {fraction}")
+    raise ValueError(f"sft.knowledge: {fraction} is not a share of the fact base; expected a "
+                     "value in [0, 1]")
   named = [f for f in facts if not is_count_fact(f)]
   return [named[i] for i in known_subset(len(named), fraction, seed + _SALT)]
 

@@ -101,6 +101,12 @@ def truncate_after(path: str, step: int) -> None:
   os.replace(tmp, path)
 
 
+def log(msg: str) -> None:
+  """A "[seekjax]" line on stderr (process 0 only)."""
+  if jax.process_index() == 0:
+    print(f"[seekjax] {msg}", file=sys.stderr, flush=True)
+
+
 class Progress:
   """A one-line progress bar with rate and ETA on stderr (process 0 only)."""
 
