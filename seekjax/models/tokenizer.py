@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import jinja2
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
 from seekjax.models.errors import ModelLoadError
+
+# Stand-ins for message contents while the chat template renders (private-use characters,
+# which no template or tokenizer treats specially).
+_CONTENT_MARK = "\ue000{}\ue001"
+_CONTENT_MARK_RE = re.compile("\ue000(\\d+)\ue001")
 
 # GGUF token_type values (llama.cpp): 1 normal, 2 unknown, 3 control, 4 user-defined, 6 byte.
 _GGUF_CONTROL = 3
@@ -19,6 +25,9 @@ class Tokenizer:
   """A thin wrapper: encode/decode ids, special ids, and the chat template.
 
   encode(str) -> list[int]; decode(ids) -> str. `eos_ids` holds every id that ends a turn.
+  Untrusted text (questions, contexts, SLM turns) goes through `encode_text` or
+  `encode_chat`: a special-token string inside it ("<|im_end|>") is encoded as the plain
+  text it spells, never as the control token, so text cannot end a turn or forge a role.
   """
 
   def __init__(self, tok: tokenizers.Tokenizer, *, eos_id: int, bos_id: int | None = None,
@@ -33,9 +42,33 @@ class Tokenizer:
     self.eos_ids = tuple(dict.fromkeys((eos_id,) + tuple(extra_eos_ids)))
     self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
     self.special_tokens = [t.content for t in tok.get_added_tokens_decoder().values() if t.special]
+    self._text_tok = None   # a copy of `tok` that splits special-token strings as text
+
+  def _text_only(self) -> tokenizers.Tokenizer:
+    """The copy of the tokenizer that reads special-token strings as text (built once; a
+    separate object, since `encode_special_tokens` is a setting, not an argument)."""
+    if self._text_tok is None:
+      text_tok = tokenizers.Tokenizer.from_str(self.tok.to_str())
+      text_tok.encode_special_tokens = True
+      self._text_tok = text_tok
+    return self._text_tok
+
+  def holds_special(self, text) -> bool:
+    """Whether text spells one of the special tokens (e.g. "<|im_start|>")."""
+    return isinstance(text, str) and any(t and t in text for t in self.special_tokens)
 
   def encode(self, text: str) -> list[int]:
     ids = self.tok.encode(text, add_special_tokens=False).ids
+    if self.add_bos and self.bos_id is not None:
+      ids = [self.bos_id] + ids
+    return ids
+
+  def encode_text(self, text: str) -> list[int]:
+    """Ids of untrusted text: like `encode`, but a special-token string in it is split into
+    ordinary pieces, so no id of the result is a special token (bos aside)."""
+    if not self.holds_special(text):
+      return self.encode(text)
+    ids = self._text_only().encode(text, add_special_tokens=False).ids
     if self.add_bos and self.bos_id is not None:
       ids = [self.bos_id] + ids
     return ids
@@ -59,7 +92,26 @@ class Tokenizer:
         eos_token=self.decode([self.eos_id]))
 
   def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
-    return self.encode(self.apply_chat_template(messages, add_generation_prompt))
+    """Ids of a chat: the template's own special tokens are control ids; the messages'
+    contents are untrusted text (see `encode_text`).
+
+    Contents without special-token strings take the plain path (render, then encode), so
+    their ids are exactly what the template alone gives. Otherwise the template is
+    rendered with a mark in place of each content, and each content is encoded as text
+    where its mark stands.
+    """
+    if not any(self.holds_special(m.get("content")) for m in messages):
+      return self.encode(self.apply_chat_template(messages, add_generation_prompt))
+    marked = [dict(m, content=_CONTENT_MARK.format(i)) for i, m in enumerate(messages)]
+    pieces = _CONTENT_MARK_RE.split(self.apply_chat_template(marked, add_generation_prompt))
+    ids = [self.bos_id] if self.add_bos and self.bos_id is not None else []
+    for k, piece in enumerate(pieces):
+      if k % 2:   # a mark: the content of message int(piece)
+        content = messages[int(piece)].get("content")
+        ids += self._text_only().encode(str(content), add_special_tokens=False).ids
+      elif piece:
+        ids += self.tok.encode(piece, add_special_tokens=False).ids
+    return ids
 
 
 def _raise(msg):

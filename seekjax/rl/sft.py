@@ -41,7 +41,7 @@ def demo_ids(tokenizer, demo: Demo, system: str | None = None,
   mask = [0] * len(ids)
   kinds = demo.feedback_kinds or ["info"] * len(demo.feedbacks)
   for k, turn in enumerate(demo.turns):
-    t = tokenizer.encode(turn)
+    t = tokenizer.encode_text(turn)   # a turn may quote the question: text, never control
     if k == len(demo.turns) - 1:
       t = t + [tokenizer.eos_id]
     ids += t

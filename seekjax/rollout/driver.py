@@ -161,7 +161,7 @@ def _forced_prefixes(tok, pool, forced, max_feedback_tokens):
       messages.append(message)
       replies.append(reply)
       fb = protocol.format_feedback(reply, special_tokens=tok.special_tokens)
-      ids += tok.encode(turn_text) + feedback_ids(tok, fb, reply.kind, max_feedback_tokens)
+      ids += tok.encode_text(turn_text) + feedback_ids(tok, fb, reply.kind, max_feedback_tokens)
     out.append((ids, messages, replies))
   return out
 
