@@ -5,7 +5,7 @@ setup(
     name="seekjax",
     version="0.1.0",
     description="JAX/Flax RL stack that teaches an SLM when and what to ask an LLM helper",
-    packages=find_packages(include=["seekjax", "seekjax.*"]),
+    packages=find_packages(include=["seekjax", "seekjax.*", "configs"]),   # configs: importable by config files
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.35",

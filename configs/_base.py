@@ -1,152 +1,169 @@
-"""The base config: every key a run config may set, with the embedded default's values.
+"""The one schema of a run config: every key, its default, and the values it allows.
 
-Config files are built from `base_config()` (directly, or through another config file
-via `load`) and only change its values. `configlib.load_config` checks each loaded
-config against this base, so a key that a config file adds (a typo such as
-`c.rl.klbeta = 0.5`) is refused in one line that names the key and the valid keys,
-instead of being added silently and never read. A new setting belongs here first.
+`get_config()` returns the defaults; every config file derives from it (directly, or
+through a parent config file) by a plain import and changes values only. `SCHEMA` holds
+each key as `(default, allowed)`, read by `seekjax.configlib`, which checks every
+loaded config against it once, before a run writes anything:
+
+    None           any value of the default's type
+    ">= 1", "> 0"  a number at least / above a bound
+    "[0, 1]"       a number within bounds ("(" and ")" exclude the bound)
+    ("a", "b")     one of these (for a tuple value: each of its elements)
+
+Every float must also be finite. A value of None is allowed only where the default is
+an `optional(type)`. Keys ending in `_env` hold the NAME of an environment variable
+(never a secret itself). This module imports nothing from seekjax, so library code may
+read the defaults (`seekjax.rollout.rollout_config`) without an import loop.
 """
-import importlib.util
-import os
-
 import ml_collections
 from ml_collections import config_dict
 
-from seekjax import configlib
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+class optional:  # pylint: disable=invalid-name
+  """A default of None for a key of type `type_` (a fresh placeholder per config)."""
 
-
-def load(name: str, arg: str = ""):
-  """get_config(arg) of configs/<name>.py."""
-  spec = importlib.util.spec_from_file_location(f"seekjax_cfg_{name}", os.path.join(HERE, name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+  def __init__(self, type_: type):
+    self.type = type_
 
 
-def base_config() -> ml_collections.ConfigDict:
-  """The schema and defaults (= configs/smollm2_worldfacts.py, the embedded CPU default)."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+PROBABILITY = "[0, 1]"
+COUNT = ">= 1"
+DTYPES = ("float32", "bfloat16")
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 
-  c.model = ml_collections.ConfigDict(dict(
-      path="smollm2-135m",        # embedded name, HF dir or .gguf
-      dtype="float32",
-      mesh_shape=(1, -1, 1),      # (data, fsdp, tensor)
-      trainable="top_n",          # full | top_n | lora
-      top_n=2,
-      lora_rank=8,
-      lora_alpha=16.0,
-      lora_targets=("q", "v"),
-      remat=False,
-  ))
+SCHEMA = dict(
+    seed=(0, ">= 0"),
+    model=dict(
+        path=("smollm2-135m", None),          # embedded name, HF dir or .gguf
+        dtype=("float32", DTYPES),
+        mesh_shape=((1, -1, 1), None),        # (data, fsdp, tensor); -1 takes the rest
+        trainable=("top_n", ("full", "top_n", "lora")),
+        top_n=(2, COUNT),
+        lora_rank=(8, COUNT),
+        lora_alpha=(16.0, "> 0"),
+        lora_targets=(("q", "v"), LORA_TARGETS),
+        remat=(False, None),
+    ),
+    task=dict(
+        name=("world_facts_mix", None),       # world facts, public + private variants
+        path=("", None),                      # for file formats (hotpotqa, popqa, ...)
+        private_fraction=(0.5, PROBABILITY),
+        eval_fraction=(0.15, "(0, 1)"),       # held-out split by entity
+        max_train=(400, COUNT),
+        max_eval=(96, ">= 0"),
+    ),
+    helper=dict(
+        kind=("knowledge", ("knowledge", "openai", "local_lm")),
+        # knowledge helper
+        coverage=(1.0, PROBABILITY),
+        noise=(0.0, PROBABILITY),
+        top_k=(2, COUNT),                     # (also local_lm: facts retrieved into its prompt)
+        style=("terse", ("terse", "verbose")),
+        # openai helper (OpenAIHelper's own arguments)
+        base_url=("http://127.0.0.1:8000/v1", None),
+        model=("", None),                     # openai: the served model; local_lm: a model path
+                                              # ("" = the SLM)
+        api_key_env=("OPENAI_API_KEY", None),  # the NAME of the env var; never the key itself
+        timeout=(30.0, "> 0"),                # seconds per call (pool limit; openai: per request)
+        max_retries=(3, ">= 0"),
+        # the rollout's helper pool (seekjax.rollout.pool)
+        concurrency=(32, COUNT),              # calls in flight (openai: its connection limit too)
+        on_outage=("feedback_error", ("wait", "feedback_error")),
+        outage_failures=(8, COUNT),           # consecutive connection/5xx failures start an outage,
+        outage_after=(10.0, "> 0"),           # or a run of them lasting longer (seconds)
+        max_outage_wait=(300.0, ">= 0"),      # "wait" gives up after this many seconds
+        outage_probe_min=(0.25, "> 0"),       # seconds between probes during an outage,
+        outage_probe_max=(2.0, "> 0"),        # doubling from min to max
+    ),
+    rollout=dict(
+        max_turns=(2, ">= 0"),                # most messages an episode may send
+        max_new_tokens=(64, COUNT),           # most SLM tokens in one turn
+        max_message_tokens=(40, COUNT),
+        max_feedback_tokens=(64, COUNT),      # longer feedback is truncated
+        max_episode_tokens=(optional(int), COUNT),   # None: derived from the above
+        temperature=(1.0, ">= 0"),            # 0 is greedy
+        top_k=(0, ">= 0"),                    # 0: no top-k
+        top_p=(1.0, "(0, 1]"),
+        max_steps_per_call=(32, COUNT),       # decode steps between host callbacks
+        system_prompt=(optional(str), None),  # None: the protocol's default prompt
+        per_shard_decode=(True, None),        # one decode loop per batch shard (tensor axis 1)
+        blocking=(False, None),               # wait for each helper in the callback (benchmarks)
+    ),
+    reward=dict(
+        score=("em", ("em", "f1", "task")),
+        lambda_message=(0.1, ">= 0"),
+        lambda_helper_tokens=(0.0, ">= 0"),
+        lambda_leak=(0.5, ">= 0"),
+        format_penalty=(0.1, ">= 0"),
+        judge=("rule", ("rule", "llm")),
+        helper_error_policy=("zero_advantage", ("score", "zero_advantage")),
+    ),
+    rl=dict(
+        steps=(24, ">= 0"),
+        questions_per_step=(4, COUNT),
+        group_size=(4, ">= 2"),               # group-relative advantages need two samples
+        advantage=("grpo", ("grpo", "drgrpo", "rloo")),
+        whiten=(False, None),
+        num_epochs=(1, COUNT),
+        mini_batches=(1, COUNT),
+        micro_batches=(4, COUNT),
+        epsilon=(0.2, "> 0"),
+        epsilon_high=(0.28, "> 0"),
+        aggregation=("token-mean", ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")),
+        kl_method=("k3", ("k1", "k2", "k3")),
+        kl_beta=(0.02, ">= 0"),
+        kl_in=("loss", ("loss", "reward")),
+    ),
+    sft=dict(
+        steps=(40, ">= 0"),
+        batch_size=(8, COUNT),
+        lr=(3e-4, "> 0"),
+        num_demos=(96, COUNT),
+        need_fraction=(0.2, PROBABILITY),
+        knowledge=(0.0, PROBABILITY),         # share of the world's named facts taught to the
+                                              # SLM before the demos (rl/knowledge.py)
+        knowledge_steps=(150, ">= 0"),        # fact-only steps first (then one per demo step)
+        knowledge_batch=(64, COUNT),
+        decompose=(False, None),              # two-hop demos ask one fact at a time
+    ),
+    optim=dict(
+        lr=(2e-5, "> 0"),
+        warmup_steps=(2, ">= 0"),
+        weight_decay=(0.0, ">= 0"),
+        clip_norm=(1.0, "> 0"),
+        b1=(0.9, "[0, 1)"),
+        b2=(0.99, "[0, 1)"),
+    ),
+    train=dict(
+        checkpoint_every=(8, COUNT),
+        keep_checkpoints=(2, COUNT),
+        log_every=(1, COUNT),
+        async_checkpoint=(True, None),
+    ),
+    eval=dict(
+        redact_private=(True, None),          # evaluation transcripts hide private facts
+    ),
+    distributed=dict(
+        initialize=(False, None),             # or SEEKJAX_DISTRIBUTED=1 / JAX's env vars
+        coordinator_address=("", None),
+        num_processes=(0, ">= 0"),
+        process_id=(-1, ">= -1"),
+    ),
+)
 
-  c.task = ml_collections.ConfigDict(dict(
-      name="world_facts_mix",     # world facts, public + private variants
-      path="",                    # for file formats (hotpotqa, popqa, ...)
-      private_fraction=0.5,
-      eval_fraction=0.15,         # held-out split by entity
-      max_train=400,
-      max_eval=96,
-  ))
 
-  c.helper = ml_collections.ConfigDict(dict(
-      kind="knowledge",           # knowledge | openai | local_lm
-      # knowledge helper
-      coverage=1.0,
-      noise=0.0,
-      top_k=2,                    # (also local_lm: facts retrieved into its prompt)
-      style="terse",
-      # openai helper (OpenAIHelper's own arguments)
-      base_url="http://127.0.0.1:8000/v1",
-      model="",                   # openai: the served model; local_lm: a model path ("" = the SLM)
-      api_key_env="OPENAI_API_KEY",  # the NAME of the env var; never the key itself
-      timeout=30.0,               # seconds per call (the pool's limit; openai: per request too)
-      max_retries=3,
-      # the rollout's helper pool (seekjax.rollout.pool)
-      concurrency=32,             # calls in flight (openai: its connection limit too)
-      on_outage="feedback_error",  # wait | feedback_error
-  ))
+def _defaults(schema: dict) -> ml_collections.ConfigDict:
+  out = {}
+  for key, entry in schema.items():
+    if isinstance(entry, dict):
+      out[key] = _defaults(entry)
+    elif isinstance(entry[0], optional):
+      out[key] = config_dict.placeholder(entry[0].type)
+    else:
+      out[key] = entry[0]
+  return ml_collections.ConfigDict(out)
 
-  c.rollout = ml_collections.ConfigDict(dict(
-      max_turns=2,
-      max_new_tokens=64,
-      max_message_tokens=40,
-      max_feedback_tokens=64,
-      temperature=1.0,
-      top_k=0,
-      top_p=1.0,
-      max_steps_per_call=32,
-      system_prompt=config_dict.placeholder(str),   # None: the protocol's default prompt
-  ))
 
-  c.reward = ml_collections.ConfigDict(dict(
-      score="em",                 # em | f1 | task
-      lambda_message=0.1,
-      lambda_helper_tokens=0.0,
-      lambda_leak=0.5,
-      format_penalty=0.1,
-      judge="rule",               # rule | llm
-      helper_error_policy="zero_advantage",  # score | zero_advantage
-  ))
-
-  c.rl = ml_collections.ConfigDict(dict(
-      steps=24,
-      questions_per_step=4,
-      group_size=4,
-      advantage="grpo",           # grpo | drgrpo | rloo
-      whiten=False,
-      num_epochs=1,
-      mini_batches=1,
-      micro_batches=4,
-      epsilon=0.2,
-      epsilon_high=0.28,
-      aggregation="token-mean",   # token-mean | seq-mean-token-mean | seq-mean-token-sum
-      kl_method="k3",             # k1 | k2 | k3
-      kl_beta=0.02,
-      kl_in="loss",               # loss | reward
-  ))
-
-  c.sft = ml_collections.ConfigDict(dict(
-      steps=40,
-      batch_size=8,
-      lr=3e-4,
-      num_demos=96,
-      need_fraction=0.2,
-      knowledge=0.0,              # share of the world's named facts taught to the SLM before
-                                  # the demos (scaling study's SLM strength; rl/knowledge.py)
-      knowledge_steps=150,        # fact-only steps first (then one per demo step)
-      knowledge_batch=64,
-      decompose=False,            # two-hop demos ask one fact at a time (bridge, then fact);
-                                  # on the 135M default it lowered EM (README, fix 3)
-  ))
-
-  c.optim = ml_collections.ConfigDict(dict(
-      lr=2e-5,
-      warmup_steps=2,
-      weight_decay=0.0,
-      clip_norm=1.0,
-      b1=0.9,
-      b2=0.99,
-  ))
-
-  c.train = ml_collections.ConfigDict(dict(
-      checkpoint_every=8,
-      keep_checkpoints=2,
-      log_every=1,
-      async_checkpoint=True,
-  ))
-
-  c.eval = ml_collections.ConfigDict(dict(
-      redact_private=True,        # transcripts written by evaluate hide each example's
-                                  # private facts and spans behind "[REDACTED]"
-  ))
-
-  c.distributed = ml_collections.ConfigDict(dict(
-      initialize=False,           # or set SEEKJAX_DISTRIBUTED=1 / the usual JAX env vars
-      coordinator_address="",
-      num_processes=0,
-      process_id=-1,
-  ))
-  return configlib.declare_base(c)
+def get_config() -> ml_collections.ConfigDict:
+  """The defaults of every key (a new ConfigDict per call)."""
+  return _defaults(SCHEMA)

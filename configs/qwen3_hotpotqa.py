@@ -9,17 +9,11 @@ What it is for: the paper-scale setting. What it needs:
     with the key (if any) in the env var named by helper.api_key_env.
 Full-parameter training, FSDP over all devices, bf16.
 """
-import importlib.util
-import os
-
-_spec = importlib.util.spec_from_file_location(
-    "seekjax_cfg_base", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_base.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from configs.smollm2_worldfacts import get_config as parent
 
 
 def get_config(arg: str = ""):
-  c = _base.load("smollm2_worldfacts")
+  c = parent()
   c.model.path = "/path/to/Qwen3-1.7B"
   c.model.dtype = "bfloat16"
   c.model.trainable = "full"

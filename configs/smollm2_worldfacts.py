@@ -18,13 +18,7 @@ Changes from the base, each measured on this CPU (README, "Results"):
   held-out questions): it copied its think text into the answer. With these, the first
   RL step's episodes (temperature 1) end in an answer 94% of the time, EM 0.38.
 """
-import importlib.util
-import os
-
-_spec = importlib.util.spec_from_file_location(
-    "seekjax_cfg_base", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_base.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from configs import _base
 
 
 CPU_SYSTEM_PROMPT = (
@@ -35,7 +29,7 @@ CPU_SYSTEM_PROMPT = (
 
 
 def get_config(arg: str = ""):
-  c = _base.base_config()
+  c = _base.get_config()
   c.rollout.system_prompt = CPU_SYSTEM_PROMPT
   c.sft.steps = 60
   c.sft.lr = 5e-4

@@ -3,17 +3,11 @@
 What it is for: a more converged CPU result than the 15-minute default, for the
 README's numbers to be checked against. What it needs: nothing beyond the default.
 """
-import importlib.util
-import os
-
-_spec = importlib.util.spec_from_file_location(
-    "seekjax_cfg_base", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_base.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from configs.smollm2_worldfacts import get_config as parent
 
 
 def get_config(arg: str = ""):
-  c = _base.load("smollm2_worldfacts")
+  c = parent()
   c.model.top_n = 4
   c.task.max_train = 2000
   c.task.max_eval = 300

@@ -3,17 +3,11 @@
 What it is for: CI (the CLI end to end, exact resume, preemption). What it needs:
 the embedded SmolLM2 GGUF for its tokenizer (fetched with pip once).
 """
-import importlib.util
-import os
-
-_spec = importlib.util.spec_from_file_location(
-    "seekjax_cfg_base", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_base.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from configs.smollm2_worldfacts import get_config as parent
 
 
 def get_config(arg: str = ""):
-  c = _base.load("smollm2_worldfacts")
+  c = parent()
   c.model.path = "tiny-random"       # 2-layer random Llama with the SmolLM2 tokenizer
   c.model.trainable = "full"
   c.task.max_train = 64

@@ -7,17 +7,11 @@ on GPU hosts, the coordinator env vars or flags:
   --config.distributed.num_processes=N --config.distributed.process_id=I
 Mesh: data x fsdp over all chips (tensor 1); the batch is split over processes.
 """
-import importlib.util
-import os
-
-_spec = importlib.util.spec_from_file_location(
-    "seekjax_cfg_base", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_base.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from configs.qwen3_hotpotqa import get_config as parent
 
 
 def get_config(arg: str = ""):
-  c = _base.load("qwen3_hotpotqa")
+  c = parent()
   c.distributed.initialize = True
   c.model.mesh_shape = (-1, 8, 1) if not arg else tuple(int(x) for x in arg.split(","))
   c.rl.questions_per_step = 256

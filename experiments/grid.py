@@ -55,7 +55,7 @@ def run_cell(name: str, config: str, overrides: list[str], out: str, methods=("d
   if os.path.exists(done):
     with open(done) as f:
       return json.load(f)
-  cfg = configlib.apply_overrides(configlib.load_config(config), overrides)
+  cfg = configlib.load_config(config, overrides)
   print(f"[grid] cell {name}: {' '.join(overrides)}", file=sys.stderr, flush=True)
   workdir = train_dir or cell_dir
   train.train(cfg, workdir, overwrite=False)

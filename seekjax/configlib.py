@@ -1,51 +1,47 @@
-"""Config files and command-line overrides: `--config=configs/x.py[:arg] --config.rl.beta=0.01`.
+"""Run configs: `--config=configs/x.py[:arg] --config.rl.kl_beta=0.05` through absl flags.
 
-Configs are Python files whose `get_config(arg)` returns an ml_collections ConfigDict
-(big_vision style; `file.py:arg` passes "arg"). Overrides are typed by the field they
-replace. Every problem is a `ConfigError` (a ValueError) with a one-line message:
+Config files return an ml_collections ConfigDict from `get_config(arg)` and derive from
+configs/_base.py, the one schema (`SCHEMA`: each key's default and allowed values).
+`ml_collections.config_flags` loads the file and types the overrides; this module
+checks the result once, before anything is written, and reports every problem as a
+one-line `ConfigError` that names the key, the value and what is allowed:
 
-    config.rl.beta: expected float, got 'abc'
+    config.rl.group_size: got 0; allowed: an int >= 2
     config.rl.betaa: unknown key 'betaa' under rl; valid keys: ... (did you mean 'beta'?)
 
-Config files are built from a base config (configs/_base.py), which declares itself with
-`declare_base`; a loaded config is checked against every base it was built from, so a
-key that a config file adds, not only one that an override names, is refused:
-
-    configs/x.py: config.rl.klbeta: unknown key 'klbeta' under rl; valid keys: ...
-
 Configs hold no secrets, only the names of environment variables that do
-(`api_key_env="OPENAI_API_KEY"`). A secret-named key with a value, or a value that looks
-like a credential, is refused on load and never written by `dump_config`.
+(`api_key_env="OPENAI_API_KEY"`): a credential-looking value is refused without being
+shown, and URLs lose their query string and user:password@ in what is written.
 """
 from __future__ import annotations
 
-import ast
-import contextvars
-import copy
 import difflib
-import hashlib
-import importlib.util
-import inspect
 import json
 import math
 import os
 import re
-from typing import Any, Sequence
+import sys
+from typing import Sequence
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
+from ml_collections.config_flags.config_flags import FlagOrderError
 
-# Key names that would hold a credential: any name containing api_key/password, or ending
-# in secret/access_token/... Names ending in _env/_env_var/_file/_path/_name say where
-# the secret lives, not what it is, and are allowed.
-_SECRET_NAME = re.compile(
-    r"(api_?key|passw(or)?d|private_key)|(^|_)(secret|secret_key|access_token|auth_token|"
-    r"bearer_token|hf_token|credentials?)$", re.I)
+from configs import _base
+
+_SECRET_NAME = re.compile(r"(api_?key|passw(or)?d|private_key)|(^|_)(secret|secret_key|"
+                          r"access_token|auth_token|bearer_token|hf_token|credentials?)$", re.I)
 _SECRET_NAME_OK = re.compile(r"_(env|env_var|file|path|name)$", re.I)
-# Values that look like a credential whatever their key (OpenAI, Hugging Face, GitHub...).
-_SECRET_VALUE = re.compile(r"^(sk-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|"
-                           r"AKIA[0-9A-Z]{16}|Bearer\s+\S{8,})$")
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
+# Credential shapes anywhere inside a value: provider key prefixes, bearer tokens,
+# `key=`/`token=` assignments (URL queries), and long hex strings (raw keys).
+_SECRET_TEXT = re.compile(
+    r"(?<![A-Za-z0-9])(sk|pk|rk)-[A-Za-z0-9_-]+|(?<![A-Za-z0-9])(hf|gh[pousr]|glpat|xox[abprs])"
+    r"[_-][A-Za-z0-9_-]{12,}|AKIA[0-9A-Z]{16}|bearer\s+\S+|(key|token|secret|passw(or)?d|"
+    r"auth|sig|signature|credential)s?=[^\s&;]", re.I)
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{32,}")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+_URL_PARTS = re.compile(r"(\w+://)([^/?#\s@]*@)?([^?#\s]*)([?#]\S*)?")
 
 
 class ConfigError(ValueError):
@@ -53,301 +49,273 @@ class ConfigError(ValueError):
 
 
 class UnknownConfigKey(ConfigError):
-  """An override names a key that the config does not have (or a config file adds one)."""
+  """A key that configs/_base.py does not have (or a config lacks one that it has)."""
 
 
-# The bases declared while `load_config` runs a config file (None outside load_config).
-_BASES: contextvars.ContextVar = contextvars.ContextVar("seekjax_config_bases", default=None)
+# ----------------------------------------------------------------------------- parsing
 
 
-# ----------------------------------------------------------------------------- loading
+def parse_argv(argv: Sequence[str], *, bool_flags: Sequence[str] = ("overwrite",),
+               int_flags: Sequence[str] = ("stop_after",), str_flags: Sequence[str] = (),
+               need_workdir: bool = True):
+  """(cfg, workdir, flags) from a CLI's arguments (without the program name).
 
-
-def load_config(spec: str) -> ml_collections.ConfigDict:
-  """Load `path.py` or `path.py:arg` and return its get_config(arg) (get_config() if no arg).
-
-  A config built from a base config (`declare_base`) may only set the base's keys.
+  --config=FILE.py[:arg] --workdir=DIR --config.KEY=VALUE ..., and the given extra absl
+  flags (`--name`/`--noname` for bools, `--name=V` otherwise); `flags` maps each extra
+  flag to its value (False / None when not given). The config is validated.
   """
-  path, _, arg = spec.partition(":")
-  if not path.endswith(".py"):
-    raise ConfigError(f"--config: expected a .py file (optionally file.py:arg), got {spec!r}")
-  if not os.path.isfile(path):
-    raise ConfigError(f"--config: no such file {path!r}")
-  outer, bases = _BASES.get(), []
-  token = _BASES.set(bases)
+  argv = [str(a) for a in argv]
+  usage = _usage(bool_flags, int_flags, str_flags)
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None and "--config" in argv[:-1]:
+    spec = argv[argv.index("--config") + 1]
+  if spec is None:
+    raise ConfigError(f"--config=FILE.py is required; {usage}")
+  path = spec.split(":", 1)[0]
+  if not path.endswith(".py") or not os.path.isfile(path):
+    raise ConfigError(f"--config: no such .py file {path!r} (expected FILE.py[:arg])")
+  for arg in argv:
+    key = re.match(r"--(?:no)?config\.([^=]*)", arg)
+    if key:
+      schema_entry(key.group(1))
+  sys.modules.pop("config_config", None)   # config_flags' module of the last file loaded
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "config file, FILE.py[:arg]", flag_values=fv,
+                                  sys_argv=["seekjax", *argv])
+  flags.DEFINE_string("workdir", None, "where the run writes", flag_values=fv)
+  for name in bool_flags:
+    flags.DEFINE_boolean(name, False, name, flag_values=fv)
+  for name in int_flags:
+    flags.DEFINE_integer(name, None, name, flag_values=fv)
+  for name in str_flags:
+    flags.DEFINE_string(name, None, name, flag_values=fv)
   try:
-    cfg = _run_config_file(path, spec, arg)
-  finally:
-    _BASES.reset(token)
-    if outer is not None:   # a config file that loads another through load_config
-      outer.extend(bases)
-  for base in bases:
-    try:
-      check_known_keys(cfg, base)
-    except UnknownConfigKey as e:
-      raise UnknownConfigKey(f"{path}: {e}") from None
-  check_no_secrets(cfg)
-  return cfg
-
-
-def _run_config_file(path: str, spec: str, arg: str) -> ml_collections.ConfigDict:
-  """Execute the config file and return its get_config(arg), as a ConfigDict."""
-  digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:10]
-  module_spec = importlib.util.spec_from_file_location(f"seekjax_config_{digest}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  try:
-    module_spec.loader.exec_module(module)
-  except Exception as e:  # noqa: BLE001 - a broken config file is a config error
+    rest = fv(["seekjax", *argv])[1:]
+  except flags.UnrecognizedFlagError as e:
+    raise ConfigError(f"unknown flag --{e.flagname}; {usage}") from None
+  except FlagOrderError:
+    raise ConfigError("--config=FILE.py must come before the --config.KEY=VALUE overrides") from None
+  except flags.IllegalFlagValueError as e:
+    raise ConfigError(_bad_flag_value(fv, argv, path, str(e))) from None
+  except Exception as e:  # noqa: BLE001 - a config file that fails to run
     raise ConfigError(f"{path}: cannot load ({type(e).__name__}: {_one_line(e)})") from None
-  get_config = getattr(module, "get_config", None)
-  if not callable(get_config):
-    raise ConfigError(f"{path}: has no get_config() function")
-  if arg and not inspect.signature(get_config).parameters:
-    raise ConfigError(f"{path}: get_config() takes no argument, but {spec!r} passes {arg!r}")
-  try:
-    cfg = get_config(arg) if arg else get_config()
-  except Exception as e:  # noqa: BLE001
-    call = f"get_config({arg!r})" if arg else "get_config()"
-    raise ConfigError(f"{path}: {call} failed ({type(e).__name__}: {_one_line(e)})") from None
-  if isinstance(cfg, ml_collections.FrozenConfigDict):
-    cfg = ml_collections.ConfigDict(cfg)
+  if rest:
+    raise ConfigError(f"unexpected argument {rest[0]!r}; {usage}")
+  if need_workdir and not fv.workdir:
+    raise ConfigError(f"--workdir=DIR is required; {usage}")
+  cfg = fv.config
   if not isinstance(cfg, ml_collections.ConfigDict):
-    raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict, got "
-                      f"{type(cfg).__name__}")
-  return cfg
+    error = getattr(cfg, "__dict__", {}).get("_error", f"get_config() returned {type(cfg).__name__}")
+    raise ConfigError(f"{path}: cannot load ({_one_line(error)}; expected a ConfigDict)")
+  validate(cfg, path)
+  return cfg, fv.workdir, {n: fv[n].value for n in (*bool_flags, *int_flags, *str_flags)}
 
 
-def declare_base(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Mark `cfg` as a base config: configs built from it change its values, never add keys.
-
-  A base config file returns `declare_base(c)`. While `load_config` runs a config file,
-  each base declared on the way is kept (as a copy, before the file changes it), and
-  the loaded config is checked against it with `check_known_keys`. Returns cfg.
-  """
-  bases = _BASES.get()
-  if bases is not None:
-    bases.append(copy.deepcopy(cfg))
-  return cfg
-
-
-def _one_line(e: BaseException) -> str:
-  return " ".join(str(e).split())
-
-
-# ----------------------------------------------------------------------------- overrides
+def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """The validated config of `FILE.py[:arg]` with overrides like ["rl.kl_beta=0.1"]."""
+  argv = [f"--config={spec}"] + [f"--config.{o.removeprefix('config.')}" for o in overrides]
+  return parse_argv(argv, bool_flags=(), int_flags=(), need_workdir=False)[0]
 
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Sequence[str]):
-  """Apply overrides like ["rl.beta=0.01", "model.remat"] to cfg in place; returns cfg.
-
-  Each value is parsed as the type of the field it replaces (see `parse_value`); a bare
-  key ("model.remat") sets a bool field to True. Raises UnknownConfigKey for a key the
-  config lacks and ConfigError for a value of the wrong type.
-  """
-  for item in overrides:
-    key, eq, raw = item.partition("=")
-    key = key.strip()
-    if key.startswith("config."):
-      key = key[len("config."):]
-    node, name = _resolve(cfg, key)
-    current = node[name]
-    if isinstance(current, ml_collections.ConfigDict):
-      raise ConfigError(f"config.{key}: is a section; set one of its keys: "
-                        f"{', '.join(sorted(current.keys()))}")
-    if not eq:
-      if _field_type(node, name) is not bool:
-        raise ConfigError(f"config.{key}: needs a value (--config.{key}=VALUE)")
-      raw = "true"
-    value = parse_value(key, raw, current, _field_type(node, name))
-    if value is not None and not _is_secret_free(key.rsplit(".", 1)[-1], value):
-      raise ConfigError(f"config.{key}: refusing a secret value; put the secret in an "
-                        "environment variable and name that variable in the config")
-    try:
-      node[name] = value
-    except (TypeError, ValueError) as e:
-      raise ConfigError(f"config.{key}: {_one_line(e)}") from None
+  """Apply overrides like ["rl.kl_beta=0.1"] to cfg in place, as `--config.` flags would
+  (each typed by its field), then validate; returns cfg."""
+  argv = [f"--config.{o.removeprefix('config.')}" for o in overrides]
+  for arg in argv:
+    schema_entry(re.match(r"--(?:no)?config\.([^=]*)", arg).group(1))
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_dict("config", cfg, flag_values=fv, sys_argv=["seekjax", *argv])
+  try:
+    fv(["seekjax", *argv])
+  except flags.IllegalFlagValueError as e:
+    raise ConfigError(_bad_flag_value(fv, argv, "", str(e))) from None
+  validate(cfg)
   return cfg
 
 
-def check_known_keys(cfg, schema, prefix: str = "config") -> None:
-  """Raises UnknownConfigKey for the first key of cfg that `schema` (a reference config,
-  e.g. the base config a file derives from) lacks: a typo such as `c.rl.klbeta = 0.5`
-  in a config file would otherwise be added silently and never read."""
-  for k, v in cfg.items():
-    if k not in schema:
-      valid = sorted(schema.keys())
-      near = difflib.get_close_matches(k, valid, n=1)
-      hint = f" (did you mean {near[0]!r}?)" if near else ""
-      where = prefix.split(".", 1)[1] if "." in prefix else prefix
-      raise UnknownConfigKey(f"{prefix}.{k}: unknown key {k!r} under {where}; valid keys: "
-                             f"{', '.join(valid)}{hint}")
-    if isinstance(v, ml_collections.ConfigDict) and isinstance(schema[k], ml_collections.ConfigDict):
-      check_known_keys(v, schema[k], f"{prefix}.{k}")
-
-
-def _resolve(cfg, key: str):
-  """(parent ConfigDict, leaf name) for a dotted key; UnknownConfigKey when absent."""
-  parts = key.split(".")
-  if not key or any(not p for p in parts):
-    raise ConfigError(f"config.{key}: malformed key")
-  node = cfg
+def schema_entry(key: str):
+  """configs/_base.py's (default, allowed) for a dotted key; UnknownConfigKey when absent."""
+  parts, node = key.split("."), _base.SCHEMA
   for i, part in enumerate(parts):
-    if not isinstance(node, ml_collections.ConfigDict):
-      where = "config." + ".".join(parts[:i])
-      raise UnknownConfigKey(f"config.{key}: {where} is a value, not a section")
+    where = ".".join(parts[:i]) or "config"
+    if not isinstance(node, dict):
+      raise UnknownConfigKey(f"config.{key}: config.{where} is a value, not a section")
     if part not in node:
-      where = ".".join(parts[:i]) or "config"
-      valid = sorted(node.keys())
-      near = difflib.get_close_matches(part, valid, n=1)
-      hint = f" (did you mean {near[0]!r}?)" if near else ""
-      raise UnknownConfigKey(f"config.{key}: unknown key {part!r} under {where}; "
-                             f"valid keys: {', '.join(valid)}{hint}")
-    if i < len(parts) - 1:
-      node = node[part]
-  return node, parts[-1]
+      raise UnknownConfigKey(f"config.{key}: {_unknown(part, where, node)}")
+    node = node[part]
+  if isinstance(node, dict):
+    raise ConfigError(f"config.{key}: is a section; set one of its keys: {', '.join(node)}")
+  return node
 
 
-def _field_type(node, name):
-  """The declared type of a field (a placeholder's type even while its value is None)."""
+def _unknown(key: str, where: str, node: dict) -> str:
+  near = difflib.get_close_matches(key, list(node), n=1)
+  hint = f" (did you mean {near[0]!r}?)" if near else ""
+  return f"unknown key {key!r} under {where}; valid keys: {', '.join(sorted(node))}{hint}"
+
+
+def _bad_flag_value(fv, argv, path: str, message: str) -> str:
+  """One line for absl's IllegalFlagValueError: a config file that raised while it ran
+  (its traceback's last line), or a value that its flag's type cannot parse."""
+  name = re.match(r"flag --([^=]+)=", message).group(1)
+  if name == "config":
+    lines = [l for l in message.splitlines() if l.strip()]
+    return f"{path}: cannot load ({lines[-1].strip()})"
+  raw = next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith(f"--{name}=")), "")
+  kind = {"string": "str", "tuple": "a tuple like (1, 2)"}.get(fv[name].flag_type(),
+                                                                fv[name].flag_type())
+  shown = name if name.startswith("config.") else f"--{name}"
+  return f"{shown}: expected {kind}, got {_shown(name, raw)}"
+
+
+def _usage(bool_flags, int_flags, str_flags) -> str:
+  extra = [f"[--{n}]" for n in bool_flags] + [f"[--{n}=N]" for n in int_flags]
+  extra += [f"[--{n}=VALUE]" for n in str_flags]
+  return " ".join(["usage: --config=FILE.py[:arg] --workdir=DIR [--config.KEY=VALUE ...]"] + extra)
+
+
+def _one_line(e) -> str:
+  return " ".join(str(e).split())
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def validate(cfg, path: str = "") -> None:
+  """Raise a one-line ConfigError unless cfg has exactly configs/_base.py's keys (a key
+  problem names the config file), each of its type, allowed and free of secrets."""
   try:
-    return node.get_type(name)
-  except (AttributeError, KeyError):
-    return type(node[name])
+    _check(cfg, _base.SCHEMA, "config")
+  except UnknownConfigKey as e:   # overrides are checked before: the file added the key
+    raise UnknownConfigKey(f"{path}: {e}" if path else str(e)) from None
 
 
-def parse_value(key: str, raw: str, current: Any, field_type: type | None = None):
-  """Convert the string `raw` to the type of `current`, the value it replaces.
-
-  bool: true/false/yes/no/on/off/1/0. int: an integer literal ("3.0" is accepted as 3).
-  float: any number, inf, nan. str: the text as given. tuple/list: "(1, 2)", "[1, 2]" or
-  "1,2", each element converted like the current elements. None (untyped): a Python
-  literal if it parses, else the text. "None" sets any field to None.
-  """
-  field_type = field_type or type(current)
-  if raw.strip() == "None" and field_type is not str:
-    return None
-  if field_type is type(None):
-    try:
-      return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-      return raw
-  if field_type in (tuple, list):
-    return field_type(_parse_sequence(key, raw, current))
-  if field_type is dict:
-    value = _literal(raw)
-    if not isinstance(value, dict):
-      raise ConfigError(f"config.{key}: expected dict, got {_shown(key, raw)}")
-    return value
-  if field_type in (bool, int, float, str):
-    return _parse_scalar(key, raw, field_type)
-  return raw
-
-
-def _parse_scalar(key: str, raw: str, field_type: type):
-  text = raw.strip()
-  if field_type is str:
-    return raw
-  if field_type is bool:
-    if text.lower() in _TRUE:
-      return True
-    if text.lower() in _FALSE:
-      return False
-  elif field_type is int:
-    value = _literal(text)
-    if isinstance(value, float) and value.is_integer():
-      value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-      return value
-  elif field_type is float:
-    value = _literal(text)
-    if value is None and text.lower() in ("inf", "+inf", "-inf", "nan"):
-      value = float(text)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-      return float(value)
-  raise ConfigError(f"config.{key}: expected {field_type.__name__}, got {_shown(key, raw)}")
-
-
-def _parse_sequence(key: str, raw: str, current):
-  text = raw.strip()
-  if text.startswith(("(", "[")):
-    value = _literal(text)
-    if not isinstance(value, (tuple, list)):
-      raise ConfigError(f"config.{key}: expected a tuple like (1, 2), got {_shown(key, raw)}")
-    items = list(value)
-  else:
-    items = [s.strip() for s in text.split(",")] if text else []
-  element_types = {type(x) for x in (current or ())}
-  if len(element_types) != 1 or element_types - {bool, int, float, str}:
-    return [_literal_or_text(x) if isinstance(x, str) else x for x in items]
-  (element_type,) = element_types
-  out = []
-  for i, x in enumerate(items):
-    if isinstance(x, element_type) and not (element_type is int and isinstance(x, bool)):
-      out.append(x)
+def _check(cfg, schema: dict, prefix: str) -> None:
+  for key in cfg.keys():
+    if key not in schema:
+      where = prefix.split(".", 1)[1] if "." in prefix else prefix
+      raise UnknownConfigKey(f"{prefix}.{key}: {_unknown(key, where, schema)}")
+  for key, entry in schema.items():
+    name = f"{prefix}.{key}"
+    if key not in cfg:
+      raise UnknownConfigKey(f"{name}: missing (config files derive from configs/_base.py)")
+    if isinstance(entry, dict):
+      if not isinstance(cfg[key], ml_collections.ConfigDict):
+        raise ConfigError(f"{name}: expected a section, got {_shown(name, cfg[key])}")
+      _check(cfg[key], entry, name)
     else:
-      out.append(_parse_scalar(f"{key}[{i}]", str(x), element_type))
-  return out
+      _check_value(name, cfg[key], *entry)
 
 
-def _literal(text: str):
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError, MemoryError, RecursionError):
-    return None
+def _check_value(name: str, value, default, allowed) -> None:
+  if _secret_problem(name, value):
+    raise ConfigError(_secret_problem(name, value))
+  if value is None and isinstance(default, _base.optional):
+    return
+  want = default.type if isinstance(default, _base.optional) else type(default)
+  items = value if isinstance(value, (tuple, list)) and want is tuple else (value,)
+  item_type = type(default[0]) if want is tuple and default else want
+  if (want is tuple) != isinstance(value, (tuple, list)) or any(
+      type(v) is not item_type and not (item_type is float and type(v) is int) for v in items):
+    what = f"a tuple of {item_type.__name__}" if want is tuple else want.__name__
+    raise ConfigError(f"{name}: expected {what}, got {_shown(name, value)}")
+  for v in items:
+    if not _allowed(v, allowed):
+      raise ConfigError(f"{name}: got {_shown(name, value)}; allowed: {_describe(v, allowed)}")
 
 
-def _literal_or_text(text: str):
-  value = _literal(text)
-  return text if value is None else value
+def _allowed(v, allowed) -> bool:
+  """Whether v is within `allowed` (a rule of configs/_base.py); floats must be finite."""
+  if isinstance(v, float) and not math.isfinite(v):
+    return False
+  if allowed is None:
+    return True
+  if isinstance(allowed, tuple):
+    return v in allowed
+  bound = re.fullmatch(r"(>=?)\s*(\S+)", allowed)
+  if bound:
+    return v >= float(bound[2]) if bound[1] == ">=" else v > float(bound[2])
+  lo_in, lo, hi, hi_in = re.fullmatch(r"([\[(])\s*(\S+),\s*(\S+)\s*([\])])", allowed).groups()
+  above = v >= float(lo) if lo_in == "[" else v > float(lo)
+  below = v <= float(hi) if hi_in == "]" else v < float(hi)
+  return above and below
 
 
-def _shown(key: str, raw: str) -> str:
-  """The value as an error message may show it (never a secret)."""
-  return repr(raw) if _is_secret_free(key.rsplit(".", 1)[-1], raw) else "<redacted>"
+def _describe(v, allowed) -> str:
+  if isinstance(allowed, tuple):
+    return "one of " + ", ".join(allowed)
+  what = "a finite float" if isinstance(v, float) else "an int"
+  return f"{what} in {allowed}" if allowed and allowed[0] in "[(" else f"{what} {allowed or ''}".strip()
 
 
 # ----------------------------------------------------------------------------- secrets
 
 
-def _is_secret_name(name: str) -> bool:
-  return bool(_SECRET_NAME.search(name)) and not _SECRET_NAME_OK.search(name)
-
-
-def _is_secret_free(name: str, value) -> bool:
-  """False if `value` under key `name` is (or contains) a credential."""
+def _is_secret(key: str, value) -> bool:
+  """Whether `value` under `key` is, or holds, a credential."""
   if isinstance(value, (tuple, list)):
-    return all(_is_secret_free(name, v) for v in value)
-  if _is_secret_name(name) and value not in (None, "", False):
+    return any(_is_secret(key, v) for v in value)
+  if _SECRET_NAME.search(key) and not _SECRET_NAME_OK.search(key) and value not in (None, "", False):
+    return True
+  if not isinstance(value, str):
     return False
-  return not (isinstance(value, str) and _SECRET_VALUE.match(value.strip()))
+  hex_ok = key == "path" or key.endswith(("_path", "_dir"))   # e.g. an HF snapshot's sha
+  return bool(_SECRET_TEXT.search(value) or (not hex_ok and _HEX_RUN.search(value)))
+
+
+def scrub_url(text: str) -> str:
+  """`text` with each URL's user:password@ and ?query/#fragment removed (what may be shown)."""
+  return _URL_PARTS.sub(lambda m: m[1] + m[3] + ("?..." if m[4] else ""), text)
+
+
+def _shown(key: str, value) -> str:
+  """The value as an error message may show it (never a secret)."""
+  if _is_secret(key.rsplit(".", 1)[-1], value):
+    return "<redacted>"
+  return repr(scrub_url(value) if isinstance(value, str) else value)
 
 
 def check_no_secrets(cfg, prefix: str = "config") -> None:
-  """Raises ConfigError naming (never showing) the first field that holds a secret."""
+  """Raise ConfigError naming (never showing) the first value that holds a secret."""
   for k, v in cfg.items():
-    name = f"{prefix}.{k}"
     if isinstance(v, ml_collections.ConfigDict):
-      check_no_secrets(v, name)
-    elif not _is_secret_free(k, v):
-      raise ConfigError(f"{name}: holds a secret value; configs name the environment "
-                        "variable instead (e.g. api_key_env='OPENAI_API_KEY')")
+      check_no_secrets(v, f"{prefix}.{k}")
+    elif _secret_problem(f"{prefix}.{k}", v):
+      raise ConfigError(_secret_problem(f"{prefix}.{k}", v))
+
+
+def _secret_problem(name: str, value) -> str | None:
+  """The one-line refusal of a value that is, or may be, a credential (never shown)."""
+  key = name.rsplit(".", 1)[-1]
+  if _is_secret(key, value):
+    return (f"{name}: holds a secret-looking value (not shown); configs name the environment "
+            "variable instead (e.g. api_key_env='OPENAI_API_KEY')")
+  if key.endswith("_env") and value and not _ENV_NAME.fullmatch(str(value)):
+    return f"{name}: expected an environment variable name ([A-Z_][A-Z0-9_]*); value not shown"
+  return None
 
 
 # ----------------------------------------------------------------------------- writing
 
 
-BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "configs", "_base.py")
+def config_to_dict(cfg) -> dict:
+  """The config as plain JSON types (tuples become lists, URLs scrubbed); refuses secrets."""
+  check_no_secrets(cfg)
+
+  def plain(v):
+    if isinstance(v, (ml_collections.ConfigDict, dict)):
+      return {str(k): plain(x) for k, x in v.items()}
+    if isinstance(v, (tuple, list)):
+      return [plain(x) for x in v]
+    if isinstance(v, str):
+      return scrub_url(v)
+    return v if v is None or isinstance(v, (bool, int, float)) else str(v)
+  return plain(cfg)
 
 
 def base_defaults() -> dict:
-  """configs/_base.py's values as plain JSON types ({} when the file is not there)."""
-  if not os.path.exists(BASE_CONFIG):
-    return {}
-  spec = importlib.util.spec_from_file_location("seekjax_cfg_base_defaults", BASE_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return config_to_dict(module.base_config())
+  """configs/_base.py's defaults as plain JSON types."""
+  return config_to_dict(_base.get_config())
 
 
 def fill_added_keys(saved: dict, current: dict, defaults: dict) -> dict:
@@ -364,82 +332,40 @@ def fill_added_keys(saved: dict, current: dict, defaults: dict) -> dict:
   return out
 
 
-def config_to_dict(cfg) -> dict:
-  """The resolved config as plain JSON types (tuples become lists); refuses secrets."""
-  check_no_secrets(cfg)
-
-  def plain(v):
-    if isinstance(v, ml_collections.ConfigDict):
-      return {k: plain(x) for k, x in v.items()}
-    if isinstance(v, dict):
-      return {str(k): plain(x) for k, x in v.items()}
-    if isinstance(v, (tuple, list)):
-      return [plain(x) for x in v]
-    if v is None or isinstance(v, (bool, int, float, str)):
-      return v
-    return str(v)
-  return plain(cfg)
-
-
 def to_yaml(d: dict, indent: int = 0) -> str:
   """A readable YAML rendering of a JSON-able dict (scalars in JSON syntax, valid YAML)."""
-  lines = []
-  pad = " " * indent
+  pad, lines = " " * indent, []
   for k in sorted(d):
-    v = d[k]
-    if isinstance(v, dict) and v:
-      lines.append(f"{pad}{k}:")
-      lines.append(to_yaml(v, indent + 2))
+    if isinstance(d[k], dict) and d[k]:
+      lines += [f"{pad}{k}:", to_yaml(d[k], indent + 2)]
+    elif isinstance(d[k], float) and not math.isfinite(d[k]):
+      lines.append(f"{pad}{k}: " + (".nan" if math.isnan(d[k]) else ("" if d[k] > 0 else "-") + ".inf"))
     else:
-      lines.append(f"{pad}{k}: {_yaml_scalar(v)}")
+      lines.append(f"{pad}{k}: {json.dumps(d[k])}")
   return "\n".join(lines)
 
 
-def _yaml_scalar(v) -> str:
-  if isinstance(v, float) and not math.isfinite(v):
-    return ".nan" if math.isnan(v) else (".inf" if v > 0 else "-.inf")
-  if isinstance(v, (list, dict)):
-    return json.dumps(v, allow_nan=False) if _finite(v) else json.dumps(str(v))
-  return json.dumps(v)
-
-
-def _finite(v) -> bool:
-  if isinstance(v, float):
-    return math.isfinite(v)
-  if isinstance(v, list):
-    return all(_finite(x) for x in v)
-  if isinstance(v, dict):
-    return all(_finite(x) for x in v.values())
-  return True
-
-
 def dump_config(cfg, path: str) -> str:
-  """Write the resolved config as JSON plus a readable YAML twin; returns the JSON path.
+  """Write the config as JSON plus a readable YAML twin; returns the JSON path.
 
-  `path` is either a directory (writes config.json and config.yaml in it) or a file
-  path ending in .json (the YAML goes beside it with a .yaml suffix). Each file is
-  written atomically (`write_atomic`). Refuses (with a ConfigError, writing nothing) a
-  config that holds a secret.
+  `path` is a directory (config.json and config.yaml in it) or a .json file path (the
+  YAML beside it). Each file is written atomically; a config holding a secret is
+  refused (ConfigError) before anything is written.
   """
   d = config_to_dict(cfg)
   if os.path.isdir(path) or not path.endswith(".json"):
     os.makedirs(path, exist_ok=True)
-    json_path = os.path.join(path, "config.json")
+    path = os.path.join(path, "config.json")
   else:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    json_path = path
-  yaml_path = json_path[:-len(".json")] + ".yaml"
-  write_atomic(json_path, json.dumps(d, indent=2, sort_keys=True) + "\n")
-  write_atomic(yaml_path, to_yaml(d) + "\n")
-  return json_path
+  write_atomic(path, json.dumps(d, indent=2, sort_keys=True) + "\n")
+  write_atomic(path[:-len(".json")] + ".yaml", to_yaml(d) + "\n")
+  return path
 
 
 def write_atomic(path: str, text: str) -> None:
-  """Write `text` to a temporary file beside `path`, then rename it over `path`.
-
-  A reader (or a run restarted after a kill) sees the old file or the new one, never a
-  half-written one.
-  """
+  """Write `text` to a temporary file beside `path`, then rename it over `path`: a reader
+  (or a run restarted after a kill) sees the old file or the new one, never half of one."""
   tmp = f"{path}.tmp.{os.getpid()}"
   try:
     with open(tmp, "w") as f:
@@ -451,73 +377,3 @@ def write_atomic(path: str, text: str) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
-
-
-# ----------------------------------------------------------------------------- argv
-
-
-def parse_argv(argv: Sequence[str], *, bool_flags: Sequence[str] = ("overwrite",),
-               int_flags: Sequence[str] = ("stop_after",), str_flags: Sequence[str] = ()):
-  """(cfg, workdir, flags) from a CLI's arguments (without the program name).
-
-  Accepts --config=FILE.py[:arg], --workdir=DIR, --config.KEY=VALUE (also as two
-  arguments, `--config.KEY VALUE`; a bare `--config.KEY` sets a bool to True), and the
-  given extra flags: `--name` / `--noname` for bool flags, `--name=V` for int and str
-  flags. `flags` holds every extra flag (False / None when not given).
-  """
-  flags: dict[str, Any] = {name: False for name in bool_flags}
-  flags.update({name: None for name in tuple(int_flags) + tuple(str_flags)})
-  valued = {"config", "workdir", *int_flags, *str_flags}
-  config_spec, workdir, overrides = None, None, []
-  args = list(argv)
-  i = 0
-  while i < len(args):
-    arg = args[i]
-    i += 1
-    if not arg.startswith("--"):
-      raise ConfigError(f"unexpected argument {arg!r}; {_usage(bool_flags, int_flags, str_flags)}")
-    name, eq, value = arg[2:].partition("=")
-    if name.startswith("config."):
-      if not eq and i < len(args) and not args[i].startswith("--"):
-        value, eq = args[i], "="
-        i += 1
-      overrides.append(name + ("=" + value if eq else ""))
-      continue
-    if name in valued and not eq:
-      if i >= len(args) or args[i].startswith("--"):
-        raise ConfigError(f"--{name}: needs a value (--{name}=VALUE)")
-      value, eq = args[i], "="
-      i += 1
-    if name == "config":
-      if config_spec is not None:
-        raise ConfigError("--config: given twice")
-      config_spec = value
-    elif name == "workdir":
-      workdir = value
-    elif name in bool_flags or (name.startswith("no") and name[2:] in bool_flags):
-      flag = name if name in bool_flags else name[2:]
-      if eq and value.strip().lower() not in _TRUE + _FALSE:
-        raise ConfigError(f"--{flag}: expected bool, got {value!r}")
-      flags[flag] = value.strip().lower() in _TRUE if eq else flag == name
-    elif name in int_flags:
-      try:
-        flags[name] = int(value)
-      except ValueError:
-        raise ConfigError(f"--{name}: expected int, got {value!r}") from None
-    elif name in str_flags:
-      flags[name] = value
-    else:
-      raise ConfigError(f"unknown flag --{name}; {_usage(bool_flags, int_flags, str_flags)}")
-  if config_spec is None:
-    raise ConfigError(f"--config=FILE.py is required; {_usage(bool_flags, int_flags, str_flags)}")
-  if not workdir:
-    raise ConfigError(f"--workdir=DIR is required; {_usage(bool_flags, int_flags, str_flags)}")
-  cfg = apply_overrides(load_config(config_spec), overrides)
-  return cfg, workdir, flags
-
-
-def _usage(bool_flags, int_flags, str_flags) -> str:
-  extra = [f"[--{n}]" for n in bool_flags] + [f"[--{n}=N]" for n in int_flags]
-  extra += [f"[--{n}=VALUE]" for n in str_flags]
-  return ("usage: --config=FILE.py[:arg] --workdir=DIR [--config.KEY=VALUE ...] "
-          + " ".join(extra)).strip()

@@ -35,7 +35,6 @@ from seekjax.rl import build, checkpoint
 from seekjax.rl import trainable as trainable_lib
 from seekjax.train import fit_to_context, make_rollout_config, trainable_spec
 
-EVAL_FLAGS = ("methods", "baselines_on", "bootstrap", "batch", "out_dir")
 BASELINE_WEIGHTS = ("reference", "base", "policy")
 DEFAULT_BATCH = 32   # SmolLM2-135M, float32: about 4 GB peak at the default episode budget
 
@@ -142,32 +141,14 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   return {"results": results, "paths": paths, "runs": runs, "policy": policy}
 
 
-def _split_flags(argv):
-  """(argv for configlib.parse_argv, {flag: value}) with the evaluation flags taken out."""
-  rest, flags = [], {}
-  for a in argv:
-    name, eq, value = a.lstrip("-").partition("=")
-    if a.startswith("--") and name in EVAL_FLAGS:
-      if not eq:
-        raise configlib.ConfigError(f"--{name}: needs a value (--{name}=VALUE)")
-      flags[name] = value
-    else:
-      rest.append(a)
-  if "methods" in flags:
-    flags["methods"] = tuple(m.strip() for m in flags["methods"].split(",") if m.strip())
-  for name in ("bootstrap", "batch"):
-    if name in flags:
-      try:
-        flags[name] = int(flags[name])
-      except ValueError:
-        raise configlib.ConfigError(f"--{name}: expected an int, got {flags[name]!r}") from None
-  return rest, flags
-
-
 def main(argv=None) -> int:
   try:
-    rest, flags = _split_flags(sys.argv[1:] if argv is None else argv)
-    cfg, workdir, _ = configlib.parse_argv(rest)
+    cfg, workdir, flags = configlib.parse_argv(
+        sys.argv[1:] if argv is None else argv, bool_flags=(), int_flags=("bootstrap", "batch"),
+        str_flags=("methods", "baselines_on", "out_dir"))
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if "methods" in flags:
+      flags["methods"] = tuple(m.strip() for m in flags["methods"].split(",") if m.strip())
     out = evaluate(cfg, workdir, **flags)
   except (configlib.ConfigError, build.RunSetupError, ModelLoadError, sharding.MeshError,
           checkpoint.CheckpointError) as e:

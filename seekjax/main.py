@@ -7,13 +7,13 @@ results and plots went. Extra `--config.k=v` overrides pass through.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                       "smollm2_worldfacts.py")
+WORKDIR = "runs/default"
 
 
 def plot_methods(results: dict, outdir: str) -> str:
@@ -39,15 +39,19 @@ def plot_methods(results: dict, outdir: str) -> str:
   return path
 
 
+def with_defaults(argv: list[str]) -> list[str]:
+  """argv with --config (first, before its overrides) and --workdir at their defaults
+  when not given."""
+  given = {a.split("=", 1)[0] for a in argv}
+  return (([] if "--config" in given else [f"--config={CONFIG}"]) + argv
+          + ([] if "--workdir" in given else [f"--workdir={WORKDIR}"]))
+
+
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--workdir", default="runs/default")
-  ap.add_argument("--config", default=CONFIG)
-  args, overrides = ap.parse_known_args(argv)
   from seekjax import evaluate, train  # pylint: disable=import-outside-toplevel
   from seekjax.eval import report  # pylint: disable=import-outside-toplevel
   t0 = time.perf_counter()
-  train_args = [f"--config={args.config}", f"--workdir={args.workdir}"] + overrides
+  train_args = with_defaults(list(sys.argv[1:] if argv is None else argv))
   rc, trained = train.run(train_args)
   if rc:
     return rc
@@ -58,7 +62,7 @@ def main(argv=None) -> int:
     return 0
   t1 = time.perf_counter()
   from seekjax import configlib  # pylint: disable=import-outside-toplevel
-  cfg, workdir, _ = configlib.parse_argv(train_args)
+  cfg, workdir, _ = configlib.parse_argv(train_args, str_flags=("fork_from",))   # train's flags
   out = evaluate.evaluate(cfg, workdir, baselines_on="reference")
   plot = plot_methods(out["results"], os.path.join(workdir, "eval", "plots"))
   print(report.main_table(out["results"]["methods"]))

@@ -25,8 +25,7 @@ from seekjax.rl.cold_start import cold_start
 from seekjax.rl.metrics import log
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
-from seekjax.rollout import rollout_config
-from seekjax.rollout.config import episode_budget
+from seekjax.rollout.config import episode_budget, from_run_config
 from seekjax.tasks import make_pipeline
 
 
@@ -93,9 +92,7 @@ def prepare_workdir(workdir: str, cfg, overwrite: bool) -> None:
 
 def make_rollout_config(cfg):
   """The rollout settings: config.rollout, plus the helper pool's keys of config.helper."""
-  return rollout_config(group_size=cfg.rl.group_size, helper_timeout=cfg.helper.timeout,
-                        helper_concurrency=cfg.helper.concurrency,
-                        on_outage=cfg.helper.on_outage, **cfg.rollout.to_dict())
+  return from_run_config(cfg, group_size=cfg.rl.group_size)
 
 
 def fit_to_context(examples: list[dict], model, rollout_cfg, split: str) -> list[dict]:

@@ -1,40 +1,20 @@
-"""seekjax.configlib: config files, typed overrides, one-line errors, dumps without secrets."""
+"""seekjax.configlib and configs/_base.py: config files and `--config.k=v` on absl flags, one
+schema validated once at load, one-line errors, and no credential on disk or on stderr."""
 import json
 import os
-import textwrap
+import subprocess
+import sys
 
-import ml_collections
 import pytest
 
+from configs import _base
 from seekjax import configlib
 from seekjax.configlib import ConfigError, UnknownConfigKey
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-CONFIG = '''
-import ml_collections
-from ml_collections import config_dict
-
-
-def get_config(arg=""):
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.name = "run"
-  c.rl = ml_collections.ConfigDict(dict(beta=0.02, steps=24, whiten=False, kl_method="k3",
-                                        mesh=(1, -1, 1), targets=("q", "v"), extra=None,
-                                        cap=config_dict.placeholder(float)))
-  c.helper = ml_collections.ConfigDict(dict(api_key_env="OPENAI_API_KEY", api_key=""))
-  if arg:
-    c.rl.steps = int(arg)
-  return c
-'''
-
-
-@pytest.fixture
-def config_path(tmp_path):
-  path = tmp_path / "cfg.py"
-  path.write_text(CONFIG)
-  return str(path)
+TINY = os.path.join(ROOT, "configs", "tiny_test.py")
+SHIPPED = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
+                 if f.endswith(".py") and not f.startswith("_"))
 
 
 def _one_line_error(exc_type, fn, *args, **kw):
@@ -45,238 +25,278 @@ def _one_line_error(exc_type, fn, *args, **kw):
   return msg
 
 
+def _config_file(tmp_path, body, name="cfg.py"):
+  path = tmp_path / name
+  path.write_text(body)
+  return str(path)
+
+
+DERIVED = "from configs.tiny_test import get_config as parent\n\n\ndef get_config():\n  c = parent()\n  {line}\n  return c\n"
+
+
 # ----------------------------------------------------------------------------- loading
 
 
-def test_load_config_with_and_without_arg(config_path):
-  assert configlib.load_config(config_path).rl.steps == 24
-  assert configlib.load_config(config_path + ":7").rl.steps == 7
-  tiny = configlib.load_config(os.path.join(ROOT, "configs", "tiny_test.py") + ":3")
-  assert tiny.rl.steps == 3
+def test_load_config_with_and_without_arg():
+  assert configlib.load_config(os.path.join(ROOT, "configs", "_base.py")).rl.steps == 24
+  assert configlib.load_config(TINY).rl.steps == 6
+  assert configlib.load_config(TINY + ":3").rl.steps == 3
+  assert configlib.load_config(TINY, ["rl.steps=4"]).rl.steps == 4
 
 
 @pytest.mark.parametrize("body, match", [
-    ("x = 1\n", "has no get_config"),
-    ("def get_config():\n  return {}\n", "must return an ml_collections.ConfigDict, got dict"),
-    ("def get_config(arg=''):\n  raise KeyError('boom')\n", "get_config() failed (KeyError: 'boom')"),
+    ("x = 1\n", "cannot load (AttributeError: module 'config_config' has no attribute 'get_config')"),
+    ("def get_config():\n  return {}\n", "cannot load (get_config() returned dict; expected a ConfigDict)"),
+    ("def get_config(arg=''):\n  raise KeyError('boom')\n", "cannot load (KeyError: 'boom')"),
     ("def get_config(:\n", "cannot load (SyntaxError"),
-    ("import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict("
-     "dict(api_key='sk-abcdefghijklmnopqrstuvwxyz'))\n", "config.api_key: holds a secret value"),
+    (DERIVED.format(line="c.rl.steps = 2.5"), "cannot load (TypeError: Could not override field 'steps'"),
+    (DERIVED.format(line="c.task.path = 5"), "cannot load (TypeError"),
+    (DERIVED.format(line="c.rl.klbeta = 0.5"), "config.rl.klbeta: unknown key 'klbeta' under rl; "
+                                               "valid keys: advantage,"),
+    (DERIVED.format(line="c.evaluation = dict(redact=False)"),
+     "config.evaluation: unknown key 'evaluation' under config; valid keys: distributed, eval,"),
+    ("import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict(dict(seed=1))\n",
+     "config.model: missing (config files derive from configs/_base.py)"),
+    (DERIVED.format(line="c.helper.api_key_env = 'sk-abcdefghijklmnopqrstuvwxyz'"),
+     "config.helper.api_key_env: holds a secret-looking value (not shown)"),
 ])
 def test_broken_config_files_are_one_line_errors(tmp_path, body, match):
-  path = tmp_path / "bad.py"
-  path.write_text(body)
-  msg = _one_line_error(ConfigError, configlib.load_config, str(path))
-  assert match in msg
+  path = _config_file(tmp_path, body)
+  msg = _one_line_error(ConfigError, configlib.load_config, path)
+  assert match in msg, msg
   assert "sk-abc" not in msg
+  if "unknown key" in match or "missing" in match:
+    assert msg.startswith(f"{path}: ")   # a key problem names the file that made it
 
 
-def test_load_config_missing_file_and_unwanted_arg(tmp_path, config_path):
-  assert "no such file" in _one_line_error(ConfigError, configlib.load_config,
-                                           str(tmp_path / "nope.py"))
-  path = tmp_path / "noarg.py"
-  path.write_text("import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict()\n")
-  assert "takes no argument" in _one_line_error(ConfigError, configlib.load_config,
-                                                f"{path}:x")
+def test_a_file_without_get_config_does_not_reuse_the_last_files(tmp_path):
+  """config_flags loads every file as the same module name; an earlier file's get_config
+  must not answer for a later file that has none."""
+  configlib.load_config(TINY)
+  path = _config_file(tmp_path, "x = 1\n")
+  assert "no attribute 'get_config'" in _one_line_error(ConfigError, configlib.load_config, path)
+
+
+def test_load_config_missing_file_and_unwanted_arg(tmp_path):
+  assert "no such .py file" in _one_line_error(ConfigError, configlib.load_config,
+                                               str(tmp_path / "nope.py"))
+  path = _config_file(tmp_path, "from configs import _base\ndef get_config():\n"
+                                "  return _base.get_config()\n")
+  assert "takes 0 positional arguments but 1 was given" in _one_line_error(
+      ConfigError, configlib.load_config, f"{path}:x")
 
 
 # ----------------------------------------------------------------------------- overrides
 
 
 @pytest.mark.parametrize("override, key, want", [
-    ("rl.beta=0.01", "beta", 0.01),
-    ("rl.beta=1", "beta", 1.0),
-    ("rl.beta=1e-3", "beta", 1e-3),
-    ("rl.beta=inf", "beta", float("inf")),
-    ("rl.steps=100", "steps", 100),
-    ("rl.steps=1_000", "steps", 1000),
-    ("rl.whiten=true", "whiten", True),
-    ("rl.whiten=False", "whiten", False),
-    ("rl.whiten=1", "whiten", True),
-    ("rl.whiten", "whiten", True),
-    ("rl.kl_method=k1", "kl_method", "k1"),
-    ("rl.kl_method=", "kl_method", ""),
-    ("rl.mesh=1,2,1", "mesh", (1, 2, 1)),
-    ("rl.mesh=(2, -1)", "mesh", (2, -1)),
-    ("rl.mesh=[4]", "mesh", (4,)),
-    ("rl.targets=q,k,v", "targets", ("q", "k", "v")),
-    ("rl.targets=('o',)", "targets", ("o",)),
-    ("rl.targets=", "targets", ()),
-    ("rl.extra=3", "extra", 3),
-    ("rl.extra=hello", "extra", "hello"),
-    ("rl.extra=[1, 2]", "extra", [1, 2]),
-    ("rl.cap=2", "cap", 2.0),
-    ("rl.beta=None", "beta", None),
-    ("config.rl.beta=0.5", "beta", 0.5),
+    ("rl.kl_beta=0.01", "rl.kl_beta", 0.01),
+    ("rl.kl_beta=1", "rl.kl_beta", 1.0),
+    ("rl.steps=100", "rl.steps", 100),
+    ("rl.steps=1_000", "rl.steps", 1000),
+    ("rl.whiten=true", "rl.whiten", True),
+    ("rl.whiten=False", "rl.whiten", False),
+    ("rl.whiten", "rl.whiten", True),
+    ("rl.kl_method=k1", "rl.kl_method", "k1"),
+    ("task.path=", "task.path", ""),
+    ("model.mesh_shape=(2, -1, 1)", "model.mesh_shape", (2, -1, 1)),
+    ("model.mesh_shape=2,-1,1", "model.mesh_shape", (2, -1, 1)),
+    ("model.lora_targets=('q', 'k', 'v')", "model.lora_targets", ("q", "k", "v")),
+    ("rollout.system_prompt=Be brief.", "rollout.system_prompt", "Be brief."),
+    ("rollout.max_episode_tokens=300", "rollout.max_episode_tokens", 300),
+    ("helper.outage_failures=3", "helper.outage_failures", 3),
+    ("config.rl.kl_beta=0.5", "rl.kl_beta", 0.5),
 ])
-def test_overrides_are_typed_by_the_field(config_path, override, key, want):
-  cfg = configlib.apply_overrides(configlib.load_config(config_path), [override])
-  got = cfg.rl[key]
+def test_overrides_are_typed_by_the_field(override, key, want):
+  cfg = configlib.load_config(TINY, [override])
+  section, name = key.split(".")
+  got = cfg[section][name]
   assert got == want and type(got) is type(want), (got, want)
 
 
 @pytest.mark.parametrize("override, message", [
-    ("rl.beta=abc", "config.rl.beta: expected float, got 'abc'"),
-    ("rl.beta=true", "config.rl.beta: expected float, got 'true'"),
+    ("rl.kl_beta=abc", "config.rl.kl_beta: expected float, got 'abc'"),
+    ("rl.kl_beta=true", "config.rl.kl_beta: expected float, got 'true'"),
     ("rl.steps=2.5", "config.rl.steps: expected int, got '2.5'"),
-    ("rl.steps=ten", "config.rl.steps: expected int, got 'ten'"),
     ("rl.whiten=maybe", "config.rl.whiten: expected bool, got 'maybe'"),
-    ("rl.mesh=1,x", "config.rl.mesh[1]: expected int, got 'x'"),
-    ("rl.cap=abc", "config.rl.cap: expected float, got 'abc'"),
-    ("rl.beta", "config.rl.beta: needs a value (--config.rl.beta=VALUE)"),
-    ("rl=3", "config.rl: is a section; set one of its keys: beta, cap, extra, kl_method, mesh, "
-             "steps, targets, whiten"),
+    ("rl=3", "config.rl: is a section; set one of its keys: steps, questions_per_step,"),
+    ("rl.betta=0.1", "config.rl.betta: unknown key 'betta' under rl; valid keys: advantage,"),
+    ("optim.lrr=1", "(did you mean 'lr'?)"),
+    ("optimizer.lr=1", "config.optimizer.lr: unknown key 'optimizer' under config; valid keys: "
+                       "distributed, eval, helper, model, optim,"),
+    ("seed.x=1", "config.seed.x: config.seed is a value, not a section"),
+    ("model.lora_targets=q,k,v", "config.model.lora_targets: got ('q,k,v',); allowed: one of q, k,"),
 ])
-def test_bad_values_are_one_line_errors(config_path, override, message):
-  cfg = configlib.load_config(config_path)
-  assert _one_line_error(ConfigError, configlib.apply_overrides, cfg, [override]) == message
-
-
-def test_unknown_keys_list_the_valid_keys_at_that_level(config_path):
-  cfg = configlib.load_config(config_path)
-  msg = _one_line_error(UnknownConfigKey, configlib.apply_overrides, cfg, ["rl.betta=0.1"])
-  assert msg == ("config.rl.betta: unknown key 'betta' under rl; valid keys: beta, cap, extra, "
-                 "kl_method, mesh, steps, targets, whiten (did you mean 'beta'?)")
-  msg = _one_line_error(UnknownConfigKey, configlib.apply_overrides, cfg, ["optim.lr=1"])
-  assert msg.startswith("config.optim.lr: unknown key 'optim' under config;")
-  assert "valid keys: helper, name, rl, seed" in msg
-  msg = _one_line_error(UnknownConfigKey, configlib.apply_overrides, cfg, ["seed.x=1"])
-  assert msg == "config.seed.x: config.seed is a value, not a section"
+def test_bad_overrides_are_one_line_errors(override, message):
+  msg = _one_line_error(ConfigError, configlib.load_config, TINY, [override])
+  assert message in msg and msg.startswith("config."), msg
   assert issubclass(UnknownConfigKey, ConfigError) and issubclass(ConfigError, ValueError)
-  assert cfg.rl.beta == 0.02                       # nothing half-applied to that key
 
 
-def test_later_overrides_win_and_placeholders_keep_their_type(config_path):
-  cfg = configlib.apply_overrides(configlib.load_config(config_path),
-                                  ["rl.beta=0.1", "rl.beta=0.3", "rl.cap=1.5"])
-  assert cfg.rl.beta == 0.3 and cfg.rl.cap == 1.5
-  with pytest.raises(ConfigError):
-    configlib.apply_overrides(cfg, ["rl.cap=x"])
+def test_apply_overrides_changes_a_loaded_config_in_place_and_validates():
+  cfg = configlib.load_config(TINY)
+  assert configlib.apply_overrides(cfg, ["rl.kl_beta=0.1", "rl.kl_beta=0.3"]) is cfg
+  assert cfg.rl.kl_beta == 0.3
+  assert "unknown key 'nope'" in _one_line_error(UnknownConfigKey, configlib.apply_overrides, cfg,
+                                                 ["rl.nope=1"])
+  assert cfg.rl.kl_beta == 0.3
+  msg = _one_line_error(ConfigError, configlib.apply_overrides, cfg, ["rl.group_size=1"])
+  assert msg == "config.rl.group_size: got 1; allowed: an int >= 2"
 
 
-def test_check_known_keys_catches_a_typo_added_by_a_config_file(config_path):
-  schema = configlib.load_config(config_path)
-  cfg = configlib.load_config(config_path)
-  configlib.check_known_keys(cfg, schema)
-  cfg.rl.klbeta = 0.5
-  msg = _one_line_error(UnknownConfigKey, configlib.check_known_keys, cfg, schema)
-  assert msg.startswith("config.rl.klbeta: unknown key 'klbeta' under rl; valid keys: beta,")
+# ----------------------------------------------------------------------------- the schema
 
 
-SHIPPED = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
-                 if f.endswith(".py") and not f.startswith("_"))
-DERIVED = """import importlib.util
-_spec = importlib.util.spec_from_file_location("b", {base!r})
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+@pytest.mark.parametrize("override, message", [
+    ("helper.concurrency=0", "config.helper.concurrency: got 0; allowed: an int >= 1"),
+    ("train.keep_checkpoints=0", "config.train.keep_checkpoints: got 0; allowed: an int >= 1"),
+    ("rl.group_size=0", "config.rl.group_size: got 0; allowed: an int >= 2"),
+    ("rl.steps=-1", "config.rl.steps: got -1; allowed: an int >= 0"),
+    ("optim.lr=nan", "config.optim.lr: got nan; allowed: a finite float > 0"),
+    ("optim.lr=0", "config.optim.lr: got 0.0; allowed: a finite float > 0"),
+    ("rollout.temperature=nan", "config.rollout.temperature: got nan; allowed: a finite float >= 0"),
+    ("rl.kl_beta=inf", "config.rl.kl_beta: got inf; allowed: a finite float >= 0"),
+    ("task.private_fraction=1.5", "config.task.private_fraction: got 1.5; allowed: a finite float "
+                                  "in [0, 1]"),
+    ("rollout.top_p=0", "config.rollout.top_p: got 0.0; allowed: a finite float in (0, 1]"),
+    ("rl.advantage=ppo", "config.rl.advantage: got 'ppo'; allowed: one of grpo, drgrpo, rloo"),
+    ("model.dtype=float16", "config.model.dtype: got 'float16'; allowed: one of float32, bfloat16"),
+    ("rollout.max_episode_tokens=0", "config.rollout.max_episode_tokens: got 0; allowed: an int >= 1"),
+])
+def test_each_rule_is_refused_in_one_line(override, message):
+  assert _one_line_error(ConfigError, configlib.load_config, TINY, [override]) == message
 
 
-def get_config(arg=""):
-  c = _base.load({name!r})
-  {line}
-  return c
-"""
+def test_every_schema_key_has_a_default_of_its_type_within_its_rule():
+  """The defaults pass their own rules (and every shipped config passes them too)."""
+  configlib.validate(_base.get_config())
+  for name in SHIPPED:
+    configlib.load_config(os.path.join(ROOT, "configs", name + ".py"))
 
 
-def _derived(tmp_path, name, line):
-  path = tmp_path / f"from_{name}.py"
-  path.write_text(DERIVED.format(base=os.path.join(ROOT, "configs", "_base.py"), name=name,
-                                 line=line))
-  return str(path)
+def test_schema_choices_are_the_codes_registries():
+  """Choices in configs/_base.py name what the code implements, no more and no less."""
+  from seekjax.helpers.knowledge import STYLES
+  from seekjax.rl import advantages, losses, rewards, trainable
+  rules = {k: v[1] for s in _base.SCHEMA.values() if isinstance(s, dict) for k, v in s.items()}
+  assert set(rules["advantage"]) == set(advantages.advantage_names())
+  assert set(rules["aggregation"]) == set(losses.AGGREGATIONS)
+  assert set(rules["kl_method"]) == set(losses.KL_METHODS)
+  assert set(rules["helper_error_policy"]) == set(rewards.HELPER_ERROR_POLICIES)
+  assert set(rules["lora_targets"]) == set(trainable.LORA_TARGETS)
+  assert set(rules["style"]) == set(STYLES)
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_a_key_that_a_config_file_adds_is_refused_for_every_shipped_config(tmp_path, name):
-  """Every shipped config is built from configs/_base.py, so a config file built from any
-  of them that sets a key the base lacks is refused in one line naming the key, the
-  valid keys and the file; setting a known key is fine."""
-  assert configlib.load_config(_derived(tmp_path, name, "c.rl.kl_beta = 0.1")).rl.kl_beta == 0.1
-  path = _derived(tmp_path, name, "c.rl.betta = 0.1")
-  msg = _one_line_error(UnknownConfigKey, configlib.load_config, path)
-  assert msg.startswith(f"{path}: config.rl.betta: unknown key 'betta' under rl; valid keys: "
-                        "advantage, aggregation, epsilon,"), msg
-  assert "kl_beta" in msg
-  msg = _one_line_error(UnknownConfigKey, configlib.load_config,
-                        _derived(tmp_path, name, "c.evaluation = dict(redact=False)"))
-  assert "config.evaluation: unknown key 'evaluation' under config; valid keys: " in msg
-  assert "eval, helper," in msg
-
-
-@pytest.mark.parametrize("name", SHIPPED)
-def test_every_shipped_config_loads_within_the_base(name):
-  base = _load_base().base_config()
-  cfg = configlib.load_config(os.path.join(ROOT, "configs", name + ".py"))
-  configlib.check_known_keys(cfg, base)
-  assert cfg.eval.redact_private is True
-  # None = the protocol's full prompt; the CPU configs set a short one of their own
-  assert cfg.rollout.system_prompt is None or (isinstance(cfg.rollout.system_prompt, str)
-                                               and "<answer>" in cfg.rollout.system_prompt)
-
-
-def _load_base():
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("b", os.path.join(ROOT, "configs", "_base.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def test_keys_the_code_reads_are_in_the_base():
-  """rollout.system_prompt (read by the cold start and the rollout) and the pool's
-  helper.on_outage reach the rollout settings; a config file may set them."""
+def test_rollout_defaults_are_the_base_configs():
+  """One source of defaults: sj.rollout_config() is configs/_base.py's rollout section and
+  helper-pool keys, and every key of a run's rollout settings is settable."""
+  from seekjax.rollout import rollout_config
+  from seekjax.rollout.config import POOL_KEYS
   from seekjax.train import make_rollout_config
-  base = _load_base().base_config()
-  base.rollout.system_prompt, base.helper.on_outage = "Be brief.", "wait"
-  rcfg = make_rollout_config(base)
-  assert (rcfg.system_prompt, rcfg.on_outage) == ("Be brief.", "wait")
-  assert make_rollout_config(_load_base().base_config()).on_outage == "feedback_error"
+  base, rcfg = _base.get_config(), rollout_config()
+  assert set(rcfg.keys()) == set(base.rollout.keys()) | set(POOL_KEYS) | {"group_size"}
+  for k in base.rollout.keys():
+    assert rcfg[k] == base.rollout[k], k
+  for k, h in POOL_KEYS.items():
+    assert rcfg[k] == base.helper[h], k
+  assert (rcfg.max_turns, rcfg.max_new_tokens, rcfg.group_size) == (2, 64, 1)
+  cfg = configlib.load_config(TINY, [
+      "helper.outage_failures=3", "helper.outage_after=2.5", "helper.max_outage_wait=9",
+      "helper.outage_probe_min=0.5", "helper.outage_probe_max=4", "helper.on_outage=wait",
+      "rollout.per_shard_decode=false", "rollout.max_episode_tokens=200",
+      "rollout.system_prompt=Be brief."])
+  run = make_rollout_config(cfg)
+  assert (run.outage_failures, run.outage_after, run.max_outage_wait, run.outage_probe_min,
+          run.outage_probe_max, run.on_outage) == (3, 2.5, 9.0, 0.5, 4.0, "wait")
+  assert (run.per_shard_decode, run.max_episode_tokens, run.system_prompt) == (False, 200,
+                                                                              "Be brief.")
+  assert run.group_size == cfg.rl.group_size == 2
 
 
-# ----------------------------------------------------------------------------- secrets and dumps
+def test_every_config_file_derives_by_a_plain_import():
+  for name in SHIPPED + ["_base"]:
+    text = open(os.path.join(ROOT, "configs", name + ".py")).read()
+    assert "importlib" not in text and "exec_module" not in text, name
+    assert name == "_base" or "from configs" in text, name
 
 
-def test_secrets_are_refused_and_never_shown(config_path, tmp_path):
-  cfg = configlib.load_config(config_path)
-  secret = "sk-proj-0123456789abcdefghijABCDEFGHIJ"
-  msg = _one_line_error(ConfigError, configlib.apply_overrides, cfg, [f"helper.api_key={secret}"])
-  assert "refusing a secret value" in msg and secret not in msg
-  msg = _one_line_error(ConfigError, configlib.apply_overrides, cfg,
-                        [f"helper.api_key_env={secret}"])  # a key pasted into the name field
-  assert secret not in msg
-  msg = _one_line_error(ConfigError, configlib.apply_overrides, cfg, [f"rl.steps={secret}"])
+# ----------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize("override", [
+    "helper.api_key_env=0123456789abcdef0123456789abcdef",   # a hex key pasted into the name
+    "helper.api_key_env=sk-live-abc",
+    "helper.api_key_env=my key",                              # not an env var name
+    "helper.model=org/model?token=tok123secret",
+    "helper.base_url=http://h:8000/v1?api-key=PLANTEDQUERY",
+    "helper.base_url=http://h:8000/v1/sk-planted",
+    "rollout.system_prompt=Use Bearer abc.def.ghi",
+    "task.name=0123456789abcdef0123456789abcdef",
+])
+def test_secret_looking_values_are_refused_and_never_shown(override):
+  value = override.split("=", 1)[1]
+  msg = _one_line_error(ConfigError, configlib.load_config, TINY, [override])
+  assert msg.startswith(f"config.{override.split('=')[0]}: ")
+  assert value not in msg and "PLANTED" not in msg and "planted" not in msg
+
+
+def test_secret_in_a_wrongly_typed_override_is_not_shown():
+  msg = _one_line_error(ConfigError, configlib.load_config, TINY, ["rl.steps=sk-proj-0123456789"])
   assert msg == "config.rl.steps: expected int, got <redacted>"
-  assert cfg.helper.api_key == "" and cfg.helper.api_key_env == "OPENAI_API_KEY"
-  # A config built in code with a secret is refused by dump_config, which writes nothing.
-  cfg.helper.api_key = "hunter2-not-an-env-var"
+
+
+def test_hex_in_a_model_path_is_allowed():
+  """An HF cache snapshot dir is named by a commit sha: a path, not a key."""
+  path = "/cache/models--x/snapshots/0123456789abcdef0123456789abcdef01234567"
+  assert configlib.load_config(TINY, [f"model.path={path}"]).model.path == path
+
+
+def test_urls_are_scrubbed_in_what_is_written(tmp_path):
+  cfg = configlib.load_config(TINY, ["helper.base_url=https://alice:PLANTEDPASS@h:8000/v1"
+                                     "?deployment=PLANTEDQ#frag"])
+  assert "PLANTEDPASS" in cfg.helper.base_url            # the run itself uses the real URL
+  configlib.dump_config(cfg, str(tmp_path))
+  for name in ("config.json", "config.yaml"):
+    text = (tmp_path / name).read_text()
+    assert "PLANTED" not in text and "alice" not in text, text
+  assert json.loads((tmp_path / "config.json").read_text())["helper"]["base_url"] == \
+      "https://h:8000/v1?..."
+
+
+def test_dump_config_refuses_a_secret_set_in_code_and_writes_nothing(tmp_path):
+  cfg = configlib.load_config(TINY)
+  cfg.helper.api_key_env = "hunter2 is my password"
   out = tmp_path / "out"
   msg = _one_line_error(ConfigError, configlib.dump_config, cfg, str(out))
-  assert msg.startswith("config.helper.api_key: holds a secret value") and "hunter2" not in msg
-  assert not out.exists() or not os.listdir(out)
+  assert msg.startswith("config.helper.api_key_env: ") and "hunter2" not in msg
+  assert not out.exists()
 
 
-def test_dump_config_writes_json_and_yaml_of_the_resolved_config(config_path, tmp_path):
-  cfg = configlib.apply_overrides(configlib.load_config(config_path), ["rl.beta=0.5"])
+# ----------------------------------------------------------------------------- writing
+
+
+def test_dump_config_writes_json_and_yaml_of_the_resolved_config(tmp_path):
+  cfg = configlib.load_config(TINY, ["rl.kl_beta=0.5"])
   json_path = configlib.dump_config(cfg, str(tmp_path))
   assert json_path == str(tmp_path / "config.json")
   d = json.load(open(json_path))
-  assert d == configlib.config_to_dict(cfg)
-  assert d["rl"]["beta"] == 0.5 and d["rl"]["mesh"] == [1, -1, 1] and d["rl"]["cap"] is None
-  assert d["helper"] == {"api_key_env": "OPENAI_API_KEY", "api_key": ""}
+  assert d == configlib.config_to_dict(cfg) == json.loads(json.dumps(d))
+  assert d["rl"]["kl_beta"] == 0.5 and d["model"]["mesh_shape"] == [1, -1, 1]
+  assert d["rollout"]["max_episode_tokens"] is None
   text = open(tmp_path / "config.yaml").read()
-  assert "  beta: 0.5\n" in text and 'api_key_env: "OPENAI_API_KEY"' in text
+  assert "  kl_beta: 0.5\n" in text and 'api_key_env: "OPENAI_API_KEY"' in text
+  assert text.startswith("distributed:")
   yaml = pytest.importorskip("yaml")
   assert yaml.safe_load(text) == d
-  # An explicit .json path puts the YAML twin beside it.
   other = configlib.dump_config(cfg, str(tmp_path / "sub" / "run.json"))
   assert os.path.exists(other) and os.path.exists(tmp_path / "sub" / "run.yaml")
 
 
-def test_dump_config_replaces_files_atomically(config_path, tmp_path, monkeypatch):
-  """A kill mid-write leaves the old config.json/.yaml, never half a file: each is written
-  to a temporary file in the same directory, then renamed over the old one."""
-  cfg = configlib.load_config(config_path)
+def test_dump_config_replaces_files_atomically(tmp_path, monkeypatch):
+  """A kill mid-write leaves the old config.json/.yaml, never half a file."""
+  cfg = configlib.load_config(TINY)
   configlib.dump_config(cfg, str(tmp_path))
-  before = {n: (tmp_path / n).read_text() for n in ("config.json", "config.yaml")}
+  before = (tmp_path / "config.yaml").read_text()
   renames, real = [], os.replace
 
   def replace(src, dst):
@@ -285,36 +305,29 @@ def test_dump_config_replaces_files_atomically(config_path, tmp_path, monkeypatc
       raise OSError("killed")
     real(src, dst)
   monkeypatch.setattr(configlib.os, "replace", replace)
-  cfg.rl.beta = 0.75
+  cfg.rl.kl_beta = 0.75
   with pytest.raises(OSError):
     configlib.dump_config(cfg, str(tmp_path))
   assert renames == [(str(tmp_path), "config.json"), (str(tmp_path), "config.yaml")]
-  assert json.loads((tmp_path / "config.json").read_text())["rl"]["beta"] == 0.75
-  assert (tmp_path / "config.yaml").read_text() == before["config.yaml"]
-  assert sorted(os.listdir(tmp_path)) == ["cfg.py", "config.json", "config.yaml"]
-
-
-def test_config_to_dict_roundtrips_the_shipped_configs():
-  for name in ("smollm2_worldfacts.py", "tiny_test.py"):
-    cfg = configlib.load_config(os.path.join(ROOT, "configs", name))
-    d = configlib.config_to_dict(cfg)
-    assert json.loads(json.dumps(d)) == d
-    assert d["helper"]["api_key_env"] == "OPENAI_API_KEY"
+  assert json.loads((tmp_path / "config.json").read_text())["rl"]["kl_beta"] == 0.75
+  assert (tmp_path / "config.yaml").read_text() == before
+  assert sorted(os.listdir(tmp_path)) == ["config.json", "config.yaml"]
 
 
 # ----------------------------------------------------------------------------- argv
 
 
-def test_parse_argv_reads_config_workdir_overrides_and_flags(config_path):
+def test_parse_argv_reads_config_workdir_overrides_and_flags():
   cfg, workdir, flags = configlib.parse_argv([
-      f"--config={config_path}:5", "--workdir=/tmp/w", "--config.rl.beta=0.01",
-      "--config.rl.mesh", "(2,1,1)", "--config.rl.whiten", "--overwrite", "--stop_after=2"])
-  assert (cfg.rl.steps, cfg.rl.beta, cfg.rl.mesh, cfg.rl.whiten) == (5, 0.01, (2, 1, 1), True)
+      f"--config={TINY}:5", "--workdir=/tmp/w", "--config.rl.kl_beta=0.01",
+      "--config.model.mesh_shape", "(1,1,1)", "--config.rl.whiten", "--overwrite",
+      "--stop_after=2"])
+  assert (cfg.rl.steps, cfg.rl.kl_beta, cfg.model.mesh_shape, cfg.rl.whiten) == \
+      (5, 0.01, (1, 1, 1), True)
   assert workdir == "/tmp/w" and flags == {"overwrite": True, "stop_after": 2}
-  cfg, workdir, flags = configlib.parse_argv(["--config", config_path, "--workdir", "w",
-                                              "--nooverwrite"])
+  _, workdir, flags = configlib.parse_argv(["--config", TINY, "--workdir", "w", "--nooverwrite"])
   assert workdir == "w" and flags == {"overwrite": False, "stop_after": None}
-  _, _, flags = configlib.parse_argv([f"--config={config_path}", "--workdir=w", "--split=test",
+  _, _, flags = configlib.parse_argv([f"--config={TINY}", "--workdir=w", "--split=test",
                                       "--checkpoint=3"], bool_flags=(), int_flags=("checkpoint",),
                                      str_flags=("split",))
   assert flags == {"split": "test", "checkpoint": 3}
@@ -327,22 +340,46 @@ def test_parse_argv_reads_config_workdir_overrides_and_flags(config_path):
     (["--config={cfg}", "--workdir=w", "stray"], "unexpected argument 'stray'; usage: "),
     (["--config={cfg}", "--workdir=w", "--stop_after=x"], "--stop_after: expected int, got 'x'"),
     (["--config={cfg}", "--workdir=w", "--overwrite=perhaps"], "--overwrite: expected bool"),
-    (["--config={cfg}", "--workdir"], "--workdir: needs a value"),
-    (["--config={cfg}", "--config={cfg}", "--workdir=w"], "--config: given twice"),
-    (["--config={cfg}", "--workdir=w", "--config.rl.beta=abc"],
-     "config.rl.beta: expected float, got 'abc'"),
-    (["--config={cfg}", "--workdir=w", "--config.rl.nope=1"], "unknown key 'nope' under rl; valid keys: beta,"),
+    (["--config.rl.steps=3", "--config={cfg}", "--workdir=w"],
+     "--config=FILE.py must come before the --config.KEY=VALUE overrides"),
+    (["--config={cfg}", "--workdir=w", "--config.rl.kl_beta=abc"],
+     "config.rl.kl_beta: expected float, got 'abc'"),
 ])
-def test_parse_argv_errors_are_one_line(config_path, argv, message):
-  argv = [a.format(cfg=config_path) for a in argv]
+def test_parse_argv_errors_are_one_line(argv, message):
+  argv = [a.format(cfg=TINY) for a in argv]
   assert message in _one_line_error(ConfigError, configlib.parse_argv, argv)
 
 
-def test_train_cli_style_invocation_on_the_tiny_config():
-  tiny = os.path.join(ROOT, "configs", "tiny_test.py")
-  cfg, _, _ = configlib.parse_argv([f"--config={tiny}", "--workdir=w", "--config.rl.kl_beta=0.05",
-                                    "--config.model.lora_targets=q,k,v",
-                                    "--config.reward.helper_error_policy=score"])
-  assert cfg.rl.kl_beta == 0.05 and cfg.model.lora_targets == ("q", "k", "v")
-  assert isinstance(cfg, ml_collections.ConfigDict)
-  assert textwrap.dedent(configlib.to_yaml(configlib.config_to_dict(cfg))).startswith("distributed:")
+BAD_VALUES = ["--config.helper.concurrency=0", "--config.train.keep_checkpoints=0",
+              "--config.optim.lr=nan", "--config.rollout.temperature=nan",
+              "--config.rl.group_size=0", "--config.rl.steps=-1", "--config.rl.steps=abc",
+              "--config.rl.klbeta=1", "--config.model.dtype=int8",
+              "--config.task.private_fraction=2.0", "--config.helper.api_key_env=sk-live-abc"]
+
+
+@pytest.mark.parametrize("entry", ["train", "evaluate", "main"])
+@pytest.mark.parametrize("bad", BAD_VALUES)
+def test_bad_values_are_refused_by_every_entry_before_anything_is_written(entry, bad, tmp_path,
+                                                                           capsys):
+  import importlib
+  main = importlib.import_module(f"seekjax.{entry}").main
+  workdir = tmp_path / "w"
+  rc = main([f"--config={TINY}", f"--workdir={workdir}", bad])
+  captured = capsys.readouterr()
+  lines = captured.err.strip().splitlines()
+  assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: config."), captured.err
+  assert bad.split("=")[0][2:] in lines[0]
+  assert "sk-live" not in captured.err + captured.out
+  assert not workdir.exists()
+
+
+def test_the_cli_process_prints_one_line_and_no_traceback(tmp_path):
+  """`python -m seekjax.train` itself (absl flags, config_flags) with a bad value."""
+  r = subprocess.run([sys.executable, "-m", "seekjax.train", f"--config={TINY}",
+                      f"--workdir={tmp_path / 'w'}", "--config.rl.group_size=0"], cwd=ROOT,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+                     timeout=120, check=False)
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+  assert r.stderr.strip().splitlines() == [
+      "error: config.rl.group_size: got 0; allowed: an int >= 2"]
+  assert not (tmp_path / "w").exists()

@@ -304,7 +304,8 @@ def test_rollout_rows_count_every_failed_call(tiny_model, server, capfd):
   forced = [[(turn.format(f"q{q} m{t}"), f"q{q} m{t}") for t in range(3)] for q in range(n_q)]
   cfg = rollout_config(max_turns=3, max_new_tokens=8, max_feedback_tokens=32,
                        temperature=1.0, max_steps_per_call=8, helper_timeout=60.0,
-                       outage_failures=5, outage_probe_min=0.05, outage_probe_max=0.2)
+                       on_outage="wait", outage_failures=5, outage_probe_min=0.05,
+                       outage_probe_max=0.2)
   server.default = Behavior("slow", delay=0.02)
   # Scripted first, so that timing cannot move them: a malformed body; a call out of
   # retries (4 failures < 5 do not make an outage); then an outage of 8 HTTP 503s that

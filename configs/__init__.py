@@ -1,0 +1,1 @@
+"""Run configs: `get_config(arg)` files built on configs/_base.py (`--config=configs/X.py`)."""
