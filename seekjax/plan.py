@@ -24,18 +24,21 @@ under the gradient (top_n: top_n, else L); d, f, H, Kv, hd, V as in config.json.
     kv cache          2 * L * Kv/t * hd * p * ceil(R / (data*fsdp)) * T
   update (one micro-batch of b = ceil(R / mini_batches / micro_batches / (data*fsdp)) rows):
     gradients         2 * Pt * p / shards  (the accumulator and one micro-batch's)
-    activations       per layer and token, a layer keeps for its backward
-                        n = 4d + 2(H + 2Kv)hd/t + H hd/t + 3f/t elements in p (norm
-                        outputs and residual sums, q/k/v before and after RoPE, attention
-                        output, gate, up and their product), and H/t * T attention
-                        probabilities in p plus their fp32 softmax output.
-                      layer = b * T * (n * p + H/t * T * (p + 4))
+    activations       per layer and token, a layer keeps for its backward about
+                        n = 8d + 4(H + 2Kv)hd/t + H hd/t + 4f/t elements in p (norm inputs
+                        and outputs, q/k/v before and after norm and RoPE, attention
+                        output, gate, its sigmoid, up and the product), and H/t * T
+                        attention scores: fp32 masked scores and softmax, and the
+                        probabilities in p.
+                      layer = b * T * (n * p + H/t * T * (8 + p))
                       remat:    Lg * b*T*d*p (the residual saved per layer) + layer
                       no remat: Lg * layer
-                      both add b * H/t * T^2 * 8 (fp32 scores and their gradient in one
-                      layer's backward), 2 * one layer's weights / t (gathered over fsdp,
-                      and their gradient), and for top_n the frozen layers' output
-                      ceil(R / (data*fsdp)) * T * d * p, held for the step.
+                      both add b * H/t * T^2 * 16 (fp32 scores, softmax and their two
+                      gradients in one layer's backward), 2 * one layer's weights / t
+                      (gathered over fsdp, and their gradient), and for top_n the frozen
+                      layers' output ceil(R / (data*fsdp)) * T * d * p, held for the step.
+                      Checked against XLA's memory analysis of the compiled step on CPU
+                      (tests/test_plan.py): within [1x, 2x] of it; remat is the loose side.
     logits            3 * b * K * V/t * 4  (fp32 logits, log-softmax and its gradient at
                       the K loss positions; `step.compact_positions`)
   T = bucket(bucket(prompt_tokens) + episode_budget, 64) as the rollout sizes its cache
@@ -194,13 +197,13 @@ def plan(cfg, devices: int, prompt_tokens: int = 256) -> tuple[list[Row], dict]:
     rollout_params = model.num_params * p
   else:
     rollout_params = 0 if m.trainable == "full" else params
-  n = 4 * d + 2 * (h + 2 * kv) * hd + h * hd + 3 * f
-  layer = b * t * (n * p + h * t * (p + 4))
+  n = 8 * d + 4 * (h + 2 * kv) * hd + h * hd + 4 * f
+  layer = b * t * (n * p + h * t * (8 + p))
   saved = lg * b * t * d * p + layer if m.remat else lg * layer
   layer_weights = (model.num_params - model.vocab_size * d * (1 if model.tie_embeddings else 2)
                    ) // model.num_layers
   hidden = rows_dev * t * d * p if m.trainable == "top_n" else 0
-  act = saved + b * h * t * t * 8 + 2 * layer_weights * p // tp + hidden
+  act = saved + b * h * t * t * 16 + 2 * layer_weights * p // tp + hidden
   shrink_t = "lower rollout.max_new_tokens, rollout.max_turns or rollout.max_feedback_tokens"
   micro = "raise rl.micro_batches" if b > 1 else shrink_t
   fsdp_key = "raise the model.mesh_shape fsdp axis or use model.trainable=top_n/lora"
@@ -287,8 +290,7 @@ def main(argv=None) -> int:
   """The CLI: 0 when the config fits, 1 when it does not, 2 for bad input."""
   argv = list(sys.argv[1:] if argv is None else argv)
   try:
-    # parse_argv wants a workdir; the plan writes nothing.
-    cfg, _, flags = configlib.parse_argv(["--workdir=-"] + argv, bool_flags=(),
+    cfg, _, flags = configlib.parse_argv(argv, bool_flags=(), need_workdir=False,
                                          int_flags=("devices", "prompt_tokens"),
                                          str_flags=("hbm_gib",))
     if not flags["devices"] or flags["devices"] < 1 or flags["hbm_gib"] is None:

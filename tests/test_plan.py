@@ -5,6 +5,7 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
 import optax
 import pytest
 
@@ -105,7 +106,7 @@ def test_cli_fits_yes_exits_0(capsys):
 
 def test_cli_fits_no_exits_1_with_one_line_naming_the_largest_term(capsys):
   assert plan.main(["--config", TINY, "--devices=1", "--hbm_gib=0.01",
-                    "--config.rl.questions_per_step=64"]) == 1
+                    "--config.rl.questions_per_step=64", "--config.model.remat"]) == 1
   captured = capsys.readouterr()
   assert captured.out.strip().splitlines()[-1] == "fits: no"
   line = captured.err.strip()
@@ -142,3 +143,39 @@ def test_tpu_pod_fits_on_256_chips_of_95_gib():
 def test_qwen3_hotpotqa_fits_on_one_80_gib_gpu():
   cfg = configlib.load_config(os.path.join(ROOT, "configs", "qwen3_hotpotqa.py"))
   assert plan.fits(plan.plan(cfg, 1)[0], 80)
+
+
+def _xla_update_bytes(model, spec, b, t, k):
+  """XLA's temp bytes for the compiled PPO step (one micro-batch of b rows), on this backend."""
+  from seekjax.rl import step as step_lib  # pylint: disable=import-outside-toplevel
+  s = jax.ShapeDtypeStruct
+  optimizer, _ = step_lib.make_optimizer(1e-5, 10, 1, 0.0, 1.0)
+  params = jax.eval_shape(lambda: decoder.init_params(model, jax.random.PRNGKey(0)))
+  batch = step_lib.Batch(
+      tokens=s((b, t), jnp.int32), loss_mask=s((b, k), jnp.float32),
+      old_logprobs=s((b, k), jnp.float32), ref_logprobs=s((b, k), jnp.float32),
+      advantages=s((b,), jnp.float32), targets=s((b, k), jnp.int32))
+  fn = step_lib.make_train_step(spec, optimizer)
+  compiled = fn.lower(params, {}, jax.eval_shape(optimizer.init, params), batch).compile()
+  return compiled.memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_update_terms_bound_xla_memory_analysis(tmp_path, remat):
+  """gradients + activations + logits are at least XLA's temp bytes, and at most twice them."""
+  from seekjax.rl import step as step_lib  # pylint: disable=import-outside-toplevel
+  (tmp_path / "config.json").write_text(json.dumps(dict(
+      model_type="qwen3", hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+      num_key_value_heads=2, head_dim=32, intermediate_size=384, vocab_size=4096,
+      tie_word_embeddings=True)))
+  cfg = _cfg(f"model.path={tmp_path}", "model.trainable=full", f"model.remat={remat}",
+             "rollout.max_turns=0", "rollout.max_new_tokens=192", "rl.questions_per_step=2",
+             "rl.group_size=2", "rl.mini_batches=1", "rl.micro_batches=2")
+  rows, info = plan.plan(cfg, 1, prompt_tokens=64)
+  assert (info["b"], info["t"], info["k"]) == (2, 256, 256)
+  planned = sum(r.bytes for r in rows if r.phase == "update")
+  spec = step_lib.StepSpec(model=info["model"], trainable=trainable_lib.Trainable("full"),
+                           epsilon=0.2, epsilon_high=0.28, aggregation="token-mean",
+                           kl_method="k3", kl_beta=0.02, micro_batches=1, remat=remat)
+  xla = _xla_update_bytes(info["model"], spec, 2, 256, 256)
+  assert xla <= planned <= 2 * xla, (planned / GIB, xla / GIB)
