@@ -44,10 +44,11 @@ under the gradient (top_n: top_n, else L); d, f, H, Kv, hd, V as in config.json.
   T = bucket(bucket(prompt_tokens) + episode_budget, 64) as the rollout sizes its cache
   (prompt_tokens: an assumption, 256 by default: the protocol's system prompt and a short
   question); K = min(bucket((max_turns + 1) * max_new_tokens), T).
-peak = held + max(rollout, update): the cache is freed before the update runs. The
-reference pass (forward only, micro-batched like the update) needs less than the update.
-Not counted: XLA scratch and fragmentation, LoRA's merged target weights in the update,
-the episode buffers on the host.
+peak = held + max(rollout, update): the cache is freed before the update runs. Assumed:
+the rollout's rows spread over every device (on every host), and the reference pass
+(forward only) is micro-batched like the update, so it needs less than the update.
+Not counted: allocator fragmentation, LoRA's merged target weights in the update, the
+episode buffers on the host.
 """
 from __future__ import annotations
 
