@@ -251,67 +251,35 @@ def test_hex_in_a_model_path_is_allowed():
   assert configlib.load_config(TINY, [f"model.path={path}"]).model.path == path
 
 
-def test_urls_are_scrubbed_in_what_is_written(tmp_path):
+def test_urls_are_scrubbed_in_what_is_written():
   cfg = configlib.load_config(TINY, ["helper.base_url=https://alice:PLANTEDPASS@h:8000/v1"
                                      "?deployment=PLANTEDQ#frag"])
   assert "PLANTEDPASS" in cfg.helper.base_url            # the run itself uses the real URL
-  configlib.dump_config(cfg, str(tmp_path))
-  for name in ("config.json", "config.yaml"):
-    text = (tmp_path / name).read_text()
-    assert "PLANTED" not in text and "alice" not in text, text
-  assert json.loads((tmp_path / "config.json").read_text())["helper"]["base_url"] == \
-      "https://h:8000/v1?..."
+  d = configlib.config_to_dict(cfg)
+  text = json.dumps(d) + configlib.to_yaml(d)
+  assert "PLANTED" not in text and "alice" not in text, text
+  assert d["helper"]["base_url"] == "https://h:8000/v1?..."
 
 
-def test_dump_config_refuses_a_secret_set_in_code_and_writes_nothing(tmp_path):
+def test_config_to_dict_refuses_a_secret_set_in_code():
   cfg = configlib.load_config(TINY)
   cfg.helper.api_key_env = "hunter2 is my password"
-  out = tmp_path / "out"
-  msg = _one_line_error(ConfigError, configlib.dump_config, cfg, str(out))
+  msg = _one_line_error(ConfigError, configlib.config_to_dict, cfg)
   assert msg.startswith("config.helper.api_key_env: ") and "hunter2" not in msg
-  assert not out.exists()
 
 
-# ----------------------------------------------------------------------------- writing
-
-
-def test_dump_config_writes_json_and_yaml_of_the_resolved_config(tmp_path):
+def test_config_to_dict_and_yaml_of_the_resolved_config():
   cfg = configlib.load_config(TINY, ["rl.kl_beta=0.5"])
-  json_path = configlib.dump_config(cfg, str(tmp_path))
-  assert json_path == str(tmp_path / "config.json")
-  d = json.load(open(json_path))
-  assert d == configlib.config_to_dict(cfg) == json.loads(json.dumps(d))
+  d = configlib.config_to_dict(cfg)
+  assert d == json.loads(json.dumps(d))
   assert d["rl"]["kl_beta"] == 0.5 and d["model"]["mesh_shape"] == [1, -1, 1]
   assert d["rollout"]["max_episode_tokens"] is None
-  text = open(tmp_path / "config.yaml").read()
+  assert configlib.base_defaults() == configlib.config_to_dict(_base.get_config())
+  text = configlib.to_yaml(d)
   assert "  kl_beta: 0.5\n" in text and 'api_key_env: "OPENAI_API_KEY"' in text
   assert text.startswith("distributed:")
   yaml = pytest.importorskip("yaml")
   assert yaml.safe_load(text) == d
-  other = configlib.dump_config(cfg, str(tmp_path / "sub" / "run.json"))
-  assert os.path.exists(other) and os.path.exists(tmp_path / "sub" / "run.yaml")
-
-
-def test_dump_config_replaces_files_atomically(tmp_path, monkeypatch):
-  """A kill mid-write leaves the old config.json/.yaml, never half a file."""
-  cfg = configlib.load_config(TINY)
-  configlib.dump_config(cfg, str(tmp_path))
-  before = (tmp_path / "config.yaml").read_text()
-  renames, real = [], os.replace
-
-  def replace(src, dst):
-    renames.append((os.path.dirname(src), os.path.basename(dst)))
-    if dst.endswith(".yaml"):
-      raise OSError("killed")
-    real(src, dst)
-  monkeypatch.setattr(configlib.os, "replace", replace)
-  cfg.rl.kl_beta = 0.75
-  with pytest.raises(OSError):
-    configlib.dump_config(cfg, str(tmp_path))
-  assert renames == [(str(tmp_path), "config.json"), (str(tmp_path), "config.yaml")]
-  assert json.loads((tmp_path / "config.json").read_text())["rl"]["kl_beta"] == 0.75
-  assert (tmp_path / "config.yaml").read_text() == before
-  assert sorted(os.listdir(tmp_path)) == ["config.json", "config.yaml"]
 
 
 # ----------------------------------------------------------------------------- argv
@@ -341,7 +309,7 @@ def test_parse_argv_reads_config_workdir_overrides_and_flags():
     (["--config={cfg}", "--workdir=w", "--stop_after=x"], "--stop_after: expected int, got 'x'"),
     (["--config={cfg}", "--workdir=w", "--overwrite=perhaps"], "--overwrite: expected bool"),
     (["--config.rl.steps=3", "--config={cfg}", "--workdir=w"],
-     "--config=FILE.py must come before the --config.KEY=VALUE overrides"),
+     "--config=FILE.py must come before its --config.KEY=VALUE overrides"),
     (["--config={cfg}", "--workdir=w", "--config.rl.kl_beta=abc"],
      "config.rl.kl_beta: expected float, got 'abc'"),
 ])
@@ -383,3 +351,33 @@ def test_the_cli_process_prints_one_line_and_no_traceback(tmp_path):
   assert r.stderr.strip().splitlines() == [
       "error: config.rl.group_size: got 0; allowed: an int >= 2"]
   assert not (tmp_path / "w").exists()
+
+
+PLANTED = {   # override -> the secret it plants
+    "--config.helper.api_key_env=0123456789abcdef0123456789abcdef":
+        "0123456789abcdef0123456789abcdef",
+    "--config.helper.api_key_env=sk-live-abc": "sk-live-abc",
+    "--config.helper.base_url=http://127.0.0.1:9/v1?api-key=PLANTEDKEY": "PLANTEDKEY",
+    "--config.helper.model=m&token=PLANTEDTOKEN": "PLANTEDTOKEN",
+}
+
+
+def test_planted_secrets_reach_neither_the_workdir_nor_the_output(tmp_path, capfd):
+  """Secret shapes are refused (nothing written, not echoed); a URL's user:password@ and
+  query, which are allowed, are scrubbed from everything the finished run wrote or printed."""
+  from seekjax.train import main
+  for i, (arg, secret) in enumerate(PLANTED.items()):
+    workdir = tmp_path / f"refused{i}"
+    assert main([f"--config={TINY}", f"--workdir={workdir}", arg]) == 2
+    out = capfd.readouterr()
+    assert len(out.err.strip().splitlines()) == 1 and secret not in out.out + out.err
+    assert not workdir.exists()
+  workdir = tmp_path / "run"
+  url = "http://alice:PLANTEDPASS@127.0.0.1:9/v1?deployment=PLANTEDQUERY"
+  assert main([f"--config={TINY}", f"--workdir={workdir}", f"--config.helper.base_url={url}",
+               "--config.rl.steps=0", "--config.sft.steps=0"]) == 0
+  out = capfd.readouterr()
+  written = b"".join(p.read_bytes() for p in workdir.rglob("*") if p.is_file())
+  assert b"127.0.0.1:9/v1" in written                     # the URL is recorded, scrubbed
+  for secret in ("PLANTEDPASS", "PLANTEDQUERY", "alice"):
+    assert secret.encode() not in written and secret not in out.out + out.err, secret
