@@ -308,7 +308,7 @@ def rollout_cfg(args, system, **kw):
   import seekjax as sj
   base = dict(max_turns=3, max_new_tokens=64, max_message_tokens=32, max_feedback_tokens=48,
               max_episode_tokens=256, temperature=0.0, max_steps_per_call=args.steps_per_call,
-              helper_timeout=60.0, system_prompt=system)
+              helper_timeout=60.0, helper_concurrency=64, on_outage="wait", system_prompt=system)
   base.update(kw)
   return sj.rollout_config(**base)
 
