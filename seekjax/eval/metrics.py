@@ -27,6 +27,7 @@ import re
 import numpy as np
 
 from seekjax.eval import stats
+from seekjax.rollout.pool import run_coroutine
 from seekjax.tasks import f1, head_tail, normalize_answer, task_score
 
 SCORING = ("answer", "containment")
@@ -127,8 +128,12 @@ def score_run(run, examples, rule_judge, llm_judge=None) -> list[dict]:
   return records
 
 
-def judge_many(judge, cases: list[tuple[list, list]]) -> list:
-  """LeakVerdicts for (messages, private_facts) cases, concurrently when the judge is async."""
+def judge_many(judge, cases: list[tuple[list, list]], should_stop=None) -> list:
+  """LeakVerdicts for (messages, private_facts) cases, concurrently when the judge is async.
+
+  should_stop: None, or a callable that raises to abandon an async judge's calls (see
+  `seekjax.rollout.pool.run_coroutine`).
+  """
   if not cases:
     return []
   try:
@@ -141,7 +146,7 @@ def judge_many(judge, cases: list[tuple[list, list]]) -> list:
 
   async def all_cases():
     return await asyncio.gather(*(judge.ajudge(m, f) for m, f in cases))
-  return asyncio.run(all_cases())
+  return run_coroutine(all_cases(), should_stop)
 
 
 def _mean(values) -> float | None:

@@ -42,6 +42,10 @@ class HelperReply:
 History = list
 
 
+class HelperUnusable(RuntimeError):
+  """The helper cannot serve a run at all (refused key, no server); one line, no retry."""
+
+
 class Helper(abc.ABC):
   """An LLM helper. Subclasses implement ``respond``."""
 
@@ -50,6 +54,11 @@ class Helper(abc.ABC):
   @abc.abstractmethod
   async def respond(self, message: str, history: History) -> HelperReply:
     """Answer one SLM message. Must not block the event loop for long."""
+
+  async def probe(self) -> None:
+    """Check, before a run loads its model, that the helper can answer at all; raises
+    HelperUnusable with a one-line reason. Helpers without a network endpoint (the
+    knowledge base, a local LM) have nothing to check."""
 
   async def aclose(self) -> None:
     """Release resources (HTTP clients, threads). Optional.

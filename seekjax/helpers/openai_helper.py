@@ -20,12 +20,14 @@ import email.utils
 import logging
 import os
 import random
+import sys
 import time
+import urllib.parse
 
 import openai
 
 from seekjax import protocol
-from seekjax.helpers.base import Helper, HelperReply, History
+from seekjax.helpers.base import Helper, HelperReply, HelperUnusable, History
 from seekjax.rollout import faults
 
 log = logging.getLogger(__name__)
@@ -150,18 +152,46 @@ class OpenAIHelper(Helper):
       delay = max(delay, retry_after)
     return delay
 
-  async def _complete_once(self, messages: list[dict],
-                           call: faults.CallContext | None) -> tuple[str, int | None]:
+  async def _complete_once(self, messages: list[dict], call: faults.CallContext | None,
+                           max_tokens: int | None = None) -> tuple[str, int | None]:
     client = self._ensure_client()
     headers = {"X-Seekjax-Call": f"{call.call_id}/{call.attempts}"} if call else None
     async with self._semaphore:
       completion = await client.chat.completions.create(
           model=self.model, messages=messages, temperature=self.temperature,
-          max_tokens=self.max_tokens, extra_body=self.extra_body or None,
+          max_tokens=max_tokens or self.max_tokens, extra_body=self.extra_body or None,
           extra_headers=headers)
     return _content_and_tokens(completion)
 
-  async def acomplete(self, messages: list[dict]) -> tuple[str, int | None, str | None]:
+  async def probe(self) -> None:
+    """One 1-token request, with the usual retries, before a run starts: raises
+    HelperUnusable (one line) when the endpoint refuses the key (HTTP 401/403), is not
+    there (connection refused, DNS, HTTP 404) or never answers (timeout). Other failures
+    (5xx, 429, 400 ...) are warned about in one line; the run's outage handling copes."""
+    _, _, error = await self.acomplete([{"role": "user", "content": "ping"}], max_tokens=1)
+    if error is None:
+      return
+    where = f"helper at {_url_for_humans(self.base_url)} (model {self.model!r})"
+    if error in ("http_401", "http_403"):
+      key = (f"environment variable {self.api_key_env}" if self.api_key_env else "no API key")
+      unset = " (it is not set)" if self.api_key_env and not os.environ.get(self.api_key_env) else ""
+      raise HelperUnusable(f"{where} refused the API key ({error.replace('_', ' ').upper()}; "
+                           f"the key comes from {key}{unset})")
+    if error == "connection":
+      raise HelperUnusable(f"{where} is unreachable (connection failed after "
+                           f"{self.max_retries + 1} tries); check helper.base_url and that the "
+                           "server is up")
+    if error == "http_404":
+      raise HelperUnusable(f"{where}: HTTP 404; check helper.base_url (it usually ends in /v1) "
+                           "and helper.model")
+    if error == "timeout":
+      raise HelperUnusable(f"{where} did not answer a 1-token request within "
+                           f"helper.timeout={self.timeout:g}s ({self.max_retries + 1} tries)")
+    print(f"[seekjax.helper] warning: {where} answered the start probe with error {error}; "
+          "starting anyway", file=sys.stderr, flush=True)
+
+  async def acomplete(self, messages: list[dict],
+                      max_tokens: int | None = None) -> tuple[str, int | None, str | None]:
     """Raw completion with retries: (text, completion tokens or None, error or None).
 
     Inside a helper pool, the pool's outage gate may hold an attempt back, or refuse it
@@ -177,7 +207,7 @@ class OpenAIHelper(Helper):
           error = refused
           break
       try:
-        text, tokens = await self._complete_once(messages, call)
+        text, tokens = await self._complete_once(messages, call, max_tokens)
       except asyncio.CancelledError:
         raise
       except Exception as e:  # pylint: disable=broad-except
@@ -226,6 +256,15 @@ class OpenAIHelper(Helper):
         await client.close()
       except Exception:  # pylint: disable=broad-except  (closing on another loop)
         pass
+
+
+def _url_for_humans(url: str) -> str:
+  """scheme://host[:port]/path of a URL: no userinfo, query or fragment (keys hide there)."""
+  parts = urllib.parse.urlsplit(url)
+  host = parts.hostname or ""
+  if parts.port:
+    host = f"{host}:{parts.port}"
+  return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def parse_reply_with_tokens(raw: str, tokens: int | None) -> HelperReply:

@@ -9,11 +9,13 @@ import sys
 
 import jax
 
-from seekjax.helpers import KnowledgeHelper, LocalLMHelper, OpenAIHelper, RuleLeakJudge
+from seekjax.helpers import (Helper, HelperUnusable, KnowledgeHelper, LocalLMHelper,
+                             OpenAIHelper, RuleLeakJudge)
 from seekjax.helpers.judges import LLMLeakJudge
 from seekjax.models import sharding
 from seekjax.models.api import load_model
 from seekjax.rl import step as step_lib
+from seekjax.rollout.pool import run_coroutine
 from seekjax.tasks import (TemplatePrivacySynthesizer, split_by_entity, task_examples,
                            world_fact_base, world_facts_examples)
 from seekjax.tasks.world_questions import SELF_CONTAINED_QTYPES, WORLD_QTYPES
@@ -129,6 +131,34 @@ def build_judge(cfg, helper=None):
   raise RunSetupError(f"config.reward.judge: unknown {cfg.reward.judge!r}; valid: rule, llm")
 
 
+def probe_helpers(cfg, should_stop=None) -> None:
+  """One request to the run's helper endpoint (which an LLM judge also uses) before the
+  model loads: a refused key, a missing server or a silent one is a RunSetupError (one
+  line), not a run that trains on errors. Helpers without an endpoint (knowledge,
+  local_lm) have nothing to probe; they are not built here (local_lm loads a model).
+
+  should_stop: called while waiting; it raises to abandon the probe (a stop signal).
+  """
+  if cfg.helper.kind != "openai":
+    return
+  helper = build_helper(cfg.helper)
+  judge = build_judge(cfg, helper)
+  targets = list({id(t): t for t in (helper, getattr(judge, "backend", None))
+                  if isinstance(t, Helper)}.values())
+
+  async def probe_all():
+    try:
+      for target in targets:
+        await target.probe()
+    finally:
+      for target in targets:
+        await target.aclose()
+  try:
+    run_coroutine(probe_all(), should_stop)
+  except HelperUnusable as e:
+    raise RunSetupError(f"config.helper: {e}") from None
+
+
 def close_helpers(*helpers) -> None:
   """Release what the run's helpers hold (HTTP clients, a LocalLMHelper's worker), once each.
 
@@ -165,4 +195,4 @@ def maybe_initialize_distributed(cfg) -> None:
 
 __all__ = ["RunSetupError", "WORLD_QTYPES", "build_helper", "build_judge", "build_mesh",
            "build_model", "build_task", "close_helpers", "make_rl_optimizer",
-           "maybe_initialize_distributed", "openai_helper_kwargs", "rl_updates"]
+           "maybe_initialize_distributed", "openai_helper_kwargs", "probe_helpers", "rl_updates"]

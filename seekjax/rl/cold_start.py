@@ -88,7 +88,8 @@ def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper,
   log(f"cold start: building demonstrations from {len(examples)} examples with the "
       f"{cfg.helper.kind} helper" + (f" ({len(known)} answered from taught facts)" if facts else ""))
   demo_list = demos.make_demos(examples, helper, seed=cfg.seed, need_fraction=s.need_fraction,
-                               known=known, decompose=s.decompose)[: s.num_demos]
+                               known=known, decompose=s.decompose,
+                               should_stop=should_stop)[: s.num_demos]
   should_stop()
   if s.steps > 0 and not demo_list:
     raise build.RunSetupError("cold start: no demonstration could be built from the task")

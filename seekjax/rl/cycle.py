@@ -38,13 +38,39 @@ class RunContext:
   train_step: object     # from step.make_train_step
   mesh: object = None    # the global mesh the update runs on
   local_frozen: object = None  # host-local copy of `frozen` (multi-host; else `frozen`)
+  should_stop: object = None   # raises to abandon the step's helper waits (a stop signal)
 
   def __post_init__(self):
     if self.local_frozen is None:
       self.local_frozen = distributed.local_copy(self.frozen)
 
 
-def score_episodes(episodes, examples, score: str, judge) -> dict:
+class HelperFailure(RuntimeError):
+  """More than helper.max_error_share of a step's helper calls failed: the step is not
+  trained on (its rewards would measure the outage, not the policy)."""
+
+
+def check_helper_failures(faults: dict, max_share: float) -> None:
+  """Raise HelperFailure when more than `max_share` of a rollout's helper calls failed.
+
+  faults: the rollout's helper-pool stats (calls, failed, failed_<kind>; see
+  `seekjax.rollout.faults.COUNTERS`). With several processes the share is over all of
+  them, so every process decides alike.
+  """
+  shares = distributed.mean_over_processes(
+      {"calls": float(faults.get("calls", 0)), "failed": float(faults.get("failed", 0))})
+  if not shares["calls"] or shares["failed"] <= max_share * shares["calls"]:
+    return
+  kinds = sorted(((k[len("failed_"):], v) for k, v in faults.items()
+                  if k.startswith("failed_") and v), key=lambda kv: -kv[1])
+  here = ", ".join(f"{k} x{int(v)}" for k, v in kinds[:3])
+  raise HelperFailure(
+      f"{shares['failed'] / shares['calls']:.0%} of the step's helper calls failed "
+      f"({int(faults.get('failed', 0))} of {int(faults.get('calls', 0))} here: {here}), "
+      f"more than helper.max_error_share={max_share:g}")
+
+
+def score_episodes(episodes, examples, score: str, judge, should_stop=None) -> dict:
   """Per-episode task score, leak flag and format flag (numpy arrays [B])."""
   b = len(episodes)
   scores = np.zeros(b, np.float32)
@@ -64,7 +90,7 @@ def score_episodes(episodes, examples, score: str, judge) -> dict:
             and examples[int(episodes.question_index[i])]["private_facts"]]
   verdicts = judge_many(judge, [
       (episodes.messages[i], examples[int(episodes.question_index[i])]["private_facts"])
-      for i in judged])
+      for i in judged], should_stop)
   for i, verdict in zip(judged, verdicts):
     leaks[i] = float(verdict.leak)
   return dict(score=scores, em=em, leak=leaks, format_ok=format_ok)
@@ -79,6 +105,8 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
 
   Rollout, scoring and the reference forward run host-locally on this process's
   questions; the PPO update runs on the global mesh over every process's episodes.
+  Raises HelperFailure, before any update, when too many helper calls failed; and
+  whatever `ctx.should_stop` raises, when a stop signal comes while helpers are awaited.
   """
   cfg = ctx.cfg
   t0 = time.perf_counter()
@@ -87,10 +115,12 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   policy = ctx.model.replace(params=params,
                              mesh=None if distributed.multiprocess() else ctx.model.mesh)
   rng = jax.random.fold_in(rng, jax.process_index())
-  episodes = rollout(policy, [e["question"] for e in examples], ctx.helper, ctx.rollout_cfg, rng)
+  episodes = rollout(policy, [e["question"] for e in examples], ctx.helper, ctx.rollout_cfg, rng,
+                     should_stop=ctx.should_stop)
   t_rollout = time.perf_counter() - t0
+  check_helper_failures(episodes.helper_faults, cfg.helper.get("max_error_share", 0.5))
 
-  s = score_episodes(episodes, examples, cfg.reward.score, ctx.judge)
+  s = score_episodes(episodes, examples, cfg.reward.score, ctx.judge, ctx.should_stop)
   width = bucket(distributed.max_over_processes(int(episodes.lengths.max())), 64)
   tokens = jnp.asarray(_trim(episodes.tokens, width))
   # The loss reads only SLM-sampled positions: pack them (K per row, same K everywhere)

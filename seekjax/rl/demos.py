@@ -27,6 +27,7 @@ import random
 from seekjax import protocol
 from seekjax.helpers.base import HelperReply
 from seekjax.rl.sft import Demo
+from seekjax.rollout.pool import run_coroutine
 from seekjax.tasks import exact_match, normalize_answer
 
 
@@ -47,13 +48,13 @@ async def _ask(helper, message, history):
   return reply, protocol.format_feedback(reply)
 
 
-def run_sync(coro):
+def run_sync(coro, should_stop=None):
   """Run a coroutine to completion from sync code (in a worker thread when this thread
-  already runs an event loop, e.g. in a notebook)."""
+  already runs an event loop, e.g. in a notebook). should_stop: see `run_coroutine`."""
   try:
     asyncio.get_running_loop()
   except RuntimeError:
-    return asyncio.run(coro)
+    return run_coroutine(coro, should_stop)
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     return pool.submit(asyncio.run, coro).result()
 
@@ -132,11 +133,13 @@ async def amake_demo(example: dict, helper, *, knows_answer: bool = False,
 
 
 def make_demos(examples: list[dict], helper, *, seed: int = 0, need_fraction: float = 0.2,
-               known: set | None = None, decompose: bool = False) -> list[Demo]:
+               known: set | None = None, decompose: bool = False,
+               should_stop=None) -> list[Demo]:
   """Demos for as many examples as allow a faithful one, in example order.
 
   `known`: ids the SLM answers alone. `decompose`: two-hop examples with meta["hops"] get
   a decomposition demo. The helper calls of all examples run concurrently.
+  `should_stop`: called while they run; it raises to abandon them (a stop signal).
   """
   rng = random.Random(seed)
   plans = [(ex, bool(known and ex["id"] in known), rng.random() < need_fraction)
@@ -146,7 +149,7 @@ def make_demos(examples: list[dict], helper, *, seed: int = 0, need_fraction: fl
     return await asyncio.gather(*(amake_demo(ex, helper, knows_answer=knows, need_exchange=need,
                                              decompose=decompose)
                                   for ex, knows, need in plans))
-  return [d for d in run_sync(build_all()) if d is not None]
+  return [d for d in run_sync(build_all(), should_stop) if d is not None]
 
 
 def slm_knows(answers_alone: list, examples: list[dict]) -> set:

@@ -167,13 +167,15 @@ def _forced_prefixes(tok, pool, forced, max_feedback_tokens):
 
 
 def rollout(model, questions: list[str], helper, cfg, rng, *, forced=None,
-            verbose: bool = False) -> Episodes:
+            verbose: bool = False, should_stop=None) -> Episodes:
   """Generate `group_size` episodes per question, asking `helper` when the SLM messages it.
 
   rng: a jax PRNGKey (or an int seed).
   forced: optional per-question list of (slm_turn_text, message) pairs that are played
     before sampling starts (static pipelines): each message really goes to the helper
     and counts as a message; these tokens are context (loss_mask 0), not samples.
+  should_stop: None, or a callable that raises to abandon the rollout (a stop signal);
+    it is checked while waiting on the helper, whose pending calls are then cancelled.
   Returns Episodes (see its fields).
   """
   validate(cfg)
@@ -185,7 +187,7 @@ def rollout(model, questions: list[str], helper, cfg, rng, *, forced=None,
   prompts = _encode_prompts(tok, questions, cfg.system_prompt)
   if forced is not None and len(forced) != len(questions):
     raise ValueError(f"forced has {len(forced)} entries for {len(questions)} questions")
-  pool = HelperPool.from_config(helper, cfg)
+  pool = HelperPool.from_config(helper, cfg, should_stop=should_stop)
   try:
     return _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start)
   finally:

@@ -9,6 +9,12 @@ attempt's outcome in `stats()`, and its outage gate pauses calls (policy "wait")
 fails them fast (policy "feedback_error") while the helper is down. A call's `timeout`
 starts once the call holds a concurrency slot, and it leaves out any time spent paused
 in an outage.
+
+A stop request (SIGTERM, SIGINT) must not wait for slow helpers: a pool made with
+`should_stop` calls it at least every `STOP_POLL` seconds while it waits, and when it
+raises, the exception leaves the wait; the pool's owner then closes the pool, which
+cancels the pending calls. `run_coroutine` does the same for one coroutine (the start
+probe, the cold start's demonstrations, an LLM judge's verdicts).
 """
 from __future__ import annotations
 
@@ -23,6 +29,31 @@ from seekjax.helpers.base import HelperReply
 from seekjax.rollout import faults
 
 _pool_ids = itertools.count(1)
+STOP_POLL = 0.1   # seconds between `should_stop` checks while waiting on helper calls
+
+
+def run_coroutine(coro, should_stop=None, poll: float = STOP_POLL):
+  """`asyncio.run(coro)`, calling `should_stop()` every `poll` seconds while it runs.
+
+  should_stop: None, or a callable that raises to abandon the wait; the coroutine is then
+    cancelled (its helper calls with it) and the exception propagates.
+  """
+  if should_stop is None:
+    return asyncio.run(coro)
+
+  async def watched():
+    task = asyncio.ensure_future(coro)
+    try:
+      while True:
+        done, _ = await asyncio.wait({task}, timeout=poll)
+        if done:
+          return task.result()
+        should_stop()
+    except BaseException:
+      task.cancel()
+      await asyncio.gather(task, return_exceptions=True)
+      raise
+  return asyncio.run(watched())
 
 
 def _failed(error: str) -> HelperReply:
@@ -45,13 +76,15 @@ class HelperPool:
   max_concurrency: most calls in flight at once.
   on_outage / outage_failures / outage_after / max_outage_wait / outage_probe_min /
     outage_probe_max: the outage policy (`faults.OutagePolicy`).
+  should_stop: None, or a callable that raises to abandon a wait (see the module docstring).
   """
 
   def __init__(self, helper, timeout: float = 60.0, max_concurrency: int = 64, *,
                on_outage: str = "wait", outage_failures: int = 8, outage_after: float = 10.0,
                max_outage_wait: float = 300.0, outage_probe_min: float = 0.25,
-               outage_probe_max: float = 2.0):
+               outage_probe_max: float = 2.0, should_stop=None):
     self.helper = helper
+    self.should_stop = should_stop
     self.timeout = timeout
     self.policy = faults.OutagePolicy(on_outage, outage_failures, outage_after,
                                       max_outage_wait, outage_probe_min, outage_probe_max)
@@ -69,7 +102,7 @@ class HelperPool:
     self._changed = threading.Condition()
 
   @classmethod
-  def from_config(cls, helper, cfg) -> "HelperPool":
+  def from_config(cls, helper, cfg, should_stop=None) -> "HelperPool":
     """A pool set up from a rollout config (`seekjax.rollout.rollout_config`)."""
     def get(name, default):
       return getattr(cfg, name, default)
@@ -79,7 +112,7 @@ class HelperPool:
                outage_after=get("outage_after", 10.0),
                max_outage_wait=get("max_outage_wait", 300.0),
                outage_probe_min=get("outage_probe_min", 0.25),
-               outage_probe_max=get("outage_probe_max", 2.0))
+               outage_probe_max=get("outage_probe_max", 2.0), should_stop=should_stop)
 
   def stats(self) -> dict:
     """Counts of calls, attempts and faults so far (`faults.COUNTERS`, `faults.SECONDS`).
@@ -171,23 +204,36 @@ class HelperPool:
   def pending(self) -> list[int]:
     return list(self._pending)
 
+  def _check_stop(self) -> None:
+    if self.should_stop is not None:
+      self.should_stop()
+
   def wait_any(self, timeout: float | None = None) -> list[int]:
-    """Block until at least one pending call has finished; returns the finished keys."""
+    """Block until at least one pending call has finished; returns the finished keys.
+
+    Raises whatever `should_stop` raises (checked every STOP_POLL seconds).
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     with self._changed:
       while self._pending and not self.ready():
+        self._check_stop()
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
           break
-        self._changed.wait(left if left is not None else 1.0)
+        self._changed.wait(STOP_POLL if left is None else min(left, STOP_POLL))
     return self.ready()
 
   def wait(self, key: int) -> HelperReply:
     return self.take(key, block=True)
 
   def take(self, key: int, block: bool = False) -> HelperReply:
-    fut = self._pending.pop(key)
-    return fut.result(timeout=None if block else 0)
+    """The reply of `key`'s call (block: wait for it, checking `should_stop`)."""
+    fut = self._pending[key]
+    while block and not fut.done():
+      self._check_stop()
+      concurrent.futures.wait([fut], timeout=STOP_POLL)
+    del self._pending[key]
+    return fut.result(timeout=0)
 
   def close(self):
     for f in self._pending.values():
