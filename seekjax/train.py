@@ -42,19 +42,27 @@ class Stopped(Exception):
 
 
 class StopSignal:
-  """The SIGTERM handler of a run: records the signal; `check` raises Stopped before the RL
-  loop, while the loop itself reads `signal` after each step."""
+  """The SIGTERM and SIGINT handler of a run: records the signal. `check` raises Stopped;
+  the run calls it between set-up stages and cold-start steps, and the helper pool calls
+  it while a step waits on the helper (the step is then dropped, its calls cancelled).
+  Otherwise the RL loop reads `signal` after each step. A second SIGINT stops at once
+  (KeyboardInterrupt), without a checkpoint."""
 
   def __init__(self):
     self.signal: str | None = None
     self.phase = "set-up"
 
   def __call__(self, signum, _frame):
-    self.signal = signal.Signals(signum).name
+    name = signal.Signals(signum).name
+    if name == "SIGINT" and self.signal == "SIGINT":
+      log("second SIGINT: stopping now, without a checkpoint")
+      raise KeyboardInterrupt
+    self.signal = self.signal or name
     if self.phase == "rl":
-      log(f"{self.signal} received: finishing this step, then saving a checkpoint")
+      log(f"{name} received: finishing this step (or dropping it, if it waits on the "
+          "helper), then saving a checkpoint")
     else:
-      log(f"{self.signal} received during the {self.phase}: stopping")
+      log(f"{name} received during the {self.phase}: stopping")
 
   def check(self) -> None:
     if self.signal is not None:
@@ -164,7 +172,7 @@ def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = N
   otherwise "stopped" says why the loop ended early (None: it finished).
   """
   stop = StopSignal()
-  previous = signal.signal(signal.SIGTERM, stop)
+  previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     return _train(cfg, workdir, overwrite, stop_after, stop)
   except Stopped as e:
@@ -172,11 +180,13 @@ def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = N
         "save; the same command starts again from the latest checkpoint, if any")
     return {"stopped": stop.signal}
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for s, handler in previous.items():
+      signal.signal(s, handler)
 
 
 def _train(cfg, workdir: str, overwrite: bool, stop_after: int | None, stop: StopSignal) -> dict:
   build.maybe_initialize_distributed(cfg)
+  build.probe_helpers(cfg, should_stop=stop.check)   # a dead helper ends the run here
   prepare_workdir(workdir, cfg, overwrite)
   mesh = build.build_mesh(cfg)
   check_batch_fits(cfg, mesh)
@@ -229,7 +239,8 @@ def _train(cfg, workdir: str, overwrite: bool, stop_after: int | None, stop: Sto
       log(f"resumed from step {start} ({ckpt.directory})")
     ctx = cycle.RunContext(cfg=cfg, model=model, spec=spec, frozen=frozen, helper=helper,
                            judge=judge, rollout_cfg=make_rollout_config(cfg),
-                           train_step=make_step(cfg, model.config, spec, optimizer), mesh=mesh)
+                           train_step=make_step(cfg, model.config, spec, optimizer), mesh=mesh,
+                           should_stop=stop.check)
     last = _rl_loop(ctx, schedule, data, save, workdir, start,
                     (trainable, ref_trainable, opt_state), stop, stop_after)
   finally:
@@ -249,15 +260,29 @@ def _rl_loop(ctx, schedule, data, save, workdir, start, params, stop, stop_after
   writer = metrics_lib.MetricsWriter(workdir, resume_step=start)
   progress = metrics_lib.Progress(cfg.rl.steps, start=start, desc="rl")
   base_rng = jax.random.PRNGKey(cfg.seed)
-  last, reached = {}, start
+  last, reached, saved, dropped = {}, start, start, None
   try:
     for step in range(start, cfg.rl.steps):
       if stop.signal:   # it came before the first step, whose start state is checkpointed
         break
+      position = data.get_state()
       examples = next(data)
       rng = jax.random.fold_in(base_rng, step)
-      trainable, opt_state, last, _ = cycle.rl_iteration(ctx, trainable, opt_state,
-                                                         ref_trainable, examples, rng)
+      try:
+        trainable, opt_state, last, _ = cycle.rl_iteration(ctx, trainable, opt_state,
+                                                           ref_trainable, examples, rng)
+      except (Stopped, cycle.HelperFailure) as e:
+        # The step is dropped: nothing of it was applied. Keep its questions for the
+        # resumed run, and make sure the state it starts from is checkpointed.
+        data.set_state(position)
+        if saved != reached:
+          save(reached, trainable, ref_trainable, opt_state)
+        if isinstance(e, cycle.HelperFailure):
+          raise cycle.HelperFailure(
+              f"step {step + 1}: {e}; the step was not trained on; checkpoint at step "
+              f"{reached}: the same command resumes there once the helper is fixed") from None
+        dropped = step + 1
+        break
       last["lr"] = float(schedule(step * cfg.rl.num_epochs * max(cfg.rl.mini_batches, 1)))
       writer.write(step + 1, last)
       reached = step + 1
@@ -270,11 +295,15 @@ def _rl_loop(ctx, schedule, data, save, workdir, start, params, stop, stop_after
       stopping = stop.signal  # read once: a later SIGTERM stops after the next step
       if done or (step + 1) % cfg.train.checkpoint_every == 0 or stopping:
         save(step + 1, trainable, ref_trainable, opt_state)
+        saved = step + 1
       if stopping:
         break
   finally:
     writer.close()
-  if stop.signal:
+  if dropped is not None:
+    log(f"stopped ({stop.signal}) during step {dropped}, which waited on the helper: its "
+        f"calls were cancelled and the step dropped; checkpoint saved at step {reached}")
+  elif stop.signal:
     log(f"stopped ({stop.signal}) after step {reached}; checkpoint saved")
   return dict(last, trainable=trainable)
 
@@ -283,7 +312,8 @@ def run(argv=None) -> tuple[int, dict | None]:
   """`main`, also returning `train`'s result (None when the run could not start).
 
   A caller that goes on after training (`seekjax.main`) must read result["stopped"]: a
-  stopped run (SIGTERM, stop_after) still exits 0, but its training is not finished.
+  stopped run (SIGTERM, stop_after) still exits 0, but its training is not finished
+  (SIGINT exits 130). A helper that fails too often mid-run exits 1, after a checkpoint.
   """
   try:
     cfg, workdir, flags = configlib.parse_argv(sys.argv[1:] if argv is None else argv)
@@ -292,7 +322,10 @@ def run(argv=None) -> tuple[int, dict | None]:
                 stop_after=flags.get("stop_after"))
     what = "stopped" if out.get("stopped") not in (None, "stop_after") else "done"
     log(f"{what} in {time.perf_counter() - t0:.0f}s; results in {os.path.abspath(workdir)}")
-    return 0, out
+    return (130 if out.get("stopped") == "SIGINT" else 0), out   # 130: the shell's Ctrl-C code
+  except cycle.HelperFailure as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1, None
   except (configlib.ConfigError, build.RunSetupError, ModelLoadError, sharding.MeshError,
           checkpoint.CheckpointError, WorkdirError) as e:
     print(f"error: {e}", file=sys.stderr)
