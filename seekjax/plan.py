@@ -276,6 +276,13 @@ def check_fits(cfg, devices: int, hbm_gib: float | None, prompt_tokens: int = 25
   return rows
 
 
+def check_devices(cfg, prompt_tokens: int = 256):
+  """`check_fits` on this run's devices (all processes') with the first device's memory
+  limit; what `seekjax.train` calls at set-up. A no-op where that limit is unknown (CPU)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  return check_fits(cfg, jax.device_count(), device_hbm_gib(), prompt_tokens)
+
+
 def device_hbm_gib() -> float | None:
   """This host's first device's memory limit in GiB, or None where JAX does not say (CPU)."""
   import jax  # pylint: disable=import-outside-toplevel

@@ -133,6 +133,15 @@ def test_check_fits_refuses_in_one_line_and_skips_without_hbm():
   assert plan.check_fits(_cfg(), 1, 16.0)
 
 
+def test_check_devices_uses_the_device_memory_limit(monkeypatch):
+  cfg = _cfg("rl.questions_per_step=4096", "rl.micro_batches=4096", "rl.group_size=8")
+  assert plan.device_hbm_gib() is None and plan.check_devices(cfg) is None   # CPU: skipped
+  monkeypatch.setattr(plan, "device_hbm_gib", lambda: 0.5)
+  with pytest.raises(plan.PlanError, match="^plan: does not fit: kv cache "):
+    plan.check_devices(cfg)
+  assert plan.check_devices(_cfg())
+
+
 def test_tpu_pod_fits_on_256_chips_of_95_gib():
   cfg = configlib.load_config(os.path.join(ROOT, "configs", "tpu_pod.py"))
   assert plan.fits(plan.plan(cfg, 256)[0], 95)
