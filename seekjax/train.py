@@ -301,8 +301,8 @@ def _rl_loop(ctx, schedule, data, save, workdir, start, params, stop, stop_after
   finally:
     writer.close()
   if dropped is not None:
-    log(f"stopped ({stop.signal}) during step {dropped}, which waited on the helper: its "
-        f"calls were cancelled and the step dropped; checkpoint saved at step {reached}")
+    log(f"stopped ({stop.signal}) after step {reached}; checkpoint saved (step {dropped}, "
+        "which waited on the helper, was dropped and its calls cancelled)")
   elif stop.signal:
     log(f"stopped ({stop.signal}) after step {reached}; checkpoint saved")
   return dict(last, trainable=trainable)

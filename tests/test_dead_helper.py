@@ -126,6 +126,16 @@ def test_refused_key_ends_the_run_before_the_model_loads(server, tmp_path, capsy
   assert len(server.calls) == 1   # the LLM judge shares the helper's endpoint: one probe
 
 
+def test_sigterm_while_the_probe_hangs_stops_at_once(server, tmp_path, capsys):
+  server.default = HANG
+  threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+  t0 = time.monotonic()
+  assert train_lib.main(_args(server, tmp_path / "w", "--config.helper.timeout=600")) == 0
+  err = capsys.readouterr().err
+  assert time.monotonic() - t0 < BOUND and "Traceback" not in err
+  assert "stopped (SIGTERM) during the set-up, before the RL loop" in err, err[-2000:]
+
+
 # ----------------------------------------------------------------------------- during training
 
 
@@ -193,8 +203,8 @@ def test_signal_while_the_helper_hangs_stops_in_bounded_time(signame, server, fo
   err = capsys.readouterr().err
   assert rc == (0 if signame == "SIGTERM" else 130) and took < BOUND, (rc, took, err[-2000:])
   assert "Traceback" not in err
-  assert (f"stopped ({signame}) during step 2, which waited on the helper: its calls were "
-          "cancelled and the step dropped; checkpoint saved at step 1") in err, err[-2000:]
+  assert (f"stopped ({signame}) after step 1; checkpoint saved (step 2, which waited on the "
+          "helper, was dropped and its calls cancelled)") in err, err[-2000:]
   assert _checkpoints(workdir) == ["0", "1"] and _steps_logged(workdir) == [1]
   deadline = time.monotonic() + 5
   while _in_flight(server) and time.monotonic() < deadline:   # the hung calls were cancelled
