@@ -1,7 +1,7 @@
 """The memory plan: what one device holds for a config, from the model's shape alone.
 
-`python -m seekjax.plan --config=configs/X.py --devices=N --hbm_gib=G [--config.k=v ...]`
-prints a per-device table and ends with `fits: yes` (exit 0) or `fits: no` (exit 1);
+`python -m seekjax.plan --config=configs/X.py --devices=N --hbm_gib=G [--prompt_tokens=256]
+[--config.k=v ...]` prints a per-device table and ends with `fits: yes` (exit 0) or `fits: no` (exit 1);
 `seekjax.train` runs `check_fits` at start and refuses a config that cannot fit, in one
 line naming the largest term and the config key to turn.
 
