@@ -20,7 +20,6 @@ Flags besides the trainer's --config/--workdir/--config.k=v:
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -33,6 +32,7 @@ from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
 from seekjax.rl import build, checkpoint
 from seekjax.rl import trainable as trainable_lib
+from seekjax.rl import workdir as workdir_lib
 from seekjax.train import fit_to_context, make_rollout_config, trainable_spec
 
 BASELINE_WEIGHTS = ("reference", "base", "policy")
@@ -57,18 +57,19 @@ def restore_policy(cfg, workdir: str, model) -> dict:
   spec = trainable_spec(cfg)
   trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(cfg.seed + 1))
   out = dict(trainable=trainable, ref_trainable=trainable, frozen=frozen, spec=spec, step=None)
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if not (workdir_lib.as_path(workdir) / "checkpoints").is_dir():
     return out
   ckpt = checkpoint.Checkpointer(workdir, keep=cfg.train.keep_checkpoints, async_save=False)
   try:
-    step = ckpt.latest_step()
-    if step is None:
+    if ckpt.latest_step() is None:
       return out
     # The saved state holds the optimizer state too; its structure (not its values)
-    # must match, so the template is built with the trainer's optimizer.
+    # must match, so the template is built with the trainer's optimizer. A damaged
+    # latest checkpoint falls back to the newest one that restores (left in place).
     optimizer, _ = build.make_rl_optimizer(cfg)
     template = checkpoint.train_state(trainable, trainable, optimizer.init(trainable), 0)
-    state, _ = ckpt.restore(step, template, checkpoint.model_fingerprint(model.config, spec))
+    step, state, _ = ckpt.restore_latest(
+        template, checkpoint.model_fingerprint(model.config, spec), log=log, set_aside=False)
     return dict(out, trainable=state["trainable"], ref_trainable=state["ref_trainable"],
                 step=int(step))
   finally:
@@ -136,7 +137,8 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   results["meta"]["seconds"] = time.perf_counter() - t0
   paths = {}
   if jax.process_index() == 0:
-    paths = results_lib.write(results, runs, eval_ex, out_dir or os.path.join(workdir, "eval"),
+    paths = results_lib.write(results, runs, eval_ex,
+                              out_dir or str(workdir_lib.as_path(workdir) / "eval"),
                               redact_private=cfg.eval.redact_private)
   return {"results": results, "paths": paths, "runs": runs, "policy": policy}
 
@@ -151,13 +153,12 @@ def main(argv=None) -> int:
       flags["methods"] = tuple(m.strip() for m in flags["methods"].split(",") if m.strip())
     out = evaluate(cfg, workdir, **flags)
   except (configlib.ConfigError, build.RunSetupError, ModelLoadError, sharding.MeshError,
-          checkpoint.CheckpointError) as e:
+          checkpoint.CheckpointError, workdir_lib.WorkdirError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   if jax.process_index() == 0:
     print(report.main_table(out["results"]["methods"]))
-    print(f"\nresults written to {os.path.abspath(out['paths']['json'])} "
-          f"(table: {os.path.abspath(out['paths']['md'])})")
+    print(f"\nresults written to {out['paths']['json']} (table: {out['paths']['md']})")
   return 0
 
 

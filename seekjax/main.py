@@ -7,6 +7,7 @@ results and plots went. Extra `--config.k=v` overrides pass through.
 """
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
@@ -32,11 +33,14 @@ def plot_methods(results: dict, outdir: str) -> str:
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=30)
   fig.tight_layout()
-  os.makedirs(outdir, exist_ok=True)
-  path = os.path.join(outdir, "methods.png")
-  fig.savefig(path, dpi=120)
+  from seekjax.rl import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  out = workdir_lib.as_path(outdir)   # local or gs:// (etils.epath)
+  out.mkdir(parents=True, exist_ok=True)
+  png = io.BytesIO()
+  fig.savefig(png, format="png", dpi=120)
   plt.close(fig)
-  return path
+  (out / "methods.png").write_bytes(png.getvalue())
+  return str(out / "methods.png")
 
 
 def with_defaults(argv: list[str]) -> list[str]:
@@ -64,14 +68,15 @@ def main(argv=None) -> int:
   from seekjax import configlib  # pylint: disable=import-outside-toplevel
   cfg, workdir, _ = configlib.parse_argv(train_args, str_flags=("fork_from",))   # train's flags
   out = evaluate.evaluate(cfg, workdir, baselines_on="reference")
-  plot = plot_methods(out["results"], os.path.join(workdir, "eval", "plots"))
+  from seekjax.rl import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  root = workdir_lib.as_path(workdir)
+  plot = plot_methods(out["results"], str(root / "eval" / "plots"))
   print(report.main_table(out["results"]["methods"]))
   print(f"\ntraining {t1 - t0:.0f}s, evaluation {time.perf_counter() - t1:.0f}s")
-  print(f"results written to {os.path.abspath(out['paths']['json'])}")
-  print(f"table: {os.path.abspath(out['paths']['md'])}")
-  print(f"plot: {os.path.abspath(plot)}")
-  print(f"metrics: {os.path.abspath(os.path.join(workdir, 'metrics.jsonl'))} (TensorBoard: "
-        f"{os.path.abspath(os.path.join(workdir, 'tb'))})")
+  print(f"results written to {out['paths']['json']}")
+  print(f"table: {out['paths']['md']}")
+  print(f"plot: {plot}")
+  print(f"metrics: {root / 'metrics.jsonl'} (TensorBoard: {root / 'tb'})")
   return 0
 
 

@@ -86,7 +86,32 @@ CASES = [
     Case("workdir that cannot be written", "exit 2, one line"),
     Case("workdir of another run / checkpoint of another model", "one line",
          ("tests/test_train.py::test_workdir_of_another_run_is_refused",
-          "tests/test_train.py::test_checkpoint_from_a_different_model_is_refused")),
+          "tests/test_train.py::"
+          "test_overwrite_keeps_a_checkpointed_run_and_a_fork_of_another_model_is_refused")),
+    Case("resume with a changed state or data key (also with --overwrite)",
+         "one line naming the keys; only rl.steps extends (recorded); --fork_from starts anew",
+         ("tests/test_workdir.py::"
+          "test_a_resumed_run_matches_on_every_key_that_shapes_state_or_data",
+          "tests/test_train.py::"
+          "test_more_steps_extend_a_finished_run_and_a_fork_starts_a_new_one")),
+    Case("a run that fails at set-up", "nothing written: its corrected rerun is not another run",
+         ("tests/test_train.py::test_bad_input_gives_one_line",)),
+    Case("gs:// workdir", "a bucket path through epath, never a local dir 'gs:'",
+         ("tests/test_workdir.py::test_remote_workdir_config_and_metrics_go_to_the_bucket",
+          "tests/test_workdir.py::test_remote_eval_results_go_to_the_bucket")),
+    Case("unreachable remote workdir", "exit 2, one line, before any work",
+         ("tests/test_workdir.py::test_unreachable_workdir_fails_at_start_in_one_line",)),
+    # Training state.
+    Case("non-finite loss, gradient norm or reward", "exit 2, one line naming step and term; "
+         "not checkpointed; metrics.jsonl strict JSON (null)",
+         ("tests/test_train.py::test_non_finite_reward_stops_before_saving_and_metrics_stay_json",
+          "tests/test_workdir.py::test_metrics_jsonl_is_strict_json_with_null_for_non_finite")),
+    Case("damaged latest checkpoint (truncated array file, broken metadata JSON)",
+         "one warning line, falls back to the newest that restores; none: one line",
+         ("tests/test_workdir.py::"
+          "test_damaged_latest_checkpoint_falls_back_to_the_newest_that_restores",
+          "tests/test_workdir.py::test_no_checkpoint_restores_is_one_line",
+          "tests/test_train.py::test_damaged_latest_checkpoint_resumes_from_the_one_before")),
 ]
 
 

@@ -89,12 +89,94 @@ def test_workdir_written_before_a_setting_existed_is_the_same_run(tmp_path):
     prepare_workdir(workdir, _cfg(), overwrite=False)
 
 
-def test_checkpoint_from_a_different_model_is_refused(straight, tmp_path):
+def test_overwrite_keeps_a_checkpointed_run_and_a_fork_of_another_model_is_refused(
+    straight, tmp_path):
+  """--overwrite cannot change what a checkpoint means (it used to resume the old
+  checkpoint under a new group size); a fork may change the config, but not the model."""
   import shutil
   workdir = str(tmp_path / "other")
   shutil.copytree(straight[0], workdir)
-  with pytest.raises(CheckpointMismatch, match="different model"):
+  with pytest.raises(WorkdirError, match="differs in rl.group_size.*--fork_from="):
+    train(_cfg("rl.group_size=4"), workdir, overwrite=True)
+  with pytest.raises(WorkdirError, match="differs in model.top_n, model.trainable"):
     train(_cfg("model.trainable=top_n", "model.top_n=1"), workdir, overwrite=True)
+  fork = tmp_path / "fork"
+  with pytest.raises(CheckpointMismatch, match="different model"):
+    train(_cfg("model.trainable=top_n", "model.top_n=1"), str(fork), fork_from=workdir)
+  assert not fork.exists()   # a fork that fails to restore leaves nothing behind
+
+
+def test_more_steps_extend_a_finished_run_and_a_fork_starts_a_new_one(straight, tmp_path):
+  import shutil
+  workdir = str(tmp_path / "extended")
+  shutil.copytree(straight[0], workdir)
+  train(_cfg("rl.steps=7"), workdir)
+  assert [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics.jsonl"))] == list(
+      range(1, 8))
+  record = json.load(open(os.path.join(workdir, "config.json")))
+  assert record["rl"]["steps"] == 7
+  assert record["run"] == {"steps_changed": [{"at_step": 6, "from": 6, "to": 7}]}
+  fork = str(tmp_path / "fork")
+  args = ("rl.steps=8", "rl.group_size=4")   # a new run from the extended run's step 7
+  train(_cfg(*args), fork, fork_from=workdir)
+  assert sorted(os.listdir(os.path.join(fork, "checkpoints"))) == ["7", "8"]
+  assert [json.loads(l)["step"] for l in open(os.path.join(fork, "metrics.jsonl"))] == [8]
+  record = json.load(open(os.path.join(fork, "config.json")))
+  assert record["rl"]["group_size"] == 4 and record["run"] == {
+      "forked_from": {"workdir": workdir, "step": 7}}
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["6", "7"]   # untouched
+  again = train(_cfg(*args), fork, fork_from=workdir)   # the same command again: a resume
+  assert again["stopped"] is None
+  assert sorted(os.listdir(os.path.join(fork, "checkpoints"))) == ["7", "8"]
+
+
+def test_damaged_latest_checkpoint_resumes_from_the_one_before(straight, tmp_path, capsys):
+  """A truncated array file in the latest checkpoint: one warning, the older checkpoint
+  is resumed, and the finished run equals the uninterrupted one bit for bit."""
+  import glob
+  import shutil
+  workdir = str(tmp_path / "damaged")
+  shutil.copytree(straight[0], workdir)
+  files = glob.glob(os.path.join(workdir, "checkpoints", "6", "state", "**", "d", "*"),
+                    recursive=True)
+  biggest = max(files, key=os.path.getsize)
+  with open(biggest, "r+b") as f:
+    f.truncate(os.path.getsize(biggest) // 2)
+  out = train(_cfg(), workdir)
+  err = capsys.readouterr().err
+  assert "Traceback" not in err
+  assert f"checkpoint {workdir}/checkpoints/6 does not restore (" in err
+  assert "falling back to step 3" in err and "resumed from step 3" in err
+  assert os.listdir(os.path.join(workdir, "damaged_checkpoints")) == ["6"]
+  for a, b in zip(_leaves(straight[1]["trainable"]), _leaves(out["trainable"])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_reward_stops_before_saving_and_metrics_stay_json(tmp_path, monkeypatch,
+                                                                       capsys):
+  from seekjax.rl import rewards as rewards_lib
+  real, calls = rewards_lib.compute_rewards, []
+
+  def poisoned_at_step_3(**kw):
+    rewards, components, valid = real(**kw)
+    calls.append(1)
+    if len(calls) == 3:
+      rewards = np.full_like(np.asarray(rewards, np.float32), np.nan)
+    return rewards, components, valid
+  monkeypatch.setattr(rewards_lib, "compute_rewards", poisoned_at_step_3)
+  workdir = tmp_path / "w"
+  rc = main([f"--config={TINY}", f"--workdir={workdir}", "--config.sft.steps=0",
+             "--config.rl.steps=5", "--config.train.checkpoint_every=1"])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert rc == 2 and err[-1] == ("error: step 3: non-finite reward (nan); stopped before saving "
+                                 "this state (latest checkpoint: step 2)"), err[-3:]
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2"]   # keep 2: the good ones
+
+  def refuse(name):
+    raise ValueError(f"not JSON: {name}")
+  rows = [json.loads(l, parse_constant=refuse) for l in open(workdir / "metrics.jsonl")]
+  assert [r["step"] for r in rows] == [1, 2, 3]
+  assert rows[2]["reward"] is None and rows[1]["reward"] is not None
 
 
 @pytest.mark.parametrize("args,message", [
@@ -109,6 +191,7 @@ def test_bad_input_gives_one_line(args, message, tmp_path, capsys):
   err = capsys.readouterr().err.strip().splitlines()
   assert rc == 2
   assert err[-1].startswith("error: ") and message in err[-1], err[-1]
+  assert not (tmp_path / "w").exists()   # nothing written: the corrected rerun is not "another run"
 
 
 def test_batch_that_does_not_divide_the_data_axis(tmp_path):
@@ -232,7 +315,10 @@ def test_sigterm_before_the_rl_loop_exits_cleanly(phase, tmp_path, monkeypatch, 
   if phase == "cold start":
     assert "[cold start]" in err and " 4/4 " not in err   # stopped early, not at the end
   assert err.strip().splitlines()[-1].startswith("[seekjax] stopped in ")
-  assert json.load(open(os.path.join(workdir, "config.json")))["sft"]["steps"] == 4
+  if phase == "set-up":
+    assert not os.path.exists(workdir)   # nothing is written before set-up has succeeded
+  else:
+    assert json.load(open(os.path.join(workdir, "config.json")))["sft"]["steps"] == 4
 
 
 def test_config_json_is_written_atomically_and_a_broken_one_is_one_line(tmp_path, monkeypatch):

@@ -23,9 +23,9 @@ answers of results.json (`seekjax.eval.redact`); the returned results are not ch
 from __future__ import annotations
 
 import json
-import os
 
 from seekjax.eval import metrics, redact as redact_lib, report
+from seekjax.rl import workdir as workdir_lib
 
 SCHEMA_VERSION = 1
 OVERALL_KEYS = ("n", "n_private", "em", "em_ci", "f1", "messages_per_episode",
@@ -110,16 +110,15 @@ def write(results: dict, runs: dict, examples: list, outdir: str,
 
   redact_private: hide each example's private facts and spans (module docstring).
   """
-  os.makedirs(outdir, exist_ok=True)
-  paths = {k: os.path.join(outdir, f) for k, f in
+  out = workdir_lib.as_path(outdir)   # local or gs:// (etils.epath)
+  out.mkdir(parents=True, exist_ok=True)
+  paths = {k: str(out / f) for k, f in
            (("json", "results.json"), ("md", "results.md"), ("episodes", "episodes.jsonl"))}
   patterns = [redact_lib.redactor(redact_lib.private_strings(ex)) if redact_private else None
               for ex in examples]
-  with open(paths["json"], "w") as f:
-    json.dump(redacted_results(results, patterns), f, indent=2, sort_keys=False)
-  with open(paths["md"], "w") as f:
-    f.write(report.render(results))
-  with open(paths["episodes"], "w") as f:
-    for row in episode_rows(runs, examples, patterns):
-      f.write(json.dumps(row) + "\n")
+  (out / "results.json").write_text(
+      json.dumps(redacted_results(results, patterns), indent=2, sort_keys=False))
+  (out / "results.md").write_text(report.render(results))
+  (out / "episodes.jsonl").write_text(
+      "".join(json.dumps(row) + "\n" for row in episode_rows(runs, examples, patterns)))
   return paths

@@ -6,17 +6,21 @@ One `CheckpointManager` (async saves, keep the last K). Each step directory hold
          checkpoints of older versions hold one bare grain state (`process_data_state`)
   meta:  the model fingerprint, so a checkpoint from another model is refused.
 Orbax writes each step to a temporary directory and renames it when complete, so a
-step killed mid-save is never listed (and never restored).
+step killed mid-save is never listed (and never restored). A finalized step damaged
+later (a truncated array file, broken metadata) is skipped by `restore_latest`, which
+warns in one line and falls back to the newest step that restores.
+The directory is an `etils.epath` path, so a workdir may be local or gs://.
 """
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from seekjax.rl import workdir as workdir_lib
 
 
 class CheckpointError(ValueError):
@@ -74,7 +78,7 @@ class Checkpointer:
   """Save/restore the training state under `<workdir>/checkpoints`."""
 
   def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
-    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.directory = workdir_lib.as_path(workdir) / "checkpoints"
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
@@ -82,6 +86,9 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
 
   def save(self, step: int, state: dict, data_state: dict, fingerprint: dict,
            force: bool = False) -> None:
@@ -106,12 +113,66 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
     return out["state"], out["data"]
 
+  def restore_latest(self, template: dict, fingerprint: dict, log=print, set_aside: bool = True):
+    """(step, state, data_state) of the newest checkpoint that restores; None if none exists.
+
+    A checkpoint that fails to restore (a truncated array file, broken metadata) is
+    reported in one `log` line and the next older one is tried; when none restores, a
+    one-line CheckpointError. A checkpoint of another model is refused, not skipped.
+    After a fallback the damaged newer steps are moved to `<workdir>/damaged_checkpoints`
+    (kept for inspection; not with `set_aside=False`), so the step restored is the latest
+    and the run saves after it.
+    """
+    steps = self.all_steps()
+    failures = []
+    for step in reversed(steps):
+      try:
+        state, data_state = self.restore(step, template, fingerprint)
+      except CheckpointMismatch:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  # any damage: try the next one
+        failures.append(f"{step}: {_one_line(e)}")
+        older = [s for s in steps if s < step]
+        log(f"checkpoint {self.directory}/{step} does not restore ({_one_line(e)}); "
+            + (f"falling back to step {older[-1]}" if older else "no older checkpoint"))
+        continue
+      damaged = [s for s in steps if s > step]
+      if damaged and set_aside:
+        self.set_aside(damaged, log)
+      return step, state, data_state
+    if failures:
+      raise CheckpointError(f"{self.directory}: no checkpoint restores (step {failures[0]}"
+                            + (f"; {len(failures) - 1} older ones fail too)"
+                               if len(failures) > 1 else ")"))
+    return None
+
+  def set_aside(self, steps: list[int], log=print) -> None:
+    """Move these steps' directories to `<workdir>/damaged_checkpoints/` (process 0)."""
+    if jax.process_index() == 0:
+      aside = self.directory.parent / "damaged_checkpoints"
+      aside.mkdir(parents=True, exist_ok=True)
+      for step in steps:
+        target, n = aside / str(step), 1
+        while target.exists():
+          target, n = aside / f"{step}.{n}", n + 1
+        (self.directory / str(step)).rename(target)
+      log(f"moved damaged checkpoint{'s' if len(steps) > 1 else ''} "
+          f"{', '.join(map(str, steps))} to {aside}")
+    self.manager.reload()
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _one_line(e: BaseException, limit: int = 160) -> str:
+  """An exception as one short line (orbax and tensorstore errors span many)."""
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+  return text if len(text) <= limit else text[:limit] + "..."
 
 
 def to_host(tree):

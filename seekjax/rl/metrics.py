@@ -1,14 +1,22 @@
-"""Run metrics: one JSONL line and one TensorBoard event per step, from process 0 only."""
+"""Run metrics: one JSONL line and one TensorBoard event per step, from process 0 only.
+
+The workdir may be local or remote (gs://, ...): files go through `etils.epath`
+(`rl/workdir.py`). Every line of metrics.jsonl is strict JSON: a non-finite value is
+written as `null` (and left out of TensorBoard).
+"""
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 import sys
 import time
 
 import jax
 import numpy as np
+from etils import epath
+
+from seekjax.rl import workdir as workdir_lib
 
 
 def _scalar(v):
@@ -16,8 +24,49 @@ def _scalar(v):
   return float(v) if v.size == 1 else None
 
 
+def json_row(row: dict) -> str:
+  """One strict-JSON line: non-finite floats become null."""
+  clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+           for k, v in row.items()}
+  return json.dumps(clean, allow_nan=False)
+
+
+class _EpathRecordWriter:
+  """TensorBoard events to a remote workdir through epath: object stores have no append,
+  so each flush writes the whole event file (tensorboardX's own GCS writer does the same)."""
+
+  def __init__(self, path: str):
+    self.path, self.buffer = epath.Path(path), io.BytesIO()
+
+  def write(self, data: bytes) -> None:
+    self.buffer.write(data)
+
+  def flush(self) -> None:
+    self.path.write_bytes(self.buffer.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _EpathRecordWriterFactory:
+  def open(self, path):
+    return _EpathRecordWriter(path)
+
+  def directory_check(self, path):
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _register_remote_tensorboard() -> None:
+  """Route tensorboardX's writes for every URI scheme through epath."""
+  from tensorboardX import record_writer  # pylint: disable=import-outside-toplevel
+  for scheme in workdir_lib.URI_SCHEMES:
+    record_writer.register_writer_factory(scheme[:-len("://")], _EpathRecordWriterFactory())
+
+
 class MetricsWriter:
   """Appends to `<workdir>/metrics.jsonl` and writes TensorBoard events to `<workdir>/tb`.
+
+  A remote workdir's metrics.jsonl is rewritten whole at each step (no append there).
 
   resume_step: the checkpoint step a resumed run restarts from. Steps after it were
   logged by the interrupted run and will be logged again, so they are dropped from the
@@ -27,18 +76,23 @@ class MetricsWriter:
 
   def __init__(self, workdir: str, enabled: bool | None = None, resume_step: int | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = workdir_lib.as_path(workdir) / "metrics.jsonl"
+    self.remote = workdir_lib.is_remote(workdir)
     self.tb = None
+    self.lines: list[str] = []   # a remote file's content so far
     if self.enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      _register_remote_tensorboard()
       purge = None
       if resume_step is not None:
         truncate_after(self.path, resume_step)
         purge = resume_step + 1
+      if self.remote and self.path.exists():
+        self.lines = self.path.read_text().splitlines(keepends=True)
       # The file name holds whole seconds only: a second writer in the same second (a
       # quick resume) would overwrite the first's file without the nanosecond suffix,
       # which also keeps the files in the order TensorBoard reads them (by name).
-      self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=purge,
+      self.tb = SummaryWriter(str(workdir_lib.as_path(workdir) / "tb"), purge_step=purge,
                               filename_suffix=f".{time.time_ns()}")
 
   def write(self, step: int, metrics: dict) -> None:
@@ -52,8 +106,13 @@ class MetricsWriter:
       row[k] = s
       if isinstance(s, float) and math.isfinite(s):
         self.tb.add_scalar(k, s, step)
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    line = json_row(row) + "\n"
+    if self.remote:
+      self.lines.append(line)
+      self.path.write_text("".join(self.lines))
+    else:
+      with self.path.open("a") as f:
+        f.write(line)
     self.tb.flush()
 
   def close(self):
@@ -72,33 +131,30 @@ def _row_step(line: str) -> int | None:
   return step if isinstance(step, int) else None
 
 
-def steps_logged(path: str) -> list[int]:
+def steps_logged(path) -> list[int]:
   """The step numbers recorded in a metrics.jsonl (for resume checks)."""
-  if not os.path.exists(path):
+  path = epath.Path(path)
+  if not path.exists():
     return []
-  with open(path) as f:
-    return [s for s in map(_row_step, f) if s is not None]
+  return [s for s in map(_row_step, path.read_text().splitlines()) if s is not None]
 
 
-def truncate_after(path: str, step: int) -> None:
+def truncate_after(path, step: int) -> None:
   """Keep the rows of steps <= `step`, each step once (its first row); drop the rest.
 
   Rows after `step` were written after the checkpoint a resume starts from; partial
   lines come from a kill mid-write. The file is replaced atomically.
   """
-  if not os.path.exists(path):
+  path = epath.Path(path)
+  if not path.exists():
     return
   keep, seen = [], set()
-  with open(path) as f:
-    for line in f:
-      s = _row_step(line)
-      if s is not None and s <= step and s not in seen:
-        seen.add(s)
-        keep.append(line if line.endswith("\n") else line + "\n")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(keep)
-  os.replace(tmp, path)
+  for line in path.read_text().splitlines():
+    s = _row_step(line)
+    if s is not None and s <= step and s not in seen:
+      seen.add(s)
+      keep.append(line + "\n")
+  workdir_lib.write_text(path, "".join(keep))
 
 
 def log(msg: str) -> None:
