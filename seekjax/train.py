@@ -1,15 +1,20 @@
 """`python -m seekjax.train --config=configs/X.py --workdir=DIR [--config.a.b=v]`.
 
-Read top to bottom: set up (config, workdir, model, data, helper), restore or cold-start,
-then the RL loop (one `rl_iteration` per step), with metrics, checkpoints and a clean
-exit on SIGTERM (how TPU preemption notices arrive). SIGTERM is handled from the start:
-during the RL loop the current step finishes and is checkpointed; before it (set-up,
-cold start) the run stops at once, keeping the checkpoints it had, and exits cleanly.
+Read top to bottom: set up (config, workdir check, model, data, helper), write the
+workdir's config, restore (or fork, or cold-start), then the RL loop (one `rl_iteration`
+per step), with metrics, checkpoints and a clean exit on SIGTERM (how TPU preemption
+notices arrive). SIGTERM is handled from the start: during the RL loop the current step
+finishes and is checkpointed; before it (set-up, cold start) the run stops at once,
+keeping the checkpoints it had, and exits cleanly.
+
+Nothing is written to the workdir (local or gs://, `rl/workdir.py`) until set-up has
+succeeded, so a run that fails there never blocks its corrected rerun. A step whose loss,
+gradient norm or reward is not finite stops the run before that state is saved
+(`rl/finite.py`). `--fork_from=DIR` starts a new workdir from DIR's latest checkpoint.
 """
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
@@ -21,6 +26,8 @@ from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
 from seekjax.models.generate import bucket
 from seekjax.rl import build, checkpoint, cycle, distributed, metrics as metrics_lib
+from seekjax.rl import finite
+from seekjax.rl import workdir as workdir_lib
 from seekjax.rl.cold_start import cold_start
 from seekjax.rl.metrics import log
 from seekjax.rl import step as step_lib
@@ -29,8 +36,7 @@ from seekjax.rollout.config import episode_budget, from_run_config
 from seekjax.tasks import make_pipeline
 
 
-class WorkdirError(ValueError):
-  """The workdir holds another run, or cannot be written."""
+WorkdirError = workdir_lib.WorkdirError
 
 
 class Stopped(Exception):
@@ -72,30 +78,60 @@ class StopSignal:
 # ----------------------------------------------------------------------------- set-up
 
 
-def prepare_workdir(workdir: str, cfg, overwrite: bool) -> None:
-  """Create the workdir and write the resolved config; refuse another run's workdir."""
+def _steps_in(workdir) -> list[int]:
+  """The checkpoint steps listed in a workdir (a cheap look, before orbax opens it)."""
+  path = workdir_lib.as_path(workdir) / "checkpoints"
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_test.{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("")
-    os.remove(probe)
-  except OSError as e:
-    raise WorkdirError(f"{workdir}: cannot write ({e.strerror})") from None
-  path = os.path.join(workdir, "config.json")
+    return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit()) if path.exists() \
+        else []
+  except Exception as e:  # pylint: disable=broad-except
+    raise WorkdirError(f"{path}: cannot list ({type(e).__name__})") from None
+
+
+def check_workdir(workdir: str, cfg, overwrite: bool, fork_from: str | None = None) -> dict:
+  """Check, before any work, that the workdir can be written and holds this run (or none).
+
+  Writes nothing (a probe file is removed again). Returns the plan `write_config` needs:
+  {saved, changed, created}. With `fork_from`, that workdir must hold a checkpoint.
+  """
+  created = not workdir_lib.check_writable(workdir)
   resolved = configlib.config_to_dict(cfg)
-  if os.path.exists(path) and not overwrite:
-    try:
-      with open(path) as f:
-        old = json.load(f)
-    except (OSError, ValueError) as e:
-      raise WorkdirError(f"{path}: unreadable ({type(e).__name__}); use a new --workdir, or "
-                         "--overwrite to replace it") from None
-    if configlib.fill_added_keys(old, resolved, configlib.base_defaults()) != resolved:
-      raise WorkdirError(f"{workdir} holds another run's config; use a new --workdir, or "
-                         "--overwrite to replace it")
-  if jax.process_index() == 0:
-    configlib.dump_config(cfg, workdir)   # atomic: a kill never leaves half a config.json
+  try:
+    saved = workdir_lib.read_config(workdir)
+  except WorkdirError:
+    if not overwrite:
+      raise
+    saved = None   # --overwrite replaces an unreadable config.json
+  if saved is not None:
+    saved = configlib.fill_added_keys(saved, resolved, configlib.base_defaults())
+  if fork_from is not None:
+    if workdir_lib.as_path(fork_from) == workdir_lib.as_path(workdir):
+      raise WorkdirError("--fork_from: names the --workdir itself; resume it without the flag")
+    if not _steps_in(fork_from):
+      raise WorkdirError(f"--fork_from={fork_from}: holds no checkpoint")
+  changed = workdir_lib.check_same_run(workdir, saved, resolved, overwrite=overwrite,
+                                       has_checkpoint=bool(_steps_in(workdir)),
+                                       fork_from=fork_from)
+  return dict(saved=saved, changed=changed, created=created)
+
+
+def write_config(workdir: str, cfg, plan: dict, step: int | None = None,
+                 forked_from: dict | None = None) -> None:
+  """Write config.json (and its YAML twin): the resolved config plus the run's record
+  (an `rl.steps` change at the resumed `step`, a fork's source). Process 0 only."""
+  if jax.process_index() != 0:
+    return
+  record = workdir_lib.run_record(plan["saved"], configlib.config_to_dict(cfg), plan["changed"],
+                                  step, forked_from)
+  path = workdir_lib.as_path(workdir)
+  workdir_lib.write_text(path / "config.json",
+                         json.dumps(record, indent=2, sort_keys=True) + "\n")
+  workdir_lib.write_text(path / "config.yaml", configlib.to_yaml(record) + "\n")
+
+
+def prepare_workdir(workdir: str, cfg, overwrite: bool) -> None:
+  """`check_workdir` then `write_config` (a fresh or resumed run's config, no set-up)."""
+  write_config(workdir, cfg, check_workdir(workdir, cfg, overwrite))
 
 
 def make_rollout_config(cfg):
@@ -163,18 +199,21 @@ def restore_data_position(data, saved, where: str) -> None:
 # ----------------------------------------------------------------------------- the loop
 
 
-def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = None) -> dict:
+def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = None,
+          fork_from: str | None = None) -> dict:
   """Run (or resume) a training run; returns the last step's metrics and the final state.
 
   stop_after: leave after this step (with a checkpoint), e.g. to fit a scheduler's time
   slot; the next run with the same command resumes there.
+  fork_from: a workdir whose latest checkpoint (state, step, data position) this new
+  workdir starts from, under a config that may differ (a new run of its own).
   A SIGTERM before the RL loop returns {"stopped": "SIGTERM"} (see the module docstring);
   otherwise "stopped" says why the loop ended early (None: it finished).
   """
   stop = StopSignal()
   previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
-    return _train(cfg, workdir, overwrite, stop_after, stop)
+    return _train(cfg, workdir, overwrite, stop_after, stop, fork_from)
   except Stopped as e:
     log(f"stopped ({stop.signal}) during the {e.phase}, before the RL loop: nothing new to "
         "save; the same command starts again from the latest checkpoint, if any")
@@ -184,10 +223,20 @@ def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = N
       signal.signal(s, handler)
 
 
-def _train(cfg, workdir: str, overwrite: bool, stop_after: int | None, stop: StopSignal) -> dict:
+def _train(cfg, workdir: str, overwrite: bool, stop_after: int | None, stop: StopSignal,
+           fork_from: str | None = None) -> dict:
   build.maybe_initialize_distributed(cfg)
+  plan = check_workdir(workdir, cfg, overwrite, fork_from)
+  try:
+    return _set_up_and_run(cfg, workdir, plan, stop_after, stop, fork_from)
+  finally:
+    if plan["created"]:
+      workdir_lib.discard_if_empty(workdir)   # set-up failed before writing anything
+
+
+def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop: StopSignal,
+                    fork_from: str | None) -> dict:
   build.probe_helpers(cfg, should_stop=stop.check)   # a dead helper ends the run here
-  prepare_workdir(workdir, cfg, overwrite)
   mesh = build.build_mesh(cfg)
   check_batch_fits(cfg, mesh)
   model = build.build_model(cfg, mesh)
@@ -209,17 +258,32 @@ def _train(cfg, workdir: str, overwrite: bool, stop_after: int | None, stop: Sto
   optimizer, schedule = build.make_rl_optimizer(cfg)
   fingerprint = checkpoint.model_fingerprint(model.config, spec)
   data = iter(make_pipeline(train_ex, batch_size=cfg.rl.questions_per_step, seed=cfg.seed))
-  ckpt = checkpoint.Checkpointer(workdir, keep=cfg.train.keep_checkpoints,
-                                 async_save=cfg.train.async_checkpoint)
+  ckpt = None
 
   def save(step, trainable, ref_trainable, opt_state):
+    if not finite.all_finite((trainable, opt_state)):
+      raise finite.NonFiniteError(f"step {step}: non-finite params; stopped without saving "
+                                  f"them (latest checkpoint: {ckpt.latest_step()})")
     ckpt.save(step, distributed.to_global(mesh, checkpoint.train_state(
         trainable, ref_trainable, opt_state, step)), data_states(data), fingerprint, force=True)
 
   try:
     stop.check()
-    start = ckpt.latest_step()
-    if start is None:
+    # Set-up succeeded: from here on the workdir is written.
+    ckpt = checkpoint.Checkpointer(workdir, keep=cfg.train.keep_checkpoints,
+                                   async_save=cfg.train.async_checkpoint)
+    source = fork_from if fork_from is not None and not ckpt.all_steps() else None
+    restored = None
+    if source is not None or ckpt.all_steps():
+      template = distributed.to_global(mesh, checkpoint.train_state(
+          trainable, trainable, optimizer.init(trainable), 0))
+      restored = (_restore_fork(source, cfg, template, fingerprint) if source is not None
+                  else ckpt.restore_latest(template, fingerprint, log=log))
+    forked_from = None if source is None else {
+        "workdir": configlib.scrub_url(str(source)), "step": restored[0]}
+    write_config(workdir, cfg, plan, step=None if restored is None else restored[0],
+                 forked_from=forked_from)
+    if restored is None:
       stop.phase = "cold start"
       trainable = cold_start(cfg, model, spec, trainable, frozen, train_ex, helper,
                              should_stop=stop.check)
@@ -230,29 +294,48 @@ def _train(cfg, workdir: str, overwrite: bool, stop_after: int | None, stop: Sto
       save(0, trainable, ref_trainable, opt_state)
     else:
       stop.phase = "rl"
-      template = distributed.to_global(mesh, checkpoint.train_state(
-          trainable, trainable, optimizer.init(trainable), 0))
-      state, data_state = ckpt.restore(start, template, fingerprint)
+      start, state, data_state = restored
       trainable, ref_trainable, opt_state = (state["trainable"], state["ref_trainable"],
                                              state["opt_state"])
-      restore_data_position(data, data_state, f"{ckpt.directory}/{start}")
-      log(f"resumed from step {start} ({ckpt.directory})")
+      restore_data_position(data, data_state, f"{source or ckpt.directory}/{start}")
+      if source is not None:
+        save(start, trainable, ref_trainable, opt_state)   # the fork's own first checkpoint
+        log(f"forked from step {start} of {source}")
+      else:
+        log(f"resumed from step {start} ({ckpt.directory})")
     ctx = cycle.RunContext(cfg=cfg, model=model, spec=spec, frozen=frozen, helper=helper,
                            judge=judge, rollout_cfg=make_rollout_config(cfg),
                            train_step=make_step(cfg, model.config, spec, optimizer), mesh=mesh,
                            should_stop=stop.check)
     last = _rl_loop(ctx, schedule, data, save, workdir, start,
-                    (trainable, ref_trainable, opt_state), stop, stop_after)
+                    (trainable, ref_trainable, opt_state), stop, stop_after, ckpt.latest_step)
   finally:
-    ckpt.close()
+    if ckpt is not None:
+      ckpt.close()
     build.close_helpers(helper, judge)
   return dict(last, frozen=frozen, spec=spec, model=model, eval_examples=eval_ex,
               stopped=stop.signal)
 
 
-def _rl_loop(ctx, schedule, data, save, workdir, start, params, stop, stop_after) -> dict:
+def _restore_fork(source: str, cfg, template, fingerprint):
+  """(step, state, data_state) of `source`'s newest checkpoint that restores; `source`
+  is another run's workdir, so nothing in it is moved or written."""
+  src = checkpoint.Checkpointer(source, keep=cfg.train.keep_checkpoints, async_save=False)
+  try:
+    restored = src.restore_latest(template, fingerprint, log=log, set_aside=False)
+  finally:
+    src.close()
+  if restored is None:
+    raise WorkdirError(f"--fork_from={source}: holds no checkpoint")
+  return restored
+
+
+def _rl_loop(ctx, schedule, data, save, workdir, start, params, stop, stop_after,
+             latest_checkpoint) -> dict:
   """The RL steps from `start`; `save`s on schedule, at the end, and when stopping.
 
+  A step whose loss, gradient norm or reward is not finite raises NonFiniteError after
+  its metrics row is written and before anything of it is saved.
   Returns the last step's metrics with the final `trainable`.
   """
   cfg = ctx.cfg
@@ -285,6 +368,11 @@ def _rl_loop(ctx, schedule, data, save, workdir, start, params, stop, stop_after
         break
       last["lr"] = float(schedule(step * cfg.rl.num_epochs * max(cfg.rl.mini_batches, 1)))
       writer.write(step + 1, last)
+      bad = finite.nonfinite_term(last)
+      if bad:
+        raise finite.NonFiniteError(
+            f"step {step + 1}: non-finite {bad} ({last[bad]}); stopped before saving this "
+            f"state (latest checkpoint: step {latest_checkpoint()})")
       reached = step + 1
       progress.update(step + 1, reward=last["reward"], em=last["em"],
                       msgs=last["messages_per_episode"], leak=last["leak_rate"],
@@ -316,18 +404,19 @@ def run(argv=None) -> tuple[int, dict | None]:
   (SIGINT exits 130). A helper that fails too often mid-run exits 1, after a checkpoint.
   """
   try:
-    cfg, workdir, flags = configlib.parse_argv(sys.argv[1:] if argv is None else argv)
+    cfg, workdir, flags = configlib.parse_argv(sys.argv[1:] if argv is None else argv,
+                                               str_flags=("fork_from",))
     t0 = time.perf_counter()
     out = train(cfg, workdir, overwrite=flags.get("overwrite", False),
-                stop_after=flags.get("stop_after"))
+                stop_after=flags.get("stop_after"), fork_from=flags.get("fork_from"))
     what = "stopped" if out.get("stopped") not in (None, "stop_after") else "done"
-    log(f"{what} in {time.perf_counter() - t0:.0f}s; results in {os.path.abspath(workdir)}")
+    log(f"{what} in {time.perf_counter() - t0:.0f}s; results in {workdir_lib.as_path(workdir)}")
     return (130 if out.get("stopped") == "SIGINT" else 0), out   # 130: the shell's Ctrl-C code
   except cycle.HelperFailure as e:
     print(f"error: {e}", file=sys.stderr)
     return 1, None
   except (configlib.ConfigError, build.RunSetupError, ModelLoadError, sharding.MeshError,
-          checkpoint.CheckpointError, WorkdirError) as e:
+          checkpoint.CheckpointError, WorkdirError, finite.NonFiniteError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2, None
 
