@@ -172,7 +172,7 @@ def training_demos(tok, n_short: int, n_long: int):
   """(ids, mask) of scripted episodes: n_short with SHORT_SYSTEM, n_long with the real prompt."""
   from seekjax import protocol
   from seekjax.helpers.base import HelperReply
-  from seekjax.rl import sft
+  from seekjax.coldstart import sft
   out = []
   for j in range(n_short + n_long):
     i, k = j, j % 4

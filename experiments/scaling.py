@@ -4,7 +4,7 @@ On CPU, helper strength is the KnowledgeHelper's coverage of the fact base, and 
 strength is one of (--slm_axis):
   layers     how many top layers train (model.top_n): capacity, the same knowledge;
   knowledge  the share of the world's named facts taught to the SLM before the cold start
-             (sft.knowledge, seekjax/rl/knowledge.py): what a bigger SLM mostly adds. Cells
+             (sft.knowledge, seekjax/coldstart/knowledge.py): what a bigger SLM mostly adds. Cells
              on this axis also evaluate slm_cot, to show how much the SLM answers alone.
 On accelerators pass real grids instead, e.g. `model.path=...` per SLM and
 `helper.base_url=...` per helper, as extra overrides.

@@ -30,9 +30,9 @@ from seekjax.eval import baselines, report, results as results_lib
 from seekjax.helpers import RuleLeakJudge
 from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
-from seekjax.rl import build, checkpoint
+from seekjax.run import setup, checkpoint
 from seekjax.rl import trainable as trainable_lib
-from seekjax.rl import workdir as workdir_lib
+from seekjax.run import workdir as workdir_lib
 from seekjax.train import fit_to_context, make_rollout_config, trainable_spec
 
 BASELINE_WEIGHTS = ("reference", "base", "policy")
@@ -66,7 +66,7 @@ def restore_policy(cfg, workdir: str, model) -> dict:
     # The saved state holds the optimizer state too; its structure (not its values)
     # must match, so the template is built with the trainer's optimizer. A damaged
     # latest checkpoint falls back to the newest one that restores (left in place).
-    optimizer, _ = build.make_rl_optimizer(cfg)
+    optimizer, _ = setup.make_rl_optimizer(cfg)
     template = checkpoint.train_state(trainable, trainable, optimizer.init(trainable), 0)
     step, state, _ = ckpt.restore_latest(
         template, checkpoint.model_fingerprint(model.config, spec), log=log, set_aside=False)
@@ -97,17 +97,17 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   """
   _check_flags(methods, baselines_on, bootstrap, batch)
   t0 = time.perf_counter()
-  build.maybe_initialize_distributed(cfg)
-  mesh = build.build_mesh(cfg)
-  model = build.build_model(cfg, mesh)
+  setup.maybe_initialize_distributed(cfg)
+  mesh = setup.build_mesh(cfg)
+  model = setup.build_model(cfg, mesh)
   rcfg = eval_rollout_config(cfg)
-  _, eval_ex = build.build_task(cfg, cfg.seed)   # the held-out split only
+  _, eval_ex = setup.build_task(cfg, cfg.seed)   # the held-out split only
   eval_ex = fit_to_context(eval_ex, model, rcfg, "eval")   # the trainer's eval examples
   if not eval_ex:
-    raise build.RunSetupError("config.task: the eval split is empty")
+    raise setup.RunSetupError("config.task: the eval split is empty")
   log(f"task {cfg.task.name}: {len(eval_ex)} eval questions")
-  helper = build.build_helper(cfg.helper, model)
-  judge = build.build_judge(cfg, helper)   # the rule judge always runs; this adds the LLM's
+  helper = setup.build_helper(cfg.helper, model)
+  judge = setup.build_judge(cfg, helper)   # the rule judge always runs; this adds the LLM's
   llm_judge = judge if cfg.reward.judge == "llm" else None
 
   policy = restore_policy(cfg, workdir, model)
@@ -126,7 +126,7 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   try:
     runs = baselines.run_methods(ctx, tuple(methods), log=log)
   finally:
-    build.close_helpers(helper, judge)
+    setup.close_helpers(helper, judge)
 
   meta = dict(model=cfg.model.path, task=cfg.task.name, split="eval", helper=cfg.helper.kind,
               judge="rule+llm" if llm_judge is not None else "rule", checkpoint_step=step,
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     if "methods" in flags:
       flags["methods"] = tuple(m.strip() for m in flags["methods"].split(",") if m.strip())
     out = evaluate(cfg, workdir, **flags)
-  except (configlib.ConfigError, build.RunSetupError, ModelLoadError, sharding.MeshError,
+  except (configlib.ConfigError, setup.RunSetupError, ModelLoadError, sharding.MeshError,
           checkpoint.CheckpointError, workdir_lib.WorkdirError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -33,7 +33,7 @@ def plot_methods(results: dict, outdir: str) -> str:
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=30)
   fig.tight_layout()
-  from seekjax.rl import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  from seekjax.run import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   out = workdir_lib.as_path(outdir)   # local or gs:// (etils.epath)
   out.mkdir(parents=True, exist_ok=True)
   png = io.BytesIO()
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
   from seekjax import configlib  # pylint: disable=import-outside-toplevel
   cfg, workdir, _ = configlib.parse_argv(train_args, str_flags=("fork_from",))   # train's flags
   out = evaluate.evaluate(cfg, workdir, baselines_on="reference")
-  from seekjax.rl import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  from seekjax.run import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   root = workdir_lib.as_path(workdir)
   plot = plot_methods(out["results"], str(root / "eval" / "plots"))
   print(report.main_table(out["results"]["methods"]))

@@ -7,10 +7,10 @@ notices arrive). SIGTERM is handled from the start: during the RL loop the curre
 finishes and is checkpointed; before it (set-up, cold start) the run stops at once,
 keeping the checkpoints it had, and exits cleanly.
 
-Nothing is written to the workdir (local or gs://, `rl/workdir.py`) until set-up has
+Nothing is written to the workdir (local or gs://, `run/workdir.py`) until set-up has
 succeeded, so a run that fails there never blocks its corrected rerun. A step whose loss,
 gradient norm or reward is not finite stops the run before that state is saved
-(`rl/finite.py`). `--fork_from=DIR` starts a new workdir from DIR's latest checkpoint.
+(`run/finite.py`). `--fork_from=DIR` starts a new workdir from DIR's latest checkpoint.
 """
 from __future__ import annotations
 
@@ -25,11 +25,13 @@ from seekjax import configlib, protocol
 from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
 from seekjax.models.generate import bucket
-from seekjax.rl import build, checkpoint, cycle, distributed, metrics as metrics_lib
-from seekjax.rl import finite
-from seekjax.rl import workdir as workdir_lib
-from seekjax.rl.cold_start import cold_start
-from seekjax.rl.metrics import log
+from seekjax.run import setup, checkpoint, metrics as metrics_lib
+from seekjax.rl import cycle
+from seekjax import distributed
+from seekjax.run import finite
+from seekjax.run import workdir as workdir_lib
+from seekjax.coldstart.cold_start import cold_start
+from seekjax.run.metrics import log
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rollout.config import episode_budget, from_run_config
@@ -225,7 +227,7 @@ def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = N
 
 def _train(cfg, workdir: str, overwrite: bool, stop_after: int | None, stop: StopSignal,
            fork_from: str | None = None) -> dict:
-  build.maybe_initialize_distributed(cfg)
+  setup.maybe_initialize_distributed(cfg)
   plan = check_workdir(workdir, cfg, overwrite, fork_from)
   try:
     return _set_up_and_run(cfg, workdir, plan, stop_after, stop, fork_from)
@@ -236,26 +238,26 @@ def _train(cfg, workdir: str, overwrite: bool, stop_after: int | None, stop: Sto
 
 def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop: StopSignal,
                     fork_from: str | None) -> dict:
-  build.probe_helpers(cfg, should_stop=stop.check)   # a dead helper ends the run here
-  mesh = build.build_mesh(cfg)
+  setup.probe_helpers(cfg, should_stop=stop.check)   # a dead helper ends the run here
+  mesh = setup.build_mesh(cfg)
   check_batch_fits(cfg, mesh)
-  model = build.build_model(cfg, mesh)
+  model = setup.build_model(cfg, mesh)
   if model.tokenizer is None:
-    raise build.RunSetupError(f"config.model.path: {cfg.model.path!r} has no tokenizer "
+    raise setup.RunSetupError(f"config.model.path: {cfg.model.path!r} has no tokenizer "
                               "(tokenizer.json); the rollout needs one")
-  train_ex, eval_ex = build.build_task(cfg, cfg.seed)
+  train_ex, eval_ex = setup.build_task(cfg, cfg.seed)
   train_ex = fit_to_context(train_ex, model, make_rollout_config(cfg), "train")
   eval_ex = fit_to_context(eval_ex, model, make_rollout_config(cfg), "eval")
   if not train_ex:
-    raise build.RunSetupError(f"config.task: task {cfg.task.name!r} left no training examples")
+    raise setup.RunSetupError(f"config.task: task {cfg.task.name!r} left no training examples")
   log(f"task {cfg.task.name}: {len(train_ex)} train / {len(eval_ex)} eval examples")
-  helper = build.build_helper(cfg.helper, model)
-  judge = build.build_judge(cfg, helper)
+  helper = setup.build_helper(cfg.helper, model)
+  judge = setup.build_judge(cfg, helper)
   spec = trainable_spec(cfg)
   trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(cfg.seed + 1))
   log(f"training {trainable_lib.count(trainable) / 1e6:.2f}M of "
       f"{model.config.num_params / 1e6:.0f}M params ({spec.mode})")
-  optimizer, schedule = build.make_rl_optimizer(cfg)
+  optimizer, schedule = setup.make_rl_optimizer(cfg)
   fingerprint = checkpoint.model_fingerprint(model.config, spec)
   data = iter(make_pipeline(train_ex, batch_size=cfg.rl.questions_per_step, seed=cfg.seed))
   ckpt = None
@@ -312,7 +314,7 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
   finally:
     if ckpt is not None:
       ckpt.close()
-    build.close_helpers(helper, judge)
+    setup.close_helpers(helper, judge)
   return dict(last, frozen=frozen, spec=spec, model=model, eval_examples=eval_ex,
               stopped=stop.signal)
 
@@ -415,7 +417,7 @@ def run(argv=None) -> tuple[int, dict | None]:
   except cycle.HelperFailure as e:
     print(f"error: {e}", file=sys.stderr)
     return 1, None
-  except (configlib.ConfigError, build.RunSetupError, ModelLoadError, sharding.MeshError,
+  except (configlib.ConfigError, setup.RunSetupError, ModelLoadError, sharding.MeshError,
           checkpoint.CheckpointError, WorkdirError, finite.NonFiniteError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2, None

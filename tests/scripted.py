@@ -17,7 +17,7 @@ import seekjax as sj
 from seekjax import protocol
 from seekjax.helpers.base import Helper, HelperReply
 from seekjax.models import decoder
-from seekjax.rl import sft
+from seekjax.coldstart import sft
 
 FEEDBACK = "the capital is Asmara"
 SYSTEM = "Think, then <answer> or <message>."  # short, so the overfit stays cheap

@@ -22,7 +22,8 @@ from loopback_server import Behavior, LoopbackServer  # noqa: E402
 from seekjax import configlib  # noqa: E402
 from seekjax import train as train_lib  # noqa: E402
 from seekjax.helpers import OpenAIHelper  # noqa: E402
-from seekjax.rl import build, cycle  # noqa: E402
+from seekjax.run import setup as setup_lib  # noqa: E402
+from seekjax.rl import cycle
 from seekjax.rollout import driver  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,8 +79,8 @@ def _in_flight(server) -> int:
 @pytest.mark.parametrize("status", [401, 403])
 def test_probe_refused_key_is_one_line_without_the_key(server, status):
   server.default = Behavior("status", status=status)
-  with pytest.raises(build.RunSetupError) as e:
-    build.probe_helpers(_cfg(server))
+  with pytest.raises(setup_lib.RunSetupError) as e:
+    setup_lib.probe_helpers(_cfg(server))
   message = str(e.value)
   assert f"refused the API key (HTTP {status}" in message and KEY_ENV in message
   assert SECRET not in message and "\n" not in message
@@ -92,37 +93,37 @@ def test_probe_unreachable_and_silent_endpoints_are_one_line(server):
   closed.stop()   # nothing listens there any more
   helper = OpenAIHelper(url, "m", api_key_env=None, max_retries=0, timeout=5)
   with pytest.raises(Exception, match="is unreachable") as e:
-    build.run_coroutine(helper.probe())
+    setup_lib.run_coroutine(helper.probe())
   assert "\n" not in str(e.value)
   server.default = Behavior("slow", delay=30.0)
   t0 = time.monotonic()
   helper = OpenAIHelper(server.base_url, "m", api_key_env=None, max_retries=0, timeout=0.5)
   with pytest.raises(Exception, match="did not answer"):
-    build.run_coroutine(helper.probe())
+    setup_lib.run_coroutine(helper.probe())
   assert time.monotonic() - t0 < 5
 
 
 def test_probe_passes_a_live_helper_and_only_warns_on_a_server_error(server, capsys):
-  build.probe_helpers(_cfg(server))
+  setup_lib.probe_helpers(_cfg(server))
   assert len(server.calls) == 1
   server.default = Behavior("status", status=500)
-  build.probe_helpers(_cfg(server))
+  setup_lib.probe_helpers(_cfg(server))
   assert "answered the start probe with error http_500; starting anyway" in capsys.readouterr().err
   # helpers without an endpoint are not probed (nor built)
-  build.probe_helpers(configlib.load_config(TINY))
+  setup_lib.probe_helpers(configlib.load_config(TINY))
 
 
 def test_refused_key_ends_the_run_before_the_model_loads(server, tmp_path, capsys,
                                                          monkeypatch):
   server.default = Behavior("status", status=401)
-  monkeypatch.setattr(build, "build_model", mock.Mock(side_effect=AssertionError("loaded")))
+  monkeypatch.setattr(setup_lib, "build_model", mock.Mock(side_effect=AssertionError("loaded")))
   workdir = tmp_path / "w"
   assert train_lib.main(_args(server, workdir, "--config.reward.judge=llm")) == 2
   err = capsys.readouterr().err
   lines = [l for l in err.splitlines() if l.startswith("error:")]
   assert len(lines) == 1 and "refused the API key (HTTP 401" in lines[0], err[-2000:]
   assert "Traceback" not in err and SECRET not in err
-  assert not build.build_model.called and not (workdir / "config.json").exists()
+  assert not setup_lib.build_model.called and not (workdir / "config.json").exists()
   assert len(server.calls) == 1   # the LLM judge shares the helper's endpoint: one probe
 
 

@@ -13,7 +13,7 @@ from seekjax.eval import baselines, metrics, report, results as results_lib, sta
 from seekjax.eval.scrub import scrub_question
 from seekjax.helpers import RuleLeakJudge
 from seekjax.helpers.base import LeakVerdict
-from seekjax.rl import checkpoint
+from seekjax.run import checkpoint
 from seekjax.rl import step as step_lib
 from seekjax.tasks import make_example
 from tests.scripted import ScriptedHelper

@@ -157,17 +157,17 @@ def test_build_helper_openai_from_the_default_helper_section(loopback_server, ap
   """The run config's helper section also holds other helpers' and the pool's keys
   (coverage, concurrency, on_outage, ...): build_helper passes OpenAIHelper only its own."""
   from seekjax import configlib
-  from seekjax.rl import build
+  from seekjax.run import setup as setup_lib
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   hcfg = configlib.load_config(os.path.join(root, "configs", "smollm2_worldfacts.py")).helper
   assert {"concurrency", "on_outage", "coverage", "style"} <= set(hcfg)   # not vacuous
   hcfg.kind, hcfg.base_url, hcfg.api_key_env = "openai", loopback_server.base_url, api_key
   for empty in ("", "  "):   # the default section names no served model: refused
     hcfg.model = empty
-    with pytest.raises(build.RunSetupError, match=r"^config\.helper\.model: empty"):
-      build.build_helper(hcfg)
+    with pytest.raises(setup_lib.RunSetupError, match=r"^config\.helper\.model: empty"):
+      setup_lib.build_helper(hcfg)
   hcfg.model = "fake-llm"
-  helper = build.build_helper(hcfg)
+  helper = setup_lib.build_helper(hcfg)
   assert isinstance(helper, OpenAIHelper)
   assert (helper.timeout, helper.max_retries, helper.max_concurrency) == (
       hcfg.timeout, hcfg.max_retries, hcfg.concurrency)
@@ -372,7 +372,7 @@ def test_openai_helper_serves_consecutive_rollouts(tiny_model, loopback_server):
 
 def test_close_helpers_closes_each_backend_once_and_reports_failures(capsys):
   from seekjax.helpers.judges import LLMLeakJudge
-  from seekjax.rl.build import close_helpers
+  from seekjax.run.setup import close_helpers
 
   class Closable:
     def __init__(self, fail=False):

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from seekjax import configlib
-from seekjax.rl import build, demos, knowledge
-from seekjax.rl import cold_start as cold_start_lib
+from seekjax.run import setup
+from seekjax.coldstart import demos, knowledge
+from seekjax.coldstart import cold_start as cold_start_lib
 from seekjax.tasks.world_facts import is_count_fact, world_fact_base
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +67,7 @@ def test_fact_ids_mask_the_value_only(facts):
 
 def test_known_examples_and_recall_demos(facts):
   cfg = _cfg("task.max_train=400")
-  train_ex = build.build_task(cfg, 0)[0]
+  train_ex = setup.build_task(cfg, 0)[0]
   taught = knowledge.taught_facts(facts, 0.5, 0)
   known = knowledge.known_examples(train_ex, taught)
   assert 0 < len(known) < len(train_ex)
@@ -94,7 +95,7 @@ def test_cold_start_teaches_the_facts(facts):
   from seekjax import train as train_lib
   cfg = _cfg("sft.knowledge=0.03", "sft.knowledge_steps=60", "sft.knowledge_batch=32",
              "sft.lr=1e-2", "sft.steps=4")
-  model = build.build_model(cfg, build.build_mesh(cfg))
+  model = setup.build_model(cfg, setup.build_mesh(cfg))
   spec = train_lib.trainable_spec(cfg)
   trainable, frozen = train_lib.trainable_lib.init(spec, model.params, jax.random.PRNGKey(1))
   taught = cold_start_lib.taught(cfg)
@@ -102,9 +103,9 @@ def test_cold_start_teaches_the_facts(facts):
   rows = cold_start_lib._Rows([knowledge.fact_ids(model.tokenizer, f) for f in taught], 64,
                               spec, frozen, model.config, "test", lambda: None, 0)
   before = cold_start_lib.recall_rate(trainable, frozen, rows, spec, model.config)
-  train_ex = build.build_task(cfg, 0)[0]
+  train_ex = setup.build_task(cfg, 0)[0]
   after_params = cold_start_lib.cold_start(cfg, model, spec, trainable, frozen, train_ex,
-                                           build.build_helper(cfg.helper))
+                                           setup.build_helper(cfg.helper))
   after = cold_start_lib.recall_rate(after_params, frozen, rows, spec, model.config)
   assert before < 0.1 and after > 0.6, (before, after)
 
@@ -112,9 +113,9 @@ def test_cold_start_teaches_the_facts(facts):
 def test_knowledge_needs_a_world_task_and_a_share():
   cfg = _cfg("sft.knowledge=0.5")
   cfg.task.name = "hotpotqa"
-  with pytest.raises(build.RunSetupError, match="world-facts task"):
+  with pytest.raises(setup.RunSetupError, match="world-facts task"):
     cold_start_lib.taught(cfg)
   cfg.task.name = "world_facts_mix"
   cfg.sft.knowledge = -0.1
-  with pytest.raises(build.RunSetupError, match=r"config.sft.knowledge: -0.1 .* \[0, 1\]"):
+  with pytest.raises(setup.RunSetupError, match=r"config.sft.knowledge: -0.1 .* \[0, 1\]"):
     cold_start_lib.taught(cfg)

@@ -186,7 +186,7 @@ def test_special_token_strings_in_a_question_are_encoded_as_text():
   the same places), and its text survives: decoding gives back the rendered chat."""
   from seekjax import protocol
   from seekjax.models.api import load_tokenizer
-  from seekjax.rl import sft
+  from seekjax.coldstart import sft
   from seekjax.rollout import driver
   tok = load_tokenizer()
   special = {tok.token_to_id(t) for t in tok.special_tokens} | set(tok.eos_ids)

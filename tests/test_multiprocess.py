@@ -18,7 +18,7 @@ WORKER = textwrap.dedent("""
     import sys, numpy as np, jax
     sys.path.insert(0, {root!r})
     from seekjax import configlib
-    from seekjax.rl import distributed
+    from seekjax import distributed
     from seekjax.train import train
     i = int(sys.argv[1])
     cfg = configlib.apply_overrides(configlib.load_config({config!r}), [

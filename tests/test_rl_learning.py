@@ -34,7 +34,8 @@ from seekjax.helpers import RuleLeakJudge
 from seekjax.helpers.base import HelperReply
 from seekjax.models import decoder
 from seekjax.models.api import load_tokenizer
-from seekjax.rl import cycle, sft
+from seekjax.rl import cycle
+from seekjax.coldstart import sft
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rollout import rollout_config

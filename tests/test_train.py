@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from seekjax import configlib
-from seekjax.rl.checkpoint import CheckpointMismatch
+from seekjax.run.checkpoint import CheckpointMismatch
 from seekjax.train import WorkdirError, main, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -250,7 +250,7 @@ def test_resume_from_an_old_single_process_data_state(straight, tmp_path, capsys
 
 
 def test_process_data_state_formats():
-  from seekjax.rl.checkpoint import CheckpointError, process_data_state
+  from seekjax.run.checkpoint import CheckpointError, process_data_state
   assert process_data_state({"processes": [{"next_index": 2}, {"next_index": 3}]}, 1, 2) == {
       "next_index": 3}
   assert process_data_state({"next_index": 8}, 0, 1) == {"next_index": 8}
@@ -277,10 +277,10 @@ def test_sigterm_before_the_rl_loop_exits_cleanly(phase, tmp_path, monkeypatch, 
   from seekjax import train as train_lib
   if phase == "set-up":
     build_task = train_lib.build.build_task
-    monkeypatch.setattr(train_lib.build, "build_task",
+    monkeypatch.setattr(train_lib.setup, "build_task",
                         lambda *a: (_send_sigterm(), build_task(*a))[1])
   elif phase == "cold start":
-    from seekjax.rl import sft as sft_lib
+    from seekjax.coldstart import sft as sft_lib
     make_sft_step = sft_lib.make_sft_step
 
     def sft_step_that_is_preempted(*a, **kw):
@@ -373,7 +373,7 @@ def _tensorboard_scalars(tb_dir: str, tag: str) -> dict:
 
 
 def test_metrics_on_resume_each_step_once_in_jsonl_and_tensorboard(tmp_path):
-  from seekjax.rl.metrics import MetricsWriter, steps_logged
+  from seekjax.run.metrics import MetricsWriter, steps_logged
   workdir = str(tmp_path)
   first = MetricsWriter(workdir, enabled=True)
   for step in range(1, 6):
@@ -398,10 +398,10 @@ def test_metrics_on_resume_each_step_once_in_jsonl_and_tensorboard(tmp_path):
 
 def test_evaluation_restores_with_the_trainers_optimizer(straight, monkeypatch):
   from seekjax import evaluate as evaluate_lib
-  from seekjax.rl import build
+  from seekjax.run import setup as setup_lib
   workdir, out = straight
-  calls, make = [], build.make_rl_optimizer
-  monkeypatch.setattr(build, "make_rl_optimizer", lambda cfg: (calls.append(1), make(cfg))[1])
+  calls, make = [], setup_lib.make_rl_optimizer
+  monkeypatch.setattr(setup_lib, "make_rl_optimizer", lambda cfg: (calls.append(1), make(cfg))[1])
   restored = evaluate_lib.restore_policy(_cfg(), workdir, out["model"])
   assert calls == [1] and restored["step"] == 6
   for a, b in zip(_leaves(out["trainable"]), _leaves(restored["trainable"])):
@@ -431,9 +431,10 @@ class AsyncOnlyHelper:
 
 def test_cold_start_demos_use_the_async_helper_interface():
   import asyncio
-  from seekjax.rl import build, demos
+  from seekjax.run import setup as setup_lib
+  from seekjax.coldstart import demos
   by_descriptor = {}
-  for e in build.build_task(_cfg(), 0)[0]:
+  for e in setup_lib.build_task(_cfg(), 0)[0]:
     meta = e.get("meta") or {}
     if meta.get("descriptor") and not meta.get("self_contained"):
       by_descriptor.setdefault(meta["descriptor"], e)
@@ -483,13 +484,14 @@ def test_decomposition_demos_ask_the_bridge_then_the_fact():
   KnowledgeHelper: the bridge entity first, then the fact about the bridge it named, and
   the answer is a gold alias the final feedback contains. Without it, the one-message demo
   (descriptor question) is dropped for these, as the helper's reply lacks the answer."""
-  from seekjax.rl import build, demos
+  from seekjax.run import setup as setup_lib
+  from seekjax.coldstart import demos
   cfg = _cfg("task.name=world_facts_mix", "task.max_train=400")
-  train_ex = build.build_task(cfg, 0)[0]
+  train_ex = setup_lib.build_task(cfg, 0)[0]
   two_hop = [e for e in train_ex if (e.get("meta") or {}).get("hops")][:12]
   assert {e["qtype"] for e in two_hop} >= {"two_hop_currency", "two_hop_language"}
   assert any(e["private_facts"] for e in two_hop)      # private variants keep the hops
-  helper = build.build_helper(cfg.helper)
+  helper = setup_lib.build_helper(cfg.helper)
   out = demos.make_demos(two_hop, helper, seed=0, need_fraction=0.0, decompose=True)
   assert len(out) >= 8
   for d in out:

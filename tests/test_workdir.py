@@ -12,9 +12,9 @@ import pytest
 from etils.epath import backend as epath_backend
 from fsspec.implementations.memory import MemoryFileSystem
 
-from seekjax.rl import checkpoint, finite
-from seekjax.rl import workdir as workdir_lib
-from seekjax.rl.metrics import MetricsWriter, steps_logged
+from seekjax.run import checkpoint, finite
+from seekjax.run import workdir as workdir_lib
+from seekjax.run.metrics import MetricsWriter, steps_logged
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny_test.py")
@@ -103,10 +103,10 @@ def test_remote_eval_results_go_to_the_bucket(bucket, monkeypatch):
 
 def test_unreachable_workdir_fails_at_start_in_one_line(bucket, tmp_path, monkeypatch, capsys):
   """Before any work (the model is never built), one line; nothing written locally."""
-  from seekjax.rl import build
+  from seekjax.run import setup as setup_lib
   from seekjax.train import main
   monkeypatch.chdir(tmp_path)
-  monkeypatch.setattr(build, "build_model", lambda *a: pytest.fail("built a model"))
+  monkeypatch.setattr(setup_lib, "build_model", lambda *a: pytest.fail("built a model"))
   FakeBucket.fail = PermissionError(403, "Forbidden: caller lacks storage.objects.create")
   assert main([f"--config={TINY}", "--workdir=gs://bucket/run"]) == 2
   err = capsys.readouterr().err.strip().splitlines()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 
 from seekjax.eval import metrics, redact as redact_lib, report
-from seekjax.rl import workdir as workdir_lib
+from seekjax.run import workdir as workdir_lib
 
 SCHEMA_VERSION = 1
 OVERALL_KEYS = ("n", "n_private", "em", "em_ci", "f1", "messages_per_episode",

@@ -15,7 +15,7 @@ import numpy as np
 from seekjax.eval.metrics import judge_many
 from seekjax.models.generate import bucket
 from seekjax.rl import advantages as advantages_lib
-from seekjax.rl import distributed
+from seekjax import distributed
 from seekjax.rl import losses, rewards as rewards_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rl import step as step_lib

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from seekjax.rl import workdir as workdir_lib
+from seekjax.run import workdir as workdir_lib
 
 
 class CheckpointError(ValueError):

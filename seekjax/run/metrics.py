@@ -1,7 +1,7 @@
 """Run metrics: one JSONL line and one TensorBoard event per step, from process 0 only.
 
 The workdir may be local or remote (gs://, ...): files go through `etils.epath`
-(`rl/workdir.py`). Every line of metrics.jsonl is strict JSON: a non-finite value is
+(`run/workdir.py`). Every line of metrics.jsonl is strict JSON: a non-finite value is
 written as `null` (and left out of TensorBoard).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from seekjax.rl import workdir as workdir_lib
+from seekjax.run import workdir as workdir_lib
 
 
 def _scalar(v):

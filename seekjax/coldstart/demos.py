@@ -2,7 +2,7 @@
 
 The patterns, after the paper's behaviours:
   answer alone    self-contained questions, and ones the SLM knows (it recites the
-                  supporting facts in <think>: `sft.knowledge`, seekjax/rl/knowledge.py);
+                  supporting facts in <think>: `sft.knowledge`, seekjax/coldstart/knowledge.py);
   ask, then answer  a minimal, privacy-safe <message> built from the example's public
                   descriptor (never from the user's personal details), the helper's real
                   feedback, then the answer;
@@ -26,7 +26,7 @@ import random
 
 from seekjax import protocol
 from seekjax.helpers.base import HelperReply
-from seekjax.rl.sft import Demo
+from seekjax.coldstart.sft import Demo
 from seekjax.rollout.pool import run_coroutine
 from seekjax.tasks import exact_match, normalize_answer
 

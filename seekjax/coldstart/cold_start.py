@@ -2,7 +2,7 @@
 
 Phases, all with one optimizer (cfg.sft):
   knowledge   `sft.knowledge > 0`: `sft.knowledge_steps` steps on the taught facts alone
-              (seekjax/rl/knowledge.py), so the SLM knows them before it sees a demo;
+              (seekjax/coldstart/knowledge.py), so the SLM knows them before it sees a demo;
   demos       `sft.steps` steps on the protocol demonstrations (demos.py); with taught
               facts, each demo step is followed by one fact step, so the demos do not
               wash the facts out.
@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from seekjax.models.generate import bucket
-from seekjax.rl import build, demos, knowledge, metrics as metrics_lib, sft
+from seekjax.run import setup, metrics as metrics_lib
+from seekjax.coldstart import demos, knowledge, sft
 from seekjax.rl import step as step_lib
-from seekjax.rl.metrics import log
+from seekjax.run.metrics import log
 from seekjax.tasks.world_facts import world_fact_base
 
 
@@ -52,12 +53,12 @@ def taught(cfg) -> list[str]:
   if cfg.sft.knowledge == 0:
     return []
   if not cfg.task.name.startswith("world"):
-    raise build.RunSetupError(f"config.sft.knowledge={cfg.sft.knowledge} needs a world-facts "
+    raise setup.RunSetupError(f"config.sft.knowledge={cfg.sft.knowledge} needs a world-facts "
                               f"task (its fact base); task.name is {cfg.task.name!r}")
   try:
     return knowledge.taught_facts(world_fact_base()[0], cfg.sft.knowledge, cfg.seed)
   except ValueError as e:
-    raise build.RunSetupError(f"config.{e}") from None
+    raise setup.RunSetupError(f"config.{e}") from None
 
 
 def recall_rate(trainable, frozen, rows: _Rows, spec, model_cfg, chunk: int = 64) -> float:
@@ -92,7 +93,7 @@ def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper,
                                should_stop=should_stop)[: s.num_demos]
   should_stop()
   if s.steps > 0 and not demo_list:
-    raise build.RunSetupError("cold start: no demonstration could be built from the task")
+    raise setup.RunSetupError("cold start: no demonstration could be built from the task")
   plan = ["fact"] * (s.knowledge_steps if facts else 0)
   plan += [kind for _ in range(max(s.steps, 0)) for kind in (("demo", "fact") if facts else ("demo",))]
   optimizer, _ = step_lib.make_optimizer(s.lr, len(plan), min(5, len(plan) // 4), 0.0,

@@ -1,0 +1,1 @@
+"""The supervised cold start: protocol demonstrations, taught facts and the SFT step that learns them."""

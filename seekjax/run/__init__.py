@@ -1,0 +1,1 @@
+"""The run's machinery: set-up from the config, workdir, checkpoints, metrics, finite checks, signals."""
