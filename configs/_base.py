@@ -9,6 +9,7 @@ loaded config against it once, before a run writes anything:
     ">= 1", "> 0"  a number at least / above a bound
     "[0, 1]"       a number within bounds ("(" and ")" exclude the bound)
     ("a", "b")     one of these (for a tuple value: each of its elements)
+    "json object"  a string holding a JSON object, or "" for none
 
 Every float must also be finite. A value of None is allowed only where the default is
 an `optional(type)`. Keys ending in `_env` hold the NAME of an environment variable
@@ -28,6 +29,7 @@ class optional:  # pylint: disable=invalid-name
 
 PROBABILITY = "[0, 1]"
 COUNT = ">= 1"
+JSON_OBJECT = "json object"
 DTYPES = ("float32", "bfloat16")
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 
@@ -66,6 +68,14 @@ SCHEMA = dict(
         api_key_env=("OPENAI_API_KEY", None),  # the NAME of the env var; never the key itself
         timeout=(30.0, "> 0"),                # seconds per call (pool limit; openai: per request)
         max_retries=(3, ">= 0"),
+        max_tokens=(512, COUNT),              # most tokens in one reply (openai request)
+        temperature=(0.0, ">= 0"),
+        top_p=(optional(float), "(0, 1]"),    # None: not sent (the server's default)
+        # more request fields, as the OpenAI client's extra_body, e.g. for a Qwen3 on vLLM:
+        # '{"chat_template_kwargs": {"enable_thinking": false}}'
+        extra_body_json=("", JSON_OBJECT),
+        system_prompt=(optional(str), None),  # None: the protocol's helper prompt
+        system_prompt_file=(optional(str), None),  # or read from this file (not both)
         # the rollout's helper pool (seekjax.rollout.pool)
         concurrency=(32, COUNT),              # calls in flight (openai: its connection limit too)
         on_outage=("feedback_error", ("wait", "feedback_error")),
@@ -74,6 +84,16 @@ SCHEMA = dict(
         max_outage_wait=(300.0, ">= 0"),      # "wait" gives up after this many seconds
         outage_probe_min=(0.25, "> 0"),       # seconds between probes during an outage,
         outage_probe_max=(2.0, "> 0"),        # doubling from min to max
+    ),
+    # The LLM leak judge's endpoint (reward.judge='llm', in training and evaluation).
+    # Empty / 0 inherits the helper's value; it asks with the protocol's judge prompt.
+    judge=dict(
+        base_url=("", None),
+        model=("", None),
+        api_key_env=("", None),               # the NAME of the env var; never the key itself
+        max_tokens=(0, ">= 0"),
+        temperature=(0.0, ">= 0"),            # not inherited: the judge decides greedily
+        extra_body_json=("", JSON_OBJECT),    # "{}" sends none while the helper's has some
     ),
     rollout=dict(
         max_turns=(2, ">= 0"),                # most messages an episode may send

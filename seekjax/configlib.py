@@ -229,6 +229,8 @@ def _allowed(v, allowed) -> bool:
     return False
   if allowed is None or isinstance(allowed, tuple):
     return allowed is None or v in allowed
+  if allowed == _base.JSON_OBJECT:
+    return json_object(v) is not None
   bound = re.fullmatch(r"(>=?)\s*(\S+)", allowed)
   if bound:
     return v >= float(bound[2]) if bound[1] == ">=" else v > float(bound[2])
@@ -237,9 +239,22 @@ def _allowed(v, allowed) -> bool:
       (v <= float(hi)) if hi_in == "]" else (v < float(hi)))
 
 
+def json_object(text: str) -> dict | None:
+  """The dict a "json object" key holds ({} for ""), or None when it holds no JSON object."""
+  if not text.strip():
+    return {}
+  try:
+    value = json.loads(text)
+  except ValueError:
+    return None
+  return value if isinstance(value, dict) else None
+
+
 def _describe(v, allowed) -> str:
   if isinstance(allowed, tuple):
     return "one of " + ", ".join(allowed)
+  if allowed == _base.JSON_OBJECT:
+    return """a JSON object such as '{"chat_template_kwargs": {"enable_thinking": false}}', or ''"""
   what = "a finite float" if isinstance(v, float) else "an int"
   return f"{what} in {allowed}" if allowed and allowed[0] in "[(" else f"{what} {allowed or ''}".strip()
 

@@ -5,7 +5,8 @@ thread, and binds only the loopback interface on a free port. Each request takes
 next scripted ``Behavior`` (or the default one) and answers accordingly:
 
   ok         200 with a chat completion (content from ``Behavior.content`` or the
-             server's ``responder(request_json) -> str``), usage.completion_tokens set
+             server's ``responder(request_json) -> str``), with usage (prompt_tokens: the
+             words of the request's messages, completion_tokens: of the reply, unless set)
   slow       like ok, after ``delay`` seconds
   status     HTTP ``status`` (e.g. 500) with an OpenAI-style error body
   rate_limit HTTP 429 with ``Retry-After: retry_after``
@@ -50,6 +51,8 @@ class Behavior:
   retry_after: float | str = 1
   body: str = "this is not json"
   completion_tokens: int | None = None
+  prompt_tokens: int | None = None   # None: the words of the request's messages
+  usage: bool = True                 # False: the body has no "usage" (some servers)
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -187,13 +190,18 @@ class LoopbackServer:
       await asyncio.sleep(b.delay)
     content = b.content if b.content is not None else self.responder(body or {})
     tokens = b.completion_tokens if b.completion_tokens is not None else len(content.split())
-    return web.json_response({
+    prompt = b.prompt_tokens if b.prompt_tokens is not None else sum(
+        len(str(m.get("content", "")).split()) for m in (body or {}).get("messages") or [])
+    out = {
         "id": f"chatcmpl-{len(self.calls)}", "object": "chat.completion",
         "created": int(time.time()), "model": (body or {}).get("model", "fake"),
         "choices": [{"index": 0, "finish_reason": "stop",
                      "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": tokens, "total_tokens": tokens + 1},
-    })
+    }
+    if b.usage:
+      out["usage"] = {"prompt_tokens": prompt, "completion_tokens": tokens,
+                      "total_tokens": prompt + tokens}
+    return web.json_response(out)
 
   async def _start_async(self) -> None:
     app = web.Application()

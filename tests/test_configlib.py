@@ -123,7 +123,7 @@ def test_overrides_are_typed_by_the_field(override, key, want):
     ("rl.betta=0.1", "config.rl.betta: unknown key 'betta' under rl; valid keys: advantage,"),
     ("optim.lrr=1", "(did you mean 'lr'?)"),
     ("optimizer.lr=1", "config.optimizer.lr: unknown key 'optimizer' under config; valid keys: "
-                       "distributed, eval, helper, model, optim,"),
+                       "distributed, eval, helper, judge, model, optim,"),
     ("seed.x=1", "config.seed.x: config.seed is a value, not a section"),
     ("model.lora_targets=q,k,v", "config.model.lora_targets: got ('q,k,v',); allowed: one of q, k,"),
 ])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from typing import NamedTuple
 
 REPLY_KINDS = ("info", "need")
 
@@ -24,6 +25,8 @@ class HelperReply:
   latency: seconds from request to reply.
   error: None on success, else a short machine-readable reason
     ("timeout", "http_500", "rate_limited", "malformed", "exception:<Type>", ...).
+  prompt_tokens, completion_tokens: the usage a served helper's endpoint reported for
+    this call (0 where it reported none: a failed call, a helper without a server).
   """
 
   kind: str
@@ -31,10 +34,27 @@ class HelperReply:
   tokens: int = 0
   latency: float = 0.0
   error: str | None = None
+  prompt_tokens: int = 0
+  completion_tokens: int = 0
 
   def __post_init__(self):
     if self.kind not in REPLY_KINDS:
       raise ValueError(f"HelperReply.kind must be one of {REPLY_KINDS}, got {self.kind!r}")
+
+
+class Usage(NamedTuple):
+  """The token usage one chat completion reported (None: the server did not say)."""
+
+  prompt_tokens: int | None = None
+  completion_tokens: int | None = None
+
+
+def usage_totals(replies) -> dict:
+  """{helper_prompt_tokens, helper_completion_tokens}: the served usage summed over
+  HelperReplies, given flat or as one list per episode."""
+  flat = [r for x in replies for r in (x if isinstance(x, (list, tuple)) else [x])]
+  return {"helper_prompt_tokens": sum(r.prompt_tokens for r in flat),
+          "helper_completion_tokens": sum(r.completion_tokens for r in flat)}
 
 
 # history is the list of earlier exchanges of this episode, oldest first:

@@ -27,7 +27,7 @@ import urllib.parse
 import openai
 
 from seekjax import protocol
-from seekjax.helpers.base import Helper, HelperReply, HelperUnusable, History
+from seekjax.helpers.base import Helper, HelperReply, HelperUnusable, History, Usage
 from seekjax.rollout import faults
 
 log = logging.getLogger(__name__)
@@ -75,17 +75,21 @@ def _is_retryable(error: str) -> bool:
                                 and int(error[5:]) >= 500)
 
 
-def _content_and_tokens(completion) -> tuple[str, int | None]:
-  """The first choice's text and usage.completion_tokens; raises on a malformed body."""
+def _content_and_usage(completion) -> tuple[str, Usage]:
+  """The first choice's text and the usage the server reported; raises on a malformed body."""
   choices = getattr(completion, "choices", None)
   if not choices:
     raise ValueError("no choices")
   content = choices[0].message.content
   if not isinstance(content, str):
     raise ValueError("content is not text")
-  usage = getattr(completion, "usage", None)
-  tokens = getattr(usage, "completion_tokens", None) if usage is not None else None
-  return content, tokens if isinstance(tokens, int) else None
+  return content, _usage(getattr(completion, "usage", None))
+
+
+def _usage(usage) -> Usage:
+  """(prompt_tokens, completion_tokens) of a response's usage; None where not reported."""
+  counts = [getattr(usage, k, None) for k in ("prompt_tokens", "completion_tokens")]
+  return Usage(*(c if isinstance(c, int) and not isinstance(c, bool) else None for c in counts))
 
 
 class OpenAIHelper(Helper):
@@ -98,7 +102,8 @@ class OpenAIHelper(Helper):
                timeout: float = 60.0, max_retries: int = 3, backoff_base: float = 0.5,
                backoff_max: float = 30.0, max_retry_after: float = 60.0,
                max_concurrency: int = 16, temperature: float = 0.0,
-               max_tokens: int = 512, system_prompt: str = protocol.HELPER_SYSTEM_PROMPT,
+               max_tokens: int = 512, top_p: float | None = None,
+               system_prompt: str = protocol.HELPER_SYSTEM_PROMPT,
                seed: int | None = None, extra_body: dict | None = None):
     self.base_url = base_url
     self.model = model
@@ -111,6 +116,7 @@ class OpenAIHelper(Helper):
     self.max_concurrency = int(max_concurrency)
     self.temperature = float(temperature)
     self.max_tokens = int(max_tokens)
+    self.top_p = None if top_p is None else float(top_p)
     self.system_prompt = system_prompt
     self.extra_body = dict(extra_body or {})
     self._rng = random.Random(seed)
@@ -153,25 +159,27 @@ class OpenAIHelper(Helper):
     return delay
 
   async def _complete_once(self, messages: list[dict], call: faults.CallContext | None,
-                           max_tokens: int | None = None) -> tuple[str, int | None]:
+                           max_tokens: int | None = None) -> tuple[str, Usage]:
     client = self._ensure_client()
     headers = {"X-Seekjax-Call": f"{call.call_id}/{call.attempts}"} if call else None
+    sampling = {"top_p": self.top_p} if self.top_p is not None else {}
     async with self._semaphore:
       completion = await client.chat.completions.create(
           model=self.model, messages=messages, temperature=self.temperature,
           max_tokens=max_tokens or self.max_tokens, extra_body=self.extra_body or None,
-          extra_headers=headers)
-    return _content_and_tokens(completion)
+          extra_headers=headers, **sampling)
+    return _content_and_usage(completion)
 
-  async def probe(self) -> None:
+  async def probe(self, role: str = "helper") -> None:
     """One 1-token request, with the usual retries, before a run starts: raises
     HelperUnusable (one line) when the endpoint refuses the key (HTTP 401/403), is not
     there (connection refused, DNS, HTTP 404) or never answers (timeout). Other failures
-    (5xx, 429, 400 ...) are warned about in one line; the run's outage handling copes."""
+    (5xx, 429, 400 ...) are warned about in one line; the run's outage handling copes.
+    role: the config section the endpoint comes from ("helper" or "judge"), for the hints."""
     _, _, error = await self.acomplete([{"role": "user", "content": "ping"}], max_tokens=1)
     if error is None:
       return
-    where = f"helper at {_url_for_humans(self.base_url)} (model {self.model!r})"
+    where = f"{role} at {_url_for_humans(self.base_url)} (model {self.model!r})"
     if error in ("http_401", "http_403"):
       key = (f"environment variable {self.api_key_env}" if self.api_key_env else "no API key")
       unset = " (it is not set)" if self.api_key_env and not os.environ.get(self.api_key_env) else ""
@@ -179,11 +187,11 @@ class OpenAIHelper(Helper):
                            f"the key comes from {key}{unset})")
     if error == "connection":
       raise HelperUnusable(f"{where} is unreachable (connection failed after "
-                           f"{self.max_retries + 1} tries); check helper.base_url and that the "
+                           f"{self.max_retries + 1} tries); check {role}.base_url and that the "
                            "server is up")
     if error == "http_404":
-      raise HelperUnusable(f"{where}: HTTP 404; check helper.base_url (it usually ends in /v1) "
-                           "and helper.model")
+      raise HelperUnusable(f"{where}: HTTP 404; check {role}.base_url (it usually ends in /v1) "
+                           f"and {role}.model")
     if error == "timeout":
       raise HelperUnusable(f"{where} did not answer a 1-token request within "
                            f"helper.timeout={self.timeout:g}s ({self.max_retries + 1} tries)")
@@ -192,7 +200,13 @@ class OpenAIHelper(Helper):
 
   async def acomplete(self, messages: list[dict],
                       max_tokens: int | None = None) -> tuple[str, int | None, str | None]:
-    """Raw completion with retries: (text, completion tokens or None, error or None).
+    """Raw completion with retries: (text, completion tokens or None, error or None)."""
+    text, usage, error = await self.acomplete_usage(messages, max_tokens)
+    return text, usage.completion_tokens, error
+
+  async def acomplete_usage(self, messages: list[dict], max_tokens: int | None = None
+                            ) -> tuple[str, Usage, str | None]:
+    """Raw completion with retries: (text, the server's usage, error or None).
 
     Inside a helper pool, the pool's outage gate may hold an attempt back, or refuse it
     (error "outage"). Failures during an outage that the gate paces do not use up
@@ -207,7 +221,7 @@ class OpenAIHelper(Helper):
           error = refused
           break
       try:
-        text, tokens = await self._complete_once(messages, call, max_tokens)
+        text, usage = await self._complete_once(messages, call, max_tokens)
       except asyncio.CancelledError:
         raise
       except Exception as e:  # pylint: disable=broad-except
@@ -215,7 +229,7 @@ class OpenAIHelper(Helper):
       else:
         if call is not None:
           call.after_attempt(None)
-        return text, tokens, None
+        return text, usage, None
       paced = call.after_attempt(error, retry_after) if call is not None else False
       if not _is_retryable(error):
         break
@@ -229,17 +243,19 @@ class OpenAIHelper(Helper):
       attempt += 1
       await asyncio.sleep(delay)
     log.warning("helper call failed: %s", error)
-    return "", None, error
+    return "", Usage(), error
 
   async def respond(self, message: str, history: History) -> HelperReply:
     start = time.perf_counter()
-    text, tokens, error = await self.acomplete(
+    text, usage, error = await self.acomplete_usage(
         protocol.helper_messages(message, history, self.system_prompt))
     latency = time.perf_counter() - start
     if error is not None:
       return HelperReply("info", protocol.HELPER_UNAVAILABLE_TEXT, 0, latency, error)
-    reply = parse_reply_with_tokens(text, tokens)
+    reply = parse_reply_with_tokens(text, usage.completion_tokens)
     reply.latency = latency
+    reply.prompt_tokens = usage.prompt_tokens or 0
+    reply.completion_tokens = usage.completion_tokens or 0
     return reply
 
   async def release_loop(self) -> None:

@@ -1,0 +1,136 @@
+"""Tests for seekjax/helpers/settings.py: a served helper's and the LLM judge's request
+settings from the config, as the loopback server receives them; the usage it reports."""
+import asyncio
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from loopback_server import (Behavior, LoopbackServer, loopback_server,  # noqa: E402,F401
+                             loopback_server_module)
+from seekjax import configlib, protocol  # noqa: E402
+from seekjax.helpers import LLMLeakJudge, OpenAIHelper  # noqa: E402
+from seekjax.helpers import settings  # noqa: E402
+from seekjax.helpers.base import HelperReply, usage_totals  # noqa: E402
+
+QWEN3_BODY = '{"chat_template_kwargs": {"enable_thinking": false}}'
+
+
+def _cfg(server, *overrides):
+  return configlib.load_config("configs/tiny_test.py", [
+      "helper.kind=openai", f"helper.base_url={server.base_url}", "helper.model=served",
+      "helper.api_key_env=", "helper.max_retries=0", *overrides])
+
+
+def _respond(helper, message="what is the capital?"):
+  async def run():
+    try:
+      return await helper.respond(message, [])
+    finally:
+      await helper.aclose()
+  return asyncio.run(run())
+
+
+def test_request_carries_the_configured_settings(loopback_server):
+  cfg = _cfg(loopback_server, "helper.max_tokens=77", "helper.temperature=0.7",
+             "helper.top_p=0.8", f"helper.extra_body_json={QWEN3_BODY}",
+             "helper.system_prompt=You help briefly.")
+  loopback_server.script(Behavior(content="<info>Paris</info>", prompt_tokens=21,
+                                  completion_tokens=5))
+  reply = _respond(OpenAIHelper(**settings.openai_kwargs(cfg.helper)))
+  body = loopback_server.calls[0].body
+  assert (body["max_tokens"], body["temperature"], body["top_p"]) == (77, 0.7, 0.8)
+  assert body["chat_template_kwargs"] == {"enable_thinking": False}
+  assert body["messages"][0] == {"role": "system", "content": "You help briefly."}
+  assert (reply.text, reply.prompt_tokens, reply.completion_tokens) == ("Paris", 21, 5)
+
+
+def test_defaults_send_the_protocol_prompt_and_no_top_p(loopback_server):
+  _respond(OpenAIHelper(**settings.openai_kwargs(_cfg(loopback_server).helper)))
+  body = loopback_server.calls[0].body
+  assert body["messages"][0]["content"] == protocol.HELPER_SYSTEM_PROMPT
+  assert (body["max_tokens"], body["temperature"]) == (512, 0.0)
+  assert "top_p" not in body and "chat_template_kwargs" not in body
+
+
+def test_system_prompt_from_a_file(loopback_server, tmp_path):
+  path = tmp_path / "prompt.txt"
+  path.write_text("Answer in one sentence.\n")
+  cfg = _cfg(loopback_server, f"helper.system_prompt_file={path}")
+  _respond(OpenAIHelper(**settings.openai_kwargs(cfg.helper)))
+  assert loopback_server.calls[0].body["messages"][0]["content"] == "Answer in one sentence."
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("helper.system_prompt=x", "helper.system_prompt_file=/p.txt"), "both set"),
+    (("helper.system_prompt_file=/no/such/prompt.txt",), "cannot read '/no/such/prompt.txt'"),
+])
+def test_bad_system_prompt_settings_are_one_line(loopback_server, overrides, message):
+  with pytest.raises(settings.SettingsError, match=message) as e:
+    settings.openai_kwargs(_cfg(loopback_server, *overrides).helper)
+  assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("helper.extra_body_json={enable_thinking: false}", "config.helper.extra_body_json: got"),
+    ("judge.extra_body_json=[1, 2]", "config.judge.extra_body_json: got"),
+    ("helper.top_p=1.5", "config.helper.top_p: got 1.5"),
+    ("helper.max_tokens=0", "config.helper.max_tokens: got 0"),
+    ("judge.api_key_env=sk-live-abcdefabcdef12", "config.judge.api_key_env: holds a secret"),
+    ("judge.api_key_env=my key", "config.judge.api_key_env: expected an environment variable"),
+])
+def test_bad_values_are_refused_at_load_in_one_line(override, message):
+  with pytest.raises(configlib.ConfigError, match=message) as e:
+    configlib.load_config("configs/tiny_test.py", [override])
+  assert "\n" not in str(e.value) and "sk-live" not in str(e.value)
+
+
+def test_judge_goes_to_its_own_endpoint():
+  with LoopbackServer() as helper_server, LoopbackServer() as judge_server:
+    judge_server.default = Behavior(content='{"reason": "names the user", "leakage": true}')
+    cfg = _cfg(helper_server, "helper.max_tokens=64", f"helper.extra_body_json={QWEN3_BODY}",
+               "helper.temperature=0.7", "helper.top_p=0.8",
+               f"judge.base_url={judge_server.base_url}", "judge.model=judge-llm",
+               "judge.max_tokens=300")
+    assert settings.judge_endpoint(cfg) != settings.helper_endpoint(cfg)
+    judge = LLMLeakJudge(OpenAIHelper(**settings.judge_kwargs(cfg)))
+    verdict = judge.judge(["Alice Smith of 4 Elm St asks"], ["Alice Smith"])
+    assert verdict.leak and verdict.error is None
+    assert not helper_server.calls and len(judge_server.calls) == 1
+    body = judge_server.calls[0].body
+    assert (body["model"], body["max_tokens"], body["temperature"]) == ("judge-llm", 300, 0.0)
+    assert "top_p" not in body
+    assert body["chat_template_kwargs"] == {"enable_thinking": False}   # inherited
+    assert body["messages"][0]["content"] == protocol.LEAK_JUDGE_PROMPT
+
+
+def test_judge_inherits_the_helper_endpoint(loopback_server):
+  cfg = _cfg(loopback_server, "helper.max_tokens=64", "judge.extra_body_json={}")
+  kwargs = settings.judge_kwargs(cfg)
+  assert settings.judge_endpoint(cfg) == settings.helper_endpoint(cfg)
+  assert (kwargs["base_url"], kwargs["model"], kwargs["max_tokens"]) == (
+      loopback_server.base_url, "served", 64)
+  assert kwargs["extra_body"] == {}
+
+
+def test_judge_of_a_helper_without_endpoint():
+  cfg = configlib.load_config("configs/tiny_test.py", ["helper.kind=knowledge"])
+  assert settings.judge_kwargs(cfg) is None   # the LLM judge asks the helper itself
+  cfg = configlib.load_config("configs/tiny_test.py", ["judge.base_url=http://127.0.0.1:9/v1"])
+  with pytest.raises(settings.SettingsError, match="config.judge.model: empty"):
+    settings.judge_kwargs(cfg)
+
+
+def test_usage_missing_from_the_response_counts_zero(loopback_server):
+  loopback_server.script(Behavior(content="<info>x y</info>", usage=False))
+  reply = _respond(OpenAIHelper(**settings.openai_kwargs(_cfg(loopback_server).helper)))
+  assert (reply.prompt_tokens, reply.completion_tokens, reply.tokens) == (0, 0, 2)
+
+
+def test_usage_totals_sum_over_episodes():
+  replies = [[HelperReply("info", "a", prompt_tokens=10, completion_tokens=3),
+              HelperReply("info", "b", prompt_tokens=12, completion_tokens=4)],
+             [], [HelperReply("info", "", error="timeout")]]
+  assert usage_totals(replies) == {"helper_prompt_tokens": 22, "helper_completion_tokens": 7}
