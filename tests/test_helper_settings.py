@@ -134,3 +134,32 @@ def test_usage_totals_sum_over_episodes():
               HelperReply("info", "b", prompt_tokens=12, completion_tokens=4)],
              [], [HelperReply("info", "", error="timeout")]]
   assert usage_totals(replies) == {"helper_prompt_tokens": 22, "helper_completion_tokens": 7}
+
+
+# Set-up: the judge built and probed from the config -------------------------------------
+
+
+def test_build_judge_asks_its_own_endpoint_and_probe_checks_it(loopback_server):
+  from seekjax.run import setup
+  dead = "http://127.0.0.1:9/v1"   # the discard port: connection refused
+  cfg = _cfg(loopback_server, "reward.judge=llm", f"judge.base_url={dead}", "judge.model=j")
+  judge = setup.build_judge(cfg, setup.build_helper(cfg.helper))
+  assert (judge.backend.base_url, judge.backend.model) == (dead, "j")
+  with pytest.raises(setup.RunSetupError, match=r"^config\.judge: judge at http://127\.0\.0\.1:9"
+                     r"/v1 \(model 'j'\) is unreachable.*check judge\.base_url") as e:
+    setup.probe_helpers(cfg)
+  assert "\n" not in str(e.value)
+  assert len(loopback_server.calls) == 1   # the helper was probed first, and answered
+
+
+def test_probe_asks_a_shared_endpoint_once(loopback_server):
+  from seekjax.run import setup
+  setup.probe_helpers(_cfg(loopback_server, "reward.judge=llm", "judge.max_tokens=900"))
+  assert len(loopback_server.calls) == 1 and loopback_server.calls[0].body["max_tokens"] == 1
+
+
+def test_bad_system_prompt_file_is_a_setup_error(loopback_server):
+  from seekjax.run import setup
+  cfg = _cfg(loopback_server, "helper.system_prompt_file=/no/such/file")
+  with pytest.raises(setup.RunSetupError, match="config.helper.system_prompt_file: cannot read"):
+    setup.probe_helpers(cfg)

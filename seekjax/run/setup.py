@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
+import contextlib
 import os
 import random
 import sys
 
 import jax
 
-from seekjax.helpers import (Helper, HelperUnusable, KnowledgeHelper, LocalLMHelper,
-                             OpenAIHelper, RuleLeakJudge)
+from seekjax.helpers import (HelperUnusable, KnowledgeHelper, LocalLMHelper, OpenAIHelper,
+                             RuleLeakJudge)
+from seekjax.helpers import settings as helper_settings
 from seekjax.helpers.judges import LLMLeakJudge
 from seekjax.models import sharding
 from seekjax.models.api import load_model
@@ -74,19 +75,18 @@ def build_task(cfg, seed: int):
 
 
 def openai_helper_kwargs(hcfg) -> dict:
-  """OpenAIHelper's arguments from a helper config section.
+  """OpenAIHelper's arguments from a helper config section (`seekjax.helpers.settings`)."""
+  with _settings_errors():
+    return helper_settings.openai_kwargs(hcfg)
 
-  The section also holds other helpers' keys (coverage, style, ...) and the helper
-  pool's (concurrency, on_outage, ...; see `seekjax.rollout.pool.HelperPool`): only
-  the constructor's own arguments are kept. `concurrency` also bounds the helper's own
-  connections (max_concurrency) unless the section sets max_concurrency.
-  """
-  d = hcfg.to_dict() if hasattr(hcfg, "to_dict") else dict(hcfg)
-  accepted = set(inspect.signature(OpenAIHelper.__init__).parameters) - {"self"}
-  kwargs = {k: v for k, v in d.items() if k in accepted}
-  if "concurrency" in d:
-    kwargs.setdefault("max_concurrency", d["concurrency"])
-  return kwargs
+
+@contextlib.contextmanager
+def _settings_errors():
+  """A helper or judge setting that cannot be used is a RunSetupError (one line)."""
+  try:
+    yield
+  except helper_settings.SettingsError as e:
+    raise RunSetupError(str(e)) from None
 
 
 def build_helper(hcfg, slm_model=None):
@@ -103,7 +103,9 @@ def build_helper(hcfg, slm_model=None):
   if hcfg.kind == "local_lm":
     model = slm_model if not hcfg.get("model") else load_model(hcfg.model)
     facts, _ = world_fact_base()
-    return LocalLMHelper(model, facts=facts, top_k=hcfg.top_k)
+    with _settings_errors():
+      system = helper_settings.system_prompt(hcfg)
+    return LocalLMHelper(model, facts=facts, top_k=hcfg.top_k, system_prompt=system)
   raise RunSetupError(f"config.helper.kind: unknown {hcfg.kind!r}; valid: knowledge, openai, "
                       "local_lm")
 
@@ -122,41 +124,52 @@ def make_rl_optimizer(cfg):
 
 
 def build_judge(cfg, helper=None):
+  """The leak judge of `reward.judge`. The LLM judge asks its own OpenAIHelper at the
+  judge section's endpoint (by default the helper's), or, for a helper without an
+  endpoint and no judge.base_url, the run's helper itself."""
   if cfg.reward.judge == "rule":
     return RuleLeakJudge()
   if cfg.reward.judge == "llm":
+    with _settings_errors():
+      kwargs = helper_settings.judge_kwargs(cfg)
+    if kwargs is not None:
+      return LLMLeakJudge(OpenAIHelper(**kwargs))
     if helper is None:
-      raise RunSetupError("config.reward.judge='llm' needs a helper backend")
+      raise RunSetupError("config.reward.judge='llm' needs a helper backend or judge.base_url")
     return LLMLeakJudge(helper)
   raise RunSetupError(f"config.reward.judge: unknown {cfg.reward.judge!r}; valid: rule, llm")
 
 
 def probe_helpers(cfg, should_stop=None) -> None:
-  """One request to the run's helper endpoint (which an LLM judge also uses) before the
-  model loads: a refused key, a missing server or a silent one is a RunSetupError (one
-  line), not a run that trains on errors. Helpers without an endpoint (knowledge,
-  local_lm) have nothing to probe; they are not built here (local_lm loads a model).
+  """One request to each endpoint the run will ask (the helper's; the LLM judge's when it
+  differs) before the model loads: a refused key, a missing server or a silent one is a
+  RunSetupError (one line), not a run that trains on errors. Helpers without an endpoint
+  (knowledge, local_lm) have nothing to probe; they are not built here (local_lm loads a
+  model).
 
   should_stop: called while waiting; it raises to abandon the probe (a stop signal).
   """
-  if cfg.helper.kind != "openai":
-    return
-  helper = build_helper(cfg.helper)
-  judge = build_judge(cfg, helper)
-  targets = list({id(t): t for t in (helper, getattr(judge, "backend", None))
-                  if isinstance(t, Helper)}.values())
+  targets = []
+  if cfg.helper.kind == "openai":
+    targets.append(("helper", build_helper(cfg.helper)))
+  if cfg.reward.judge == "llm":
+    with _settings_errors():
+      judge_at = helper_settings.judge_endpoint(cfg)
+    if judge_at is not None and judge_at != helper_settings.helper_endpoint(cfg):
+      targets.append(("judge", build_judge(cfg).backend))
 
   async def probe_all():
     try:
-      for target in targets:
-        await target.probe()
+      for role, target in targets:
+        try:
+          await target.probe(role)
+        except HelperUnusable as e:
+          raise RunSetupError(f"config.{role}: {e}") from None
     finally:
-      for target in targets:
+      for _, target in targets:
         await target.aclose()
-  try:
+  if targets:
     run_coroutine(probe_all(), should_stop)
-  except HelperUnusable as e:
-    raise RunSetupError(f"config.helper: {e}") from None
 
 
 def close_helpers(*helpers) -> None:
