@@ -1,6 +1,6 @@
 """seekjax: teach a small language model to seek help from a large one, with RL in JAX.
 
-Public API (see DESIGN.md): load_model, logits, generate, rollout_config, rollout, helpers.
+Public API (README.md, "Python API"): load_model, logits, generate, rollout_config, rollout, helpers.
 """
 from seekjax import helpers
 from seekjax.models.api import Model, load_model, logits, random_model
