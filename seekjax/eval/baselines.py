@@ -33,6 +33,7 @@ import time
 import numpy as np
 
 from seekjax.eval.scrub import scrub_question
+from seekjax.helpers.base import usage_totals
 from seekjax.rollout import rollout, rollout_config
 from seekjax.rollout.pool import HelperPool
 from seekjax.tasks import normalize_answer
@@ -77,6 +78,15 @@ class MethodRun:
   scoring: str = "answer"     # "answer" (task score of <answer>) | "containment"
   wall_time: float = 0.0
   extra: dict = dataclasses.field(default_factory=dict)
+  # int32[N] each: the usage a served helper reported (None: zeros, e.g. no server)
+  helper_prompt_tokens: np.ndarray | None = None
+  helper_completion_tokens: np.ndarray | None = None
+
+  def __post_init__(self):
+    for key in ("helper_prompt_tokens", "helper_completion_tokens"):
+      value = getattr(self, key)
+      setattr(self, key, np.zeros(len(self.answers), np.int32) if value is None
+              else np.asarray(value, np.int32))
 
   @property
   def num_messages(self) -> np.ndarray:
@@ -117,7 +127,15 @@ def from_episodes(name: str, eps, wall_time: float) -> MethodRun:
                    helper_errors=np.asarray(eps.helper_errors, np.int32),
                    transcripts=list(eps.transcripts), wall_time=wall_time,
                    extra={"finish": list(eps.finish),
-                          "refused": [len(r) for r in eps.refusals]})
+                          "refused": [len(r) for r in eps.refusals]},
+                   **_usage_per_row(eps.replies))
+
+
+def _usage_per_row(replies) -> dict:
+  """MethodRun's usage fields from each row's list of HelperReplies."""
+  rows = [usage_totals(rs) for rs in replies]
+  return {k: np.array([r[k] for r in rows], np.int32)
+          for k in ("helper_prompt_tokens", "helper_completion_tokens")}
 
 
 def concat_runs(runs: list) -> MethodRun:
@@ -130,7 +148,9 @@ def concat_runs(runs: list) -> MethodRun:
       helper_tokens=np.concatenate([r.helper_tokens for r in runs]),
       helper_errors=np.concatenate([r.helper_errors for r in runs]),
       transcripts=sum((r.transcripts for r in runs), []), scoring=first.scoring,
-      wall_time=sum(r.wall_time for r in runs), extra=extra)
+      wall_time=sum(r.wall_time for r in runs), extra=extra,
+      helper_prompt_tokens=np.concatenate([r.helper_prompt_tokens for r in runs]),
+      helper_completion_tokens=np.concatenate([r.helper_completion_tokens for r in runs]))
 
 
 def _timed_rollout(name, ctx, model, questions, cfg, forced=None) -> MethodRun:
@@ -169,7 +189,8 @@ def llm_only(ctx: EvalContext) -> MethodRun:
       helper_tokens=np.array([r.tokens for r in replies], np.int32),
       helper_errors=np.array([r.error is not None for r in replies], np.int32),
       transcripts=[f"<{r.kind}>{r.text}</{r.kind}>" for r in replies], scoring="containment",
-      wall_time=time.perf_counter() - t0, extra={"reply_kind": [r.kind for r in replies]})
+      wall_time=time.perf_counter() - t0, extra={"reply_kind": [r.kind for r in replies]},
+      **_usage_per_row([[r] for r in replies]))
 
 
 def _static(name: str, ctx: EvalContext, rows: list[int], rewrite) -> MethodRun:
@@ -216,13 +237,17 @@ def cascade(ctx: EvalContext) -> MethodRun:
     pick = {i: i for i in escalated}
   answers, messages, transcripts = list(cot.answers), [[] for _ in range(n)], list(cot.transcripts)
   tokens, errors = np.zeros(n, np.int32), np.zeros(n, np.int32)
+  prompt_tokens, completion_tokens = np.zeros(n, np.int32), np.zeros(n, np.int32)
   for i, k in pick.items():
     answers[i], messages[i], transcripts[i] = static.answers[k], static.messages[k], \
         f"{cot.transcripts[i]}\n[verify: {verdicts[i]!r}]\n{static.transcripts[k]}"
     tokens[i], errors[i] = static.helper_tokens[k], static.helper_errors[k]
+    prompt_tokens[i] = static.helper_prompt_tokens[k]
+    completion_tokens[i] = static.helper_completion_tokens[k]
   reused = [k for k in ("slm_cot", "static_interaction") if k in ctx.cache]
   return MethodRun(name="cascade", answers=answers, messages=messages, helper_tokens=tokens,
                    helper_errors=errors, transcripts=transcripts,
+                   helper_prompt_tokens=prompt_tokens, helper_completion_tokens=completion_tokens,
                    wall_time=time.perf_counter() - t0,   # without the reused runs' time
                    extra={"verdicts": verdicts, "escalated": [i in pick for i in range(n)],
                           "reused": reused})

@@ -3,7 +3,8 @@
 A record is one evaluated question:
   id, qtype, popularity ("head" | "tail" | None), private (has private facts),
   answer (the scored text, None if none), em (the task score: exact match for QA),
-  f1, messages, helper_tokens, helper_errors,
+  f1, messages, helper_tokens, helper_errors, helper_prompt_tokens and
+  helper_completion_tokens (the usage a served helper reported; 0 where none),
   format_failure (no <answer>; None where the method has no answer format),
   leak (rule judge; None for examples without private facts),
   llm_leak (LLM judge when configured, else None), llm_judge_error,
@@ -123,6 +124,8 @@ def score_run(run, examples, rule_judge, llm_judge=None) -> list[dict]:
         id=ex["id"], qtype=ex["qtype"], popularity=head_tail(ex), private=private,
         answer=answer, em=float(em_i), f1=float(f1_i), messages=len(messages),
         helper_tokens=int(run.helper_tokens[i]), helper_errors=int(run.helper_errors[i]),
+        helper_prompt_tokens=int(run.helper_prompt_tokens[i]),
+        helper_completion_tokens=int(run.helper_completion_tokens[i]),
         format_failure=format_failure, leak=leak, llm_leak=llm_leak, llm_judge_error=llm_error,
         feedback_has_answer=has_answer))
   return records
@@ -168,6 +171,8 @@ def group_stats(records: list[dict], ci: bool = False, num_resamples: int = 1000
       llm_judge_errors=sum(r["llm_judge_error"] is not None for r in records),
       format_failure_rate=_mean(fmt),
       helper_errors=int(sum(r["helper_errors"] for r in records)),
+      helper_prompt_tokens=int(sum(r.get("helper_prompt_tokens", 0) for r in records)),
+      helper_completion_tokens=int(sum(r.get("helper_completion_tokens", 0) for r in records)),
       **asking_stats(records))
   if ci:
     for key, values in (("em_ci", em), ("leak_rate_ci", leaks), ("llm_leak_rate_ci", llm)):

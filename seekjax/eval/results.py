@@ -11,7 +11,9 @@ Schema (version 1):
               helper_tokens_per_episode, leak_rate, leak_rate_ci, llm_leak_rate,
               llm_leak_rate_ci, llm_judge_errors, format_failure_rate, helper_errors;
               and, optional for readers (not in files written before 2026-11-29):
-              feedback_answer_rate, em_given_feedback_answer, em_without_feedback_answer},
+              feedback_answer_rate, em_given_feedback_answer, em_without_feedback_answer;
+              helper_prompt_tokens, helper_completion_tokens: the usage the helper's
+              server reported, summed over the episodes (0 without a server)},
     by_qtype: {qtype: the same keys without CIs}, by_popularity: {"head"|"tail": ...},
     episodes: [metrics.score_run records]}}
 Transcripts go to episodes.jsonl beside it, one line per (method, question): method, id,
