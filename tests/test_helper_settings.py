@@ -135,6 +135,7 @@ def test_usage_totals_sum_over_episodes():
               HelperReply("info", "b", prompt_tokens=12, completion_tokens=4)],
              [], [HelperReply("info", "", error="timeout")]]
   assert usage_totals(replies) == {"helper_prompt_tokens": 22, "helper_completion_tokens": 7}
+  assert usage_totals([replies[0], replies[0][:1]]) == usage_totals(replies)   # one call once
 
 
 # Set-up: the judge built and probed from the config -------------------------------------
@@ -210,7 +211,7 @@ def test_evaluation_records_usage_and_asks_the_configured_judge():
     assert judge_server.calls[0].body["model"] == "served"   # inherited from the helper
 
   # Batched rollouts: each row keeps its episode's summed usage.
-  two = [HelperReply("info", "a", prompt_tokens=7, completion_tokens=1)] * 2
+  two = [HelperReply("info", "a", prompt_tokens=7, completion_tokens=1) for _ in range(2)]
   run = baselines.concat_runs([baselines.from_episodes("d", _Eps([two]), 0.0),
                                baselines.from_episodes("d", _Eps([[]]), 0.0)])
   assert run.helper_prompt_tokens.tolist() == [14, 0]
@@ -229,3 +230,31 @@ class _Eps(types.SimpleNamespace):
 
   def __len__(self):
     return len(self.answers)
+
+
+# Training: the served usage of a step's helper calls, summed into its metrics ------------
+
+
+def test_a_step_records_the_served_usage(loopback_server, monkeypatch, tmp_path):
+  import json
+  from seekjax import train as train_lib
+  from seekjax.rl import cycle
+  from seekjax.rollout import driver
+
+  def rollout(policy, questions, helper, cfg, rng, **kw):   # the tiny SLM asks once, forced
+    forced = [[("<think>ask</think><message>what is it?</message>", "what is it?")]
+              for _ in questions]
+    return driver.rollout(policy, questions, helper, cfg, rng, forced=forced, **kw)
+  monkeypatch.setattr(cycle, "rollout", rollout)
+  monkeypatch.setattr(loopback_server, "default", Behavior(
+      content="<info>It is Asmara.</info>", prompt_tokens=11, completion_tokens=3))
+  workdir = tmp_path / "w"
+  assert train_lib.main([
+      "--config=configs/tiny_test.py", f"--workdir={workdir}", "--config.helper.kind=openai",
+      f"--config.helper.base_url={loopback_server.base_url}", "--config.helper.model=served",
+      "--config.helper.api_key_env=", "--config.helper.max_retries=0", "--config.sft.steps=0",
+      "--config.rl.steps=1"]) == 0
+  row = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[0])
+  calls = len(loopback_server.calls) - 1   # less the start probe
+  assert calls >= 2
+  assert (row["helper_prompt_tokens"], row["helper_completion_tokens"]) == (11 * calls, 3 * calls)

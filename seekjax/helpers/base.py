@@ -51,8 +51,10 @@ class Usage(NamedTuple):
 
 def usage_totals(replies) -> dict:
   """{helper_prompt_tokens, helper_completion_tokens}: the served usage summed over
-  HelperReplies, given flat or as one list per episode."""
+  HelperReplies, given flat or as one list per episode. A reply shared by several
+  episodes (a forced turn, asked once per question) is one call, counted once."""
   flat = [r for x in replies for r in (x if isinstance(x, (list, tuple)) else [x])]
+  flat = list({id(r): r for r in flat}.values())
   return {"helper_prompt_tokens": sum(r.prompt_tokens for r in flat),
           "helper_completion_tokens": sum(r.completion_tokens for r in flat)}
 
