@@ -186,7 +186,8 @@ def _breakdown(model, hf, prompt, batches, args, reps=5):
   import jax.numpy as jnp
   import torch
   from seekjax.models import decoder
-  from seekjax.models.generate import bucket, decode_step, prefill_chunk
+  from seekjax.models.generate import decode_step, prefill_chunk
+  from seekjax.shapes import bucket
   cfg = model.config
   out = {"rows": [], "markdown": [
       "| batch | seekjax prefill ms | HF prefill ms | seekjax decode step ms | "

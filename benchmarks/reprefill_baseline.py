@@ -37,7 +37,8 @@ import numpy as np
 from seekjax import protocol
 from seekjax.models import decoder
 from seekjax.models.config import ModelConfig
-from seekjax.models.generate import bucket, decode_step, prefill_chunk
+from seekjax.models.generate import decode_step, prefill_chunk
+from seekjax.shapes import bucket
 from seekjax.models.sampling import sample_token
 from seekjax.rollout import engine, tagmatch
 from seekjax.rollout.config import episode_budget, validate

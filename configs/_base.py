@@ -84,6 +84,8 @@ SCHEMA = dict(
         max_outage_wait=(300.0, ">= 0"),      # "wait" gives up after this many seconds
         outage_probe_min=(0.25, "> 0"),       # seconds between probes during an outage,
         outage_probe_max=(2.0, "> 0"),        # doubling from min to max
+        max_error_share=(0.5, PROBABILITY),   # a step with a larger share of failed helper
+                                              # calls stops the run, not trained on
     ),
     # The LLM leak judge's endpoint (reward.judge='llm', in training and evaluation).
     # Empty / 0 inherits the helper's value; it asks with the protocol's judge prompt.

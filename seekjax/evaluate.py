@@ -3,9 +3,9 @@
 Evaluates the learned policy and the baselines on the held-out eval split (never the
 train split) and writes DIR/eval/results.json, results.md and episodes.jsonl (with each
 example's private facts and spans redacted unless config.eval.redact_private is False).
-Read top to bottom: build the run's parts from the config, restore the latest
-checkpoint of DIR if there is one (else the base weights stand in for every policy),
-run each method greedily in batched rollouts, score, write, print the table.
+Read top to bottom: build the run's parts (`run/setup.py`, as the trainer does), restore
+the latest checkpoint of DIR if there is one (else the base weights stand in for every
+policy), run each method greedily in batched rollouts, score, write, print the table.
 
 Flags besides the trainer's --config/--workdir/--config.k=v:
   --methods=slm_cot,llm_only,...  default: the five methods of the paper's table
@@ -30,10 +30,9 @@ from seekjax.eval import baselines, report, results as results_lib
 from seekjax.helpers import RuleLeakJudge
 from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
-from seekjax.run import setup, checkpoint
 from seekjax.rl import trainable as trainable_lib
+from seekjax.run import checkpoint, setup
 from seekjax.run import workdir as workdir_lib
-from seekjax.train import fit_to_context, make_rollout_config, trainable_spec
 
 BASELINE_WEIGHTS = ("reference", "base", "policy")
 DEFAULT_BATCH = 32   # SmolLM2-135M, float32: about 4 GB peak at the default episode budget
@@ -44,9 +43,9 @@ def log(msg: str) -> None:
     print(f"[seekjax.evaluate] {msg}", file=sys.stderr, flush=True)
 
 
-def eval_rollout_config(cfg):
+def eval_rollout_config(rollout_cfg):
   """The run's rollout settings, made greedy with one episode per question."""
-  return baselines.with_settings(make_rollout_config(cfg), temperature=0.0, group_size=1)
+  return baselines.with_settings(rollout_cfg, temperature=0.0, group_size=1)
 
 
 def restore_policy(cfg, workdir: str, model) -> dict:
@@ -54,7 +53,7 @@ def restore_policy(cfg, workdir: str, model) -> dict:
 
   Without one, both policies are the base weights and step is None.
   """
-  spec = trainable_spec(cfg)
+  spec = setup.trainable_spec(cfg)
   trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(cfg.seed + 1))
   out = dict(trainable=trainable, ref_trainable=trainable, frozen=frozen, spec=spec, step=None)
   if not (workdir_lib.as_path(workdir) / "checkpoints").is_dir():
@@ -98,17 +97,10 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   _check_flags(methods, baselines_on, bootstrap, batch)
   t0 = time.perf_counter()
   setup.maybe_initialize_distributed(cfg)
-  mesh = setup.build_mesh(cfg)
-  model = setup.build_model(cfg, mesh)
-  rcfg = eval_rollout_config(cfg)
-  _, eval_ex = setup.build_task(cfg, cfg.seed)   # the held-out split only
-  eval_ex = fit_to_context(eval_ex, model, rcfg, "eval")   # the trainer's eval examples
-  if not eval_ex:
-    raise setup.RunSetupError("config.task: the eval split is empty")
-  log(f"task {cfg.task.name}: {len(eval_ex)} eval questions")
-  helper = setup.build_helper(cfg.helper, model)
-  judge = setup.build_judge(cfg, helper)   # the rule judge always runs; this adds the LLM's
-  llm_judge = judge if cfg.reward.judge == "llm" else None
+  parts = setup.build_parts(cfg, training=False)   # the held-out split only
+  model, eval_ex, helper, judge = parts.model, parts.eval_examples, parts.helper, parts.judge
+  rcfg = eval_rollout_config(parts.rollout_cfg)
+  llm_judge = judge if cfg.reward.judge == "llm" else None   # the rule judge always runs
 
   policy = restore_policy(cfg, workdir, model)
   step = policy["step"]

@@ -61,7 +61,7 @@ import types
 from seekjax import configlib
 from seekjax.models import sharding
 from seekjax.models.config import ModelConfig
-from seekjax.models.generate import bucket
+from seekjax.shapes import bucket
 
 GIB = 2 ** 30
 PHASES = ("held", "rollout", "update")

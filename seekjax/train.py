@@ -1,9 +1,10 @@
 """`python -m seekjax.train --config=configs/X.py --workdir=DIR [--config.a.b=v]`.
 
-Read top to bottom: set up (config, workdir check, model, data, helper), write the
-workdir's config, restore (or fork, or cold-start), then the RL loop (one `rl_iteration`
-per step), with metrics, checkpoints and a clean exit on SIGTERM (how TPU preemption
-notices arrive). SIGTERM is handled from the start: during the RL loop the current step
+Read top to bottom: check the workdir, build the run's parts (`run/setup.py`: helper
+probe, mesh, memory plan, model, task, helper, judge, RL settings), write the workdir's
+config, restore (or fork, or cold-start), then the RL loop (one `rl/cycle.py`
+`rl_iteration` per step), with metrics, checkpoints and a clean exit on SIGTERM (how TPU
+preemption notices arrive; `run/signals.py`). During the RL loop the current step
 finishes and is checkpointed; before it (set-up, cold start) the run stops at once,
 keeping the checkpoints it had, and exits cleanly.
 
@@ -14,188 +15,24 @@ gradient norm or reward is not finite stops the run before that state is saved
 """
 from __future__ import annotations
 
-import json
-import signal
 import sys
 import time
 
 import jax
 
-from seekjax import configlib, protocol
+from seekjax import configlib, distributed
+from seekjax.coldstart.cold_start import cold_start
 from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
-from seekjax.models.generate import bucket
-from seekjax.run import setup, checkpoint, metrics as metrics_lib
 from seekjax.rl import cycle
-from seekjax import distributed
-from seekjax.run import finite
-from seekjax.run import workdir as workdir_lib
-from seekjax.coldstart.cold_start import cold_start
-from seekjax.run.metrics import log
-from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
-from seekjax.rollout.config import episode_budget, from_run_config
+from seekjax.run import checkpoint, finite, metrics as metrics_lib, setup
+from seekjax.run import workdir as workdir_lib
+from seekjax.run.metrics import log
+from seekjax.run.signals import StopSignal, Stopped, handled
 from seekjax.tasks import make_pipeline
 
-
 WorkdirError = workdir_lib.WorkdirError
-
-
-class Stopped(Exception):
-  """A stop signal arrived before the RL loop (set-up or cold start): nothing new to save."""
-
-  def __init__(self, phase: str):
-    super().__init__(phase)
-    self.phase = phase
-
-
-class StopSignal:
-  """The SIGTERM and SIGINT handler of a run: records the signal. `check` raises Stopped;
-  the run calls it between set-up stages and cold-start steps, and the helper pool calls
-  it while a step waits on the helper (the step is then dropped, its calls cancelled).
-  Otherwise the RL loop reads `signal` after each step. A second SIGINT stops at once
-  (KeyboardInterrupt), without a checkpoint."""
-
-  def __init__(self):
-    self.signal: str | None = None
-    self.phase = "set-up"
-
-  def __call__(self, signum, _frame):
-    name = signal.Signals(signum).name
-    if name == "SIGINT" and self.signal == "SIGINT":
-      log("second SIGINT: stopping now, without a checkpoint")
-      raise KeyboardInterrupt
-    self.signal = self.signal or name
-    if self.phase == "rl":
-      log(f"{name} received: finishing this step (or dropping it, if it waits on the "
-          "helper), then saving a checkpoint")
-    else:
-      log(f"{name} received during the {self.phase}: stopping")
-
-  def check(self) -> None:
-    if self.signal is not None:
-      raise Stopped(self.phase)
-
-
-# ----------------------------------------------------------------------------- set-up
-
-
-def _steps_in(workdir) -> list[int]:
-  """The checkpoint steps listed in a workdir (a cheap look, before orbax opens it)."""
-  path = workdir_lib.as_path(workdir) / "checkpoints"
-  try:
-    return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit()) if path.exists() \
-        else []
-  except Exception as e:  # pylint: disable=broad-except
-    raise WorkdirError(f"{path}: cannot list ({type(e).__name__})") from None
-
-
-def check_workdir(workdir: str, cfg, overwrite: bool, fork_from: str | None = None) -> dict:
-  """Check, before any work, that the workdir can be written and holds this run (or none).
-
-  Writes nothing (a probe file is removed again). Returns the plan `write_config` needs:
-  {saved, changed, created}. With `fork_from`, that workdir must hold a checkpoint.
-  """
-  created = not workdir_lib.check_writable(workdir)
-  resolved = configlib.config_to_dict(cfg)
-  try:
-    saved = workdir_lib.read_config(workdir)
-  except WorkdirError:
-    if not overwrite:
-      raise
-    saved = None   # --overwrite replaces an unreadable config.json
-  if saved is not None:
-    saved = configlib.fill_added_keys(saved, resolved, configlib.base_defaults())
-  if fork_from is not None:
-    if workdir_lib.as_path(fork_from) == workdir_lib.as_path(workdir):
-      raise WorkdirError("--fork_from: names the --workdir itself; resume it without the flag")
-    if not _steps_in(fork_from):
-      raise WorkdirError(f"--fork_from={fork_from}: holds no checkpoint")
-  changed = workdir_lib.check_same_run(workdir, saved, resolved, overwrite=overwrite,
-                                       has_checkpoint=bool(_steps_in(workdir)),
-                                       fork_from=fork_from)
-  return dict(saved=saved, changed=changed, created=created)
-
-
-def write_config(workdir: str, cfg, plan: dict, step: int | None = None,
-                 forked_from: dict | None = None) -> None:
-  """Write config.json (and its YAML twin): the resolved config plus the run's record
-  (an `rl.steps` change at the resumed `step`, a fork's source). Process 0 only."""
-  if jax.process_index() != 0:
-    return
-  record = workdir_lib.run_record(plan["saved"], configlib.config_to_dict(cfg), plan["changed"],
-                                  step, forked_from)
-  path = workdir_lib.as_path(workdir)
-  workdir_lib.write_text(path / "config.json",
-                         json.dumps(record, indent=2, sort_keys=True) + "\n")
-  workdir_lib.write_text(path / "config.yaml", configlib.to_yaml(record) + "\n")
-
-
-def prepare_workdir(workdir: str, cfg, overwrite: bool) -> None:
-  """`check_workdir` then `write_config` (a fresh or resumed run's config, no set-up)."""
-  write_config(workdir, cfg, check_workdir(workdir, cfg, overwrite))
-
-
-def make_rollout_config(cfg):
-  """The rollout settings: config.rollout, plus the helper pool's keys of config.helper."""
-  return from_run_config(cfg, group_size=cfg.rl.group_size)
-
-
-def fit_to_context(examples: list[dict], model, rollout_cfg, split: str) -> list[dict]:
-  """The examples whose prompt plus a full episode fits the model's context.
-
-  The rollout refuses a batch holding one prompt that does not fit, so such a row (a
-  1 MB question, say) is skipped here and counted in one log line, like a malformed row.
-  """
-  budget, limit = episode_budget(rollout_cfg), model.config.max_position_embeddings
-  system = {"system": rollout_cfg.system_prompt} if rollout_cfg.system_prompt else {}
-  kept = [ex for ex in examples if bucket(bucket(len(model.tokenizer.encode_chat(
-      protocol.slm_messages(ex["question"], **system)))) + budget, 64) <= limit]
-  if len(kept) < len(examples):
-    log(f"task: skipped {len(examples) - len(kept)} of {len(examples)} {split} examples whose "
-        f"prompt + episode ({budget} tokens) exceeds the model's context ({limit} tokens)")
-  return kept
-
-
-def trainable_spec(cfg) -> trainable_lib.Trainable:
-  m = cfg.model
-  return trainable_lib.Trainable(mode=m.trainable, top_n=m.top_n, lora_rank=m.lora_rank,
-                                 lora_alpha=m.lora_alpha, lora_targets=tuple(m.lora_targets))
-
-
-def make_step(cfg, model_cfg, spec, optimizer):
-  r = cfg.rl
-  step_spec = step_lib.StepSpec(
-      model=model_cfg, trainable=spec, epsilon=r.epsilon, epsilon_high=r.epsilon_high,
-      aggregation=r.aggregation, kl_method=r.kl_method,
-      kl_beta=r.kl_beta if r.kl_in == "loss" else 0.0, micro_batches=r.micro_batches,
-      remat=cfg.model.remat)
-  return step_lib.make_train_step(step_spec, optimizer)
-
-
-def check_batch_fits(cfg, mesh) -> None:
-  rows = cfg.rl.questions_per_step * cfg.rl.group_size
-  sharding.check_batch(mesh, rows, "rl.questions_per_step * rl.group_size")
-  per_mini = rows // max(cfg.rl.mini_batches, 1)
-  if rows % max(cfg.rl.mini_batches, 1) or per_mini % cfg.rl.micro_batches:
-    raise configlib.ConfigError(
-        f"config.rl: {rows} episodes per step must split into mini_batches="
-        f"{cfg.rl.mini_batches} x micro_batches={cfg.rl.micro_batches}")
-
-
-def data_states(data) -> dict:
-  """Every process's grain iterator state (each host reads its own on resume)."""
-  return {"processes": distributed.gather_json(data.get_state())}
-
-
-def restore_data_position(data, saved, where: str) -> None:
-  """Set this process's data iterator to a checkpoint's position (either data format)."""
-  state = checkpoint.process_data_state(saved, jax.process_index(), jax.process_count(), where)
-  try:
-    data.set_state(state)
-  except (KeyError, TypeError, ValueError) as e:
-    raise checkpoint.CheckpointError(f"{where}: unusable data iterator state "
-                                     f"({type(e).__name__}: {e})") from None
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -213,22 +50,19 @@ def train(cfg, workdir: str, overwrite: bool = False, stop_after: int | None = N
   otherwise "stopped" says why the loop ended early (None: it finished).
   """
   stop = StopSignal()
-  previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-  try:
-    return _train(cfg, workdir, overwrite, stop_after, stop, fork_from)
-  except Stopped as e:
-    log(f"stopped ({stop.signal}) during the {e.phase}, before the RL loop: nothing new to "
-        "save; the same command starts again from the latest checkpoint, if any")
-    return {"stopped": stop.signal}
-  finally:
-    for s, handler in previous.items():
-      signal.signal(s, handler)
+  with handled(stop):
+    try:
+      return _train(cfg, workdir, overwrite, stop_after, stop, fork_from)
+    except Stopped as e:
+      log(f"stopped ({stop.signal}) during the {e.phase}, before the RL loop: nothing new to "
+          "save; the same command starts again from the latest checkpoint, if any")
+      return {"stopped": stop.signal}
 
 
 def _train(cfg, workdir: str, overwrite: bool, stop_after: int | None, stop: StopSignal,
            fork_from: str | None = None) -> dict:
   setup.maybe_initialize_distributed(cfg)
-  plan = check_workdir(workdir, cfg, overwrite, fork_from)
+  plan = workdir_lib.check_workdir(workdir, cfg, overwrite, fork_from)
   try:
     return _set_up_and_run(cfg, workdir, plan, stop_after, stop, fork_from)
   finally:
@@ -238,28 +72,15 @@ def _train(cfg, workdir: str, overwrite: bool, stop_after: int | None, stop: Sto
 
 def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop: StopSignal,
                     fork_from: str | None) -> dict:
-  setup.probe_helpers(cfg, should_stop=stop.check)   # a dead helper ends the run here
-  mesh = setup.build_mesh(cfg)
-  check_batch_fits(cfg, mesh)
-  model = setup.build_model(cfg, mesh)
-  if model.tokenizer is None:
-    raise setup.RunSetupError(f"config.model.path: {cfg.model.path!r} has no tokenizer "
-                              "(tokenizer.json); the rollout needs one")
-  train_ex, eval_ex = setup.build_task(cfg, cfg.seed)
-  train_ex = fit_to_context(train_ex, model, make_rollout_config(cfg), "train")
-  eval_ex = fit_to_context(eval_ex, model, make_rollout_config(cfg), "eval")
-  if not train_ex:
-    raise setup.RunSetupError(f"config.task: task {cfg.task.name!r} left no training examples")
-  log(f"task {cfg.task.name}: {len(train_ex)} train / {len(eval_ex)} eval examples")
-  helper = setup.build_helper(cfg.helper, model)
-  judge = setup.build_judge(cfg, helper)
-  spec = trainable_spec(cfg)
+  parts = setup.build_parts(cfg, should_stop=stop.check)
+  model, spec, mesh = parts.model, parts.spec, parts.mesh
   trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(cfg.seed + 1))
   log(f"training {trainable_lib.count(trainable) / 1e6:.2f}M of "
       f"{model.config.num_params / 1e6:.0f}M params ({spec.mode})")
   optimizer, schedule = setup.make_rl_optimizer(cfg)
   fingerprint = checkpoint.model_fingerprint(model.config, spec)
-  data = iter(make_pipeline(train_ex, batch_size=cfg.rl.questions_per_step, seed=cfg.seed))
+  data = iter(make_pipeline(parts.train_examples, batch_size=cfg.rl.questions_per_step,
+                            seed=cfg.seed))
   ckpt = None
 
   def save(step, trainable, ref_trainable, opt_state):
@@ -267,7 +88,8 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
       raise finite.NonFiniteError(f"step {step}: non-finite params; stopped without saving "
                                   f"them (latest checkpoint: {ckpt.latest_step()})")
     ckpt.save(step, distributed.to_global(mesh, checkpoint.train_state(
-        trainable, ref_trainable, opt_state, step)), data_states(data), fingerprint, force=True)
+        trainable, ref_trainable, opt_state, step)), checkpoint.data_states(data), fingerprint,
+             force=True)
 
   try:
     stop.check()
@@ -283,12 +105,12 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
                   else ckpt.restore_latest(template, fingerprint, log=log))
     forked_from = None if source is None else {
         "workdir": configlib.scrub_url(str(source)), "step": restored[0]}
-    write_config(workdir, cfg, plan, step=None if restored is None else restored[0],
-                 forked_from=forked_from)
+    workdir_lib.write_config(workdir, cfg, plan, forked_from=forked_from,
+                             step=None if restored is None else restored[0])
     if restored is None:
       stop.phase = "cold start"
-      trainable = cold_start(cfg, model, spec, trainable, frozen, train_ex, helper,
-                             should_stop=stop.check)
+      trainable = cold_start(cfg, model, spec, trainable, frozen, parts.train_examples,
+                             parts.helper, should_stop=stop.check)
       ref_trainable = jax.tree.map(lambda x: x.copy(), trainable)
       opt_state = distributed.to_global(mesh, optimizer.init(trainable))
       start = 0
@@ -299,23 +121,24 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
       start, state, data_state = restored
       trainable, ref_trainable, opt_state = (state["trainable"], state["ref_trainable"],
                                              state["opt_state"])
-      restore_data_position(data, data_state, f"{source or ckpt.directory}/{start}")
+      checkpoint.restore_data_position(data, data_state, f"{source or ckpt.directory}/{start}")
       if source is not None:
         save(start, trainable, ref_trainable, opt_state)   # the fork's own first checkpoint
         log(f"forked from step {start} of {source}")
       else:
         log(f"resumed from step {start} ({ckpt.directory})")
-    ctx = cycle.RunContext(cfg=cfg, model=model, spec=spec, frozen=frozen, helper=helper,
-                           judge=judge, rollout_cfg=make_rollout_config(cfg),
-                           train_step=make_step(cfg, model.config, spec, optimizer), mesh=mesh,
-                           should_stop=stop.check)
-    last = _rl_loop(ctx, schedule, data, save, workdir, start,
+    ctx = cycle.RunContext(settings=parts.settings, model=model, spec=spec, frozen=frozen,
+                           helper=parts.helper, judge=parts.judge, rollout_cfg=parts.rollout_cfg,
+                           train_step=setup.make_step(parts.settings, model.config, spec,
+                                                      optimizer, cfg.model.remat),
+                           mesh=mesh, should_stop=stop.check)
+    last = _rl_loop(ctx, cfg, schedule, data, save, workdir, start,
                     (trainable, ref_trainable, opt_state), stop, stop_after, ckpt.latest_step)
   finally:
     if ckpt is not None:
       ckpt.close()
-    setup.close_helpers(helper, judge)
-  return dict(last, frozen=frozen, spec=spec, model=model, eval_examples=eval_ex,
+    setup.close_helpers(parts.helper, parts.judge)
+  return dict(last, frozen=frozen, spec=spec, model=model, eval_examples=parts.eval_examples,
               stopped=stop.signal)
 
 
@@ -332,7 +155,7 @@ def _restore_fork(source: str, cfg, template, fingerprint):
   return restored
 
 
-def _rl_loop(ctx, schedule, data, save, workdir, start, params, stop, stop_after,
+def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_after,
              latest_checkpoint) -> dict:
   """The RL steps from `start`; `save`s on schedule, at the end, and when stopping.
 
@@ -340,7 +163,6 @@ def _rl_loop(ctx, schedule, data, save, workdir, start, params, stop, stop_after
   its metrics row is written and before anything of it is saved.
   Returns the last step's metrics with the final `trainable`.
   """
-  cfg = ctx.cfg
   trainable, ref_trainable, opt_state = params
   writer = metrics_lib.MetricsWriter(workdir, resume_step=start)
   progress = metrics_lib.Progress(cfg.rl.steps, start=start, desc="rl")

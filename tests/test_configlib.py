@@ -192,7 +192,7 @@ def test_rollout_defaults_are_the_base_configs():
   helper-pool keys, and every key of a run's rollout settings is settable."""
   from seekjax.rollout import rollout_config
   from seekjax.rollout.config import POOL_KEYS
-  from seekjax.train import make_rollout_config
+  from seekjax.run.setup import rollout_settings
   base, rcfg = _base.get_config(), rollout_config()
   assert set(rcfg.keys()) == set(base.rollout.keys()) | set(POOL_KEYS) | {"group_size"}
   for k in base.rollout.keys():
@@ -205,7 +205,7 @@ def test_rollout_defaults_are_the_base_configs():
       "helper.outage_probe_min=0.5", "helper.outage_probe_max=4", "helper.on_outage=wait",
       "rollout.per_shard_decode=false", "rollout.max_episode_tokens=200",
       "rollout.system_prompt=Be brief."])
-  run = make_rollout_config(cfg)
+  run = rollout_settings(cfg)
   assert (run.outage_failures, run.outage_after, run.max_outage_wait, run.outage_probe_min,
           run.outage_probe_max, run.on_outage) == (3, 2.5, 9.0, 0.5, 4.0, "wait")
   assert (run.per_shard_decode, run.max_episode_tokens, run.system_prompt) == (False, 200,

@@ -13,8 +13,9 @@ from seekjax.eval import baselines, metrics, report, results as results_lib, sta
 from seekjax.eval.scrub import scrub_question
 from seekjax.helpers import RuleLeakJudge
 from seekjax.helpers.base import LeakVerdict
-from seekjax.run import checkpoint
+from seekjax.run import checkpoint, setup as setup_lib
 from seekjax.rl import step as step_lib
+from seekjax.rl import trainable as trainable_lib
 from seekjax.tasks import make_example
 from tests.scripted import ScriptedHelper
 
@@ -281,8 +282,8 @@ def test_cli_end_to_end_on_tiny_config(tmp_path, capsys):
   cfg = configlib.apply_overrides(configlib.load_config(TINY), ["task.max_eval=6"])
   # A checkpoint whose policy and reference differ from the base and from each other.
   model = sj.load_model("tiny-random")
-  spec = evaluate_lib.trainable_spec(cfg)
-  trainable, _ = evaluate_lib.trainable_lib.init(spec, model.params, jax.random.PRNGKey(1))
+  spec = setup_lib.trainable_spec(cfg)
+  trainable, _ = trainable_lib.init(spec, model.params, jax.random.PRNGKey(1))
   reference = jax.tree.map(lambda x: x * 0.5, trainable)
   trainable = jax.tree.map(lambda x: x * 0.25, trainable)
   optimizer, _ = step_lib.make_optimizer(1e-3, 10, 1, 0.0, 1.0)
@@ -308,7 +309,7 @@ def test_cli_end_to_end_on_tiny_config(tmp_path, capsys):
   assert m["static_interaction"]["messages_per_episode"] == 1.0
   assert 0.0 <= m["cascade"]["messages_per_episode"] <= 1.0
   assert m["llm_only"]["leak_rate"] in (None, 1.0)   # the whole question goes out
-  train_ex, eval_ex = evaluate_lib.build.build_task(cfg, cfg.seed)
+  train_ex, eval_ex = setup_lib.build_task(cfg, cfg.seed)
   ids = [e["id"] for e in res["methods"]["dynamic"]["episodes"]]
   assert ids == [e["id"] for e in eval_ex] and not set(ids) & {e["id"] for e in train_ex}
   restored = evaluate_lib.restore_policy(cfg, workdir, model)
@@ -353,7 +354,7 @@ def test_transcripts_redact_private_facts_by_default(tmp_path, redact):
   assert cfg.eval.redact_private is redact
   out = evaluate_lib.evaluate(cfg, str(tmp_path), methods=("llm_only", "static_interaction"),
                               bootstrap=20, batch=0)
-  examples = [e for e in evaluate_lib.build.build_task(cfg, cfg.seed)[1]
+  examples = [e for e in setup_lib.build_task(cfg, cfg.seed)[1]
               if e["id"] in {r["id"] for r in out["results"]["methods"]["llm_only"]["episodes"]}]
   private = [e for e in examples if e["private_facts"]]
   assert private and all(e["private_spans"] for e in private)

@@ -10,7 +10,6 @@ import collections
 import functools
 import os
 import sys
-import threading
 import time
 from unittest import mock
 
@@ -20,6 +19,7 @@ from aiohttp import web
 sys.path.insert(0, os.path.dirname(__file__))
 
 from loopback_server import Behavior, FaultConfig, LoopbackServer  # noqa: E402
+from peak_rss import PeakRSS  # noqa: E402
 from seekjax import protocol  # noqa: E402
 from seekjax.helpers import Helper, HelperReply, OpenAIHelper  # noqa: E402
 from seekjax.rollout import faults, rollout, rollout_config  # noqa: E402
@@ -83,38 +83,6 @@ def _by_call(server) -> dict:
   for record in sorted(server.calls, key=lambda c: c.time):
     calls[_call_of(record)[1]].append(record)
   return calls
-
-
-class PeakRSS:
-  """Samples this process's resident memory on a thread; `growth` = peak - start, bytes."""
-
-  def __init__(self, every: float = 0.01):
-    self.every, self.start, self.peak = every, 0, 0
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._sample, daemon=True)
-
-  @staticmethod
-  def rss() -> int:
-    with open("/proc/self/statm") as f:
-      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-  def _sample(self):
-    while not self._stop.wait(self.every):
-      self.peak = max(self.peak, self.rss())
-
-  def __enter__(self):
-    self.start = self.peak = self.rss()
-    self._thread.start()
-    return self
-
-  def __exit__(self, *exc):
-    self._stop.set()
-    self._thread.join()
-    self.peak = max(self.peak, self.rss())
-
-  @property
-  def growth(self) -> int:
-    return self.peak - self.start
 
 
 def _run_episodes(pool, n_episodes, turns, deadline):

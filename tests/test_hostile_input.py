@@ -346,7 +346,7 @@ def test_unwritable_workdir_by_permission(tmp_path):
   if os.geteuid() == 0:
     pytest.skip("running as root: chmod does not stop root from writing (covered by "
                 "test_unwritable_workdir's path-under-a-file and /sys cases)")
-  from seekjax.train import WorkdirError, prepare_workdir
+  from seekjax.run.workdir import WorkdirError, prepare_workdir
   from seekjax import configlib
   locked = tmp_path / "locked"
   locked.mkdir(mode=0o500)

@@ -92,12 +92,12 @@ def test_recalled_needs_every_value_token_above_one_half():
 def test_cold_start_teaches_the_facts(facts):
   """On the tiny random model, the knowledge phase takes recall of the taught facts from
   ~0 to most of them; the demos (one per step, rehearsal interleaved) follow."""
-  from seekjax import train as train_lib
+  from seekjax.rl import trainable as trainable_lib
   cfg = _cfg("sft.knowledge=0.03", "sft.knowledge_steps=60", "sft.knowledge_batch=32",
              "sft.lr=1e-2", "sft.steps=4")
   model = setup.build_model(cfg, setup.build_mesh(cfg))
-  spec = train_lib.trainable_spec(cfg)
-  trainable, frozen = train_lib.trainable_lib.init(spec, model.params, jax.random.PRNGKey(1))
+  spec = setup_lib.trainable_spec(cfg)
+  trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(1))
   taught = cold_start_lib.taught(cfg)
   assert len(taught) == round(0.03 * len([f for f in facts if not is_count_fact(f)]))
   rows = cold_start_lib._Rows([knowledge.fact_ids(model.tokenizer, f) for f in taught], 64,

@@ -265,24 +265,21 @@ def test_kl_is_zero_at_the_reference_and_grows_away_from_it():
 # ----------------------------------------------------------------------------- log-probs
 
 
-def test_token_logprobs_alignment_and_entropy():
+def test_logprobs_and_entropy_match_numpy():
+  """The trainer's log-probs and entropies (`step._head_logprobs` calls this on the logits
+  at the positions before its targets): logits[:, k] predicts ids[:, k]."""
   rng = np.random.default_rng(6)
   logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
   tokens = rng.integers(0, 7, (2, 5)).astype(np.int32)
-  got = losses.token_logprobs(jnp.asarray(logits), jnp.asarray(tokens))
+  got, ent = losses.logprobs_and_entropy(jnp.asarray(logits[:, :-1]), jnp.asarray(tokens[:, 1:]))
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-  want = np.zeros((2, 5), np.float32)
+  want = np.zeros((2, 4), np.float32)
   for b in range(2):
     for t in range(1, 5):
-      want[b, t] = logp[b, t - 1, tokens[b, t]]    # logits at t-1 predict the token at t
-  assert got.shape == tokens.shape
+      want[b, t - 1] = logp[b, t - 1, tokens[b, t]]    # logits at t-1 predict the token at t
+  assert got.shape == ent.shape == (2, 4)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-  ent = -(np.exp(logp) * logp).sum(-1)
-  want_ent = np.concatenate([np.zeros((2, 1)), ent[:, :-1]], 1)
-  np.testing.assert_allclose(losses.token_entropy(jnp.asarray(logits)), want_ent, rtol=1e-5)
-  mask = np.array([[0, 1, 1, 0, 1], [0, 0, 1, 1, 1]], np.float32)
-  np.testing.assert_allclose(losses.entropy_from_logits(jnp.asarray(logits), mask),
-                             want_ent[mask > 0].mean(), rtol=1e-5)
+  np.testing.assert_allclose(ent, -(np.exp(logp) * logp).sum(-1)[:, :-1], rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- end to end

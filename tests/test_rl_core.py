@@ -143,7 +143,15 @@ def test_masked_sum_and_mean_match_numpy_and_ignore_nonfinite_masked_values():
   np.testing.assert_array_equal(np.asarray(g)[w == 0], 0.0)
 
 
-def test_entropy_from_logits_matches_numpy():
+def _mean_entropy(logits, mask):
+  """The trainer's entropy metric: `logprobs_and_entropy` on the logits that predict each
+  token (position 0 predicts nothing and counts 0), masked-mean over the tokens."""
+  tokens = np.zeros(logits.shape[:2], np.int32)
+  _, ent = losses.logprobs_and_entropy(logits[:, :-1], tokens[:, 1:])
+  return losses.masked_mean(np.pad(np.asarray(ent), ((0, 0), (1, 0))), mask)
+
+
+def test_entropy_matches_numpy():
   rng = np.random.default_rng(4)
   logits = rng.normal(0, 2, (3, 6, 13)).astype(np.float32)
   mask = (rng.random((3, 6)) < 0.6).astype(np.float32)
@@ -153,10 +161,10 @@ def test_entropy_from_logits_matches_numpy():
   h = -(p * np.log(p)).sum(-1)                   # h[:, t] is the entropy at token t + 1
   aligned = np.concatenate([np.zeros((3, 1)), h[:, :-1]], axis=1)
   want = (aligned * mask).sum() / mask.sum()
-  np.testing.assert_allclose(losses.entropy_from_logits(logits, mask), want, rtol=1e-5)
+  np.testing.assert_allclose(_mean_entropy(logits, mask), want, rtol=1e-5)
   uniform = np.zeros((1, 4, 13), np.float32)
-  np.testing.assert_allclose(losses.entropy_from_logits(uniform, np.ones((1, 4))),
-                             np.log(13) * 3 / 4, rtol=1e-6)
+  np.testing.assert_allclose(_mean_entropy(uniform, np.ones((1, 4))), np.log(13) * 3 / 4,
+                             rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- policy loss

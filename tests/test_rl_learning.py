@@ -37,9 +37,10 @@ from seekjax.models.api import load_tokenizer
 from seekjax.rl import cycle
 from seekjax.coldstart import sft
 from seekjax.rl import step as step_lib
+from seekjax.rl.settings import rl_settings
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rollout import rollout_config
-from seekjax.train import make_step
+from seekjax.run.setup import make_step
 from tests.scripted import ScriptedHelper, feedback_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,10 +149,11 @@ def run_rl(model, lr=LR, seed=0):
   params = jax.tree.map(jnp.array, model.params)
   trainable, frozen = trainable_lib.init(spec, params, jax.random.PRNGKey(seed))
   optimizer, _ = step_lib.make_optimizer(lr, RL_STEPS, 0, 0.0, 1.0)
+  settings = rl_settings(cfg)
   ctx = cycle.RunContext(
-      cfg=cfg, model=model, spec=spec, frozen=frozen, helper=ScriptedHelper(text=INFO),
+      settings=settings, model=model, spec=spec, frozen=frozen, helper=ScriptedHelper(text=INFO),
       judge=RuleLeakJudge(), rollout_cfg=rollout_config(group_size=GROUP_SIZE, **ROLLOUT),
-      train_step=make_step(cfg, model.config, spec, optimizer))
+      train_step=make_step(settings, model.config, spec, optimizer))
   ref = jax.tree.map(jnp.array, trainable)
   opt_state = optimizer.init(trainable)
   kinds = sorted(QUESTIONS)

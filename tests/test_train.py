@@ -70,7 +70,7 @@ def test_workdir_of_another_run_is_refused(straight):
 def test_workdir_written_before_a_setting_existed_is_the_same_run(tmp_path):
   """A config.json that lacks keys added to the base since (sft.knowledge, ...) matches a
   config that leaves them at their defaults, and no other."""
-  from seekjax.train import prepare_workdir
+  from seekjax.run.workdir import prepare_workdir
   workdir = str(tmp_path / "old")
   prepare_workdir(workdir, _cfg(), overwrite=False)
   path = os.path.join(workdir, "config.json")
@@ -276,7 +276,7 @@ def test_sigterm_before_the_rl_loop_exits_cleanly(phase, tmp_path, monkeypatch, 
   cold start is done, its checkpoint (step 0) is written and the loop takes no step."""
   from seekjax import train as train_lib
   if phase == "set-up":
-    build_task = train_lib.build.build_task
+    build_task = train_lib.setup.build_task
     monkeypatch.setattr(train_lib.setup, "build_task",
                         lambda *a: (_send_sigterm(), build_task(*a))[1])
   elif phase == "cold start":
@@ -294,8 +294,9 @@ def test_sigterm_before_the_rl_loop_exits_cleanly(phase, tmp_path, monkeypatch, 
       return wrapped
     monkeypatch.setattr(sft_lib, "make_sft_step", sft_step_that_is_preempted)
   else:
-    make_step = train_lib.make_step
-    monkeypatch.setattr(train_lib, "make_step", lambda *a: (_send_sigterm(), make_step(*a))[1])
+    make_step = train_lib.setup.make_step
+    monkeypatch.setattr(train_lib.setup, "make_step",
+                        lambda *a: (_send_sigterm(), make_step(*a))[1])
   workdir = str(tmp_path / "w")
   args = [f"--config={TINY}", f"--workdir={workdir}", "--config.sft.steps=4"]
   assert main(args) == 0
@@ -322,7 +323,7 @@ def test_sigterm_before_the_rl_loop_exits_cleanly(phase, tmp_path, monkeypatch, 
 
 
 def test_config_json_is_written_atomically_and_a_broken_one_is_one_line(tmp_path, monkeypatch):
-  from seekjax.train import prepare_workdir
+  from seekjax.run.workdir import prepare_workdir
   workdir = str(tmp_path / "w")
   prepare_workdir(workdir, _cfg(), False)
   path = os.path.join(workdir, "config.json")

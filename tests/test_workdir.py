@@ -68,7 +68,7 @@ def bucket(monkeypatch):
 
 def test_remote_workdir_config_and_metrics_go_to_the_bucket(bucket, tmp_path, monkeypatch):
   from seekjax import configlib
-  from seekjax.train import prepare_workdir
+  from seekjax.run.workdir import prepare_workdir
   monkeypatch.chdir(tmp_path)
   cfg = configlib.load_config(TINY)
   prepare_workdir("gs://bucket/run", cfg, overwrite=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seekjax.models.generate import bucket
+from seekjax.shapes import bucket
 from seekjax.run import setup, metrics as metrics_lib
 from seekjax.coldstart import demos, knowledge, sft
 from seekjax.rl import step as step_lib

@@ -28,7 +28,7 @@ from seekjax import protocol
 from seekjax.helpers.base import HelperReply
 from seekjax.coldstart.sft import Demo
 from seekjax.rollout.pool import run_coroutine
-from seekjax.tasks import exact_match, normalize_answer
+from seekjax.tasks import normalize_answer
 
 
 def _mentions_answer(text: str, answers) -> bool:
@@ -150,9 +150,3 @@ def make_demos(examples: list[dict], helper, *, seed: int = 0, need_fraction: fl
                                              decompose=decompose)
                                   for ex, knows, need in plans))
   return [d for d in run_sync(build_all(), should_stop) if d is not None]
-
-
-def slm_knows(answers_alone: list, examples: list[dict]) -> set:
-  """Ids of examples the SLM answered correctly on its own (for 'answer alone' demos)."""
-  return {ex["id"] for pred, ex in zip(answers_alone, examples)
-          if exact_match(pred, ex["answers"]) == 1.0}

@@ -41,8 +41,3 @@ def redact(value, pattern: re.Pattern | None):
   if isinstance(value, dict):
     return {k: redact(v, pattern) for k, v in value.items()}
   return value
-
-
-def redact_for(example: dict, value):
-  """`value` with `example`'s private strings redacted."""
-  return redact(value, redactor(private_strings(example)))

@@ -15,14 +15,7 @@ from flax import struct
 from seekjax.models import decoder, sharding
 from seekjax.models.config import ModelConfig
 from seekjax.models.sampling import sample_token
-
-
-def bucket(n: int, minimum: int = 16) -> int:
-  """Round up to a power of two (>= minimum) so compiled shapes are reused."""
-  b = minimum
-  while b < n:
-    b *= 2
-  return b
+from seekjax.shapes import bucket
 
 
 def prefill_chunk(params, cfg: ModelConfig, cache, chunk, chunk_len, start):

@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from jax.sharding import Mesh
 
-from seekjax.eval.metrics import judge_many
-from seekjax.models.generate import bucket
-from seekjax.rl import advantages as advantages_lib
 from seekjax import distributed
+from seekjax.eval.metrics import judge_many
+from seekjax.helpers.base import Helper
+from seekjax.models.api import Model
+from seekjax.shapes import bucket
+from seekjax.rl import advantages as advantages_lib
 from seekjax.rl import losses, rewards as rewards_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rl import step as step_lib
+from seekjax.rl.settings import RLSettings
 from seekjax.rl.step import Batch, bottom_hidden, reference_logprobs
 from seekjax.rollout import rollout
 from seekjax.tasks import f1, task_score
@@ -28,17 +34,17 @@ from seekjax.tasks import f1, task_score
 class RunContext:
   """What stays fixed across iterations."""
 
-  cfg: object            # the full ConfigDict
-  model: object          # seekjax Model (frozen params live in `frozen`)
-  spec: object           # trainable.Trainable
-  frozen: object
-  helper: object
-  judge: object
-  rollout_cfg: object
-  train_step: object     # from step.make_train_step
-  mesh: object = None    # the global mesh the update runs on
-  local_frozen: object = None  # host-local copy of `frozen` (multi-host; else `frozen`)
-  should_stop: object = None   # raises to abandon the step's helper waits (a stop signal)
+  settings: RLSettings
+  model: Model                       # frozen params live in `frozen`
+  spec: trainable_lib.Trainable
+  frozen: Any                        # params pytree of the frozen part
+  helper: Helper
+  judge: Any                         # RuleLeakJudge | LLMLeakJudge (`judge` / `ajudge`)
+  rollout_cfg: ml_collections.ConfigDict
+  train_step: Callable               # from step.make_train_step
+  mesh: Mesh | None = None           # the global mesh the update runs on
+  local_frozen: Any = None           # host-local copy of `frozen` (multi-host; else `frozen`)
+  should_stop: Callable[[], None] | None = None   # raises to abandon the step's helper waits
 
   def __post_init__(self):
     if self.local_frozen is None:
@@ -108,7 +114,7 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   Raises HelperFailure, before any update, when too many helper calls failed; and
   whatever `ctx.should_stop` raises, when a stop signal comes while helpers are awaited.
   """
-  cfg = ctx.cfg
+  rl = ctx.settings
   t0 = time.perf_counter()
   local_trainable = distributed.local_copy(trainable)
   params = trainable_lib.merge(ctx.spec, local_trainable, ctx.local_frozen)
@@ -118,9 +124,9 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   episodes = rollout(policy, [e["question"] for e in examples], ctx.helper, ctx.rollout_cfg, rng,
                      should_stop=ctx.should_stop)
   t_rollout = time.perf_counter() - t0
-  check_helper_failures(episodes.helper_faults, cfg.helper.get("max_error_share", 0.5))
+  check_helper_failures(episodes.helper_faults, rl.max_error_share)
 
-  s = score_episodes(episodes, examples, cfg.reward.score, ctx.judge, ctx.should_stop)
+  s = score_episodes(episodes, examples, rl.score, ctx.judge, ctx.should_stop)
   width = bucket(distributed.max_over_processes(int(episodes.lengths.max())), 64)
   tokens = jnp.asarray(_trim(episodes.tokens, width))
   # The loss reads only SLM-sampled positions: pack them (K per row, same K everywhere)
@@ -142,17 +148,16 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   ref_lp.block_until_ready()
   t_ref = time.perf_counter() - t1
 
-  kl_reward = np.zeros(len(episodes), np.float32)
-  if cfg.rl.kl_in == "reward":
-    kl_reward = np.asarray(losses.kl_in_reward(sampler_lp, ref_lp, mask,
-                                               method=cfg.rl.kl_method))
   rewards, components, valid = rewards_lib.compute_rewards(
       task_scores=s["score"], num_messages=episodes.num_messages,
       helper_tokens=episodes.helper_tokens, leaks=s["leak"], format_ok=s["format_ok"],
-      helper_errors=episodes.helper_errors, cfg=cfg.reward)
-  rewards = np.asarray(rewards, np.float32) - cfg.rl.kl_beta * kl_reward * (cfg.rl.kl_in == "reward")
-  adv_fn = advantages_lib.get_advantage_fn(cfg.rl.advantage)
-  adv = np.asarray(adv_fn(jnp.asarray(rewards), cfg.rl.group_size, whiten=cfg.rl.whiten,
+      helper_errors=episodes.helper_errors, cfg=rl.reward)
+  rewards = np.asarray(rewards, np.float32)
+  if rl.kl_reward_beta:
+    rewards = rewards - rl.kl_reward_beta * np.asarray(
+        losses.kl_in_reward(sampler_lp, ref_lp, mask, method=rl.kl_method))
+  adv_fn = advantages_lib.get_advantage_fn(rl.advantage)
+  adv = np.asarray(adv_fn(jnp.asarray(rewards), rl.group_size, whiten=rl.whiten,
                           valid=jnp.asarray(valid, jnp.float32)))
   adv = adv * np.asarray(valid, np.float32)
 
@@ -162,8 +167,8 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   batch = distributed.global_batch(ctx.mesh, batch)
   step_metrics = []
   n = batch.tokens.shape[0]
-  mini = max(1, cfg.rl.mini_batches)
-  for _ in range(cfg.rl.num_epochs):
+  mini = rl.mini_batches
+  for _ in range(rl.num_epochs):
     for k in range(mini):
       sl = slice(k * n // mini, (k + 1) * n // mini)
       mb = jax.tree.map(lambda x, sl=sl: x[sl], batch)
@@ -184,7 +189,7 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
       time_rollout=t_rollout, time_helper_wait=float(episodes.helper_wait_time),
       time_reference=t_ref, time_update=t_update,
       step_time=time.perf_counter() - t0,
-      train_tokens_per_s=n_tokens * cfg.rl.num_epochs / max(t_update, 1e-9),
+      train_tokens_per_s=n_tokens * rl.num_epochs / max(t_update, 1e-9),
       episode_tokens=float(episodes.lengths.sum() - episodes.prompt_lengths.sum()))
   for k, v in components.items():
     local[f"reward/{k}"] = float(np.mean(v))

@@ -2,8 +2,8 @@
 
 Alignment convention, used by every function here and by the trainer:
   `logprobs[b, t] = log p(tokens[b, t] | tokens[b, :t])`, a float32[B, T] aligned with
-  `tokens`. Position 0 is 0 (nothing predicts the first token). `token_logprobs` builds it
-  from logits, where `logits[:, t]` is the prediction for `tokens[:, t + 1]`.
+  `tokens`. Position 0 is 0 (nothing predicts the first token); `logprobs_and_entropy`
+  reads them off the logits that predict each token (`step.token_logprobs_and_entropy`).
 Masks are float32[B, T] (bool/int accepted) aligned the same way: 1 on tokens the SLM
 sampled, 0 on prompt, feedback and padding. A masked position never contributes to a
 loss value or a gradient, even if its inputs are inf or NaN.
@@ -95,33 +95,16 @@ def aggregate(per_token, mask, aggregation: str):
 # ----------------------------------------------------------------------------- log-probs
 
 
-def token_logprobs(logits, tokens):
-  """Teacher-forced log-probabilities of `tokens`, aligned with them.
+def logprobs_and_entropy(logits, ids):
+  """Log-probabilities of `ids` and the entropy of the distributions they were drawn from.
 
-  logits: float[B, T, V], logits[:, t] predicts tokens[:, t + 1]; tokens: int32[B, T].
-  Returns float32[B, T] with out[:, t] = log p(tokens[:, t] | tokens[:, :t]) for t >= 1
-  and out[:, 0] = 0.
+  logits: float[B, K, V], where logits[:, k] is the prediction for ids[:, k] (the trainer
+  passes the LM head's output at the positions before its loss targets); ids: int32[B, K].
+  Returns (logprobs float32[B, K], entropy float32[B, K]).
   """
-  logits = logits[:, :-1].astype(jnp.float32)
-  picked = jnp.take_along_axis(logits, tokens[:, 1:, None], axis=-1)[..., 0]
-  lp = picked - jax.nn.logsumexp(logits, axis=-1)
-  return jnp.pad(lp, ((0, 0), (1, 0)))
-
-
-def token_entropy(logits):
-  """Entropy of the distribution each token was drawn from, aligned with the tokens.
-
-  logits: float[B, T, V] (as in `token_logprobs`). Returns float32[B, T] with
-  out[:, t] = H(p(. | tokens[:, :t])) for t >= 1 and out[:, 0] = 0.
-  """
-  logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-  ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-  return jnp.pad(ent, ((0, 0), (1, 0)))
-
-
-def entropy_from_logits(logits, mask):
-  """Mean entropy over the masked tokens. logits: float[B, T, V]; mask: [B, T]. Scalar."""
-  return masked_mean(token_entropy(logits), mask)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  lp = jnp.take_along_axis(logp, ids[..., None], axis=-1)[..., 0]
+  return lp, -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
 
 # ----------------------------------------------------------------------------- PPO

@@ -40,12 +40,13 @@ def _episode_array(name: str, x, size: int | None):
 
 
 def check_reward_config(cfg) -> None:
-  """Raises ConfigError (one line) unless cfg has non-negative weights and a known policy."""
+  """Raises ConfigError (one line) unless cfg (`settings.RewardWeights` or the config.reward
+  section) has non-negative weights and a known policy."""
   for key in WEIGHTS + ("helper_error_policy",):
-    if key not in cfg:
+    if getattr(cfg, key, None) is None:
       raise ConfigError(f"config.reward.{key}: missing")
   for key in WEIGHTS:
-    value = cfg[key]
+    value = getattr(cfg, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
       raise ConfigError(f"config.reward.{key}: expected a non-negative number, got {value!r}")
   if cfg.helper_error_policy not in HELPER_ERROR_POLICIES:
@@ -63,8 +64,9 @@ def compute_rewards(task_scores, num_messages, helper_tokens, leaks, format_ok, 
     helper_tokens: int[B], tokens of helper feedback the SLM received.
     leaks: float[B], 1 (or a judge's score) when a message leaked private information.
     format_ok: bool/float[B], 1 when the episode followed the protocol.
-    cfg: the `reward` ConfigDict (lambda_message, lambda_helper_tokens, lambda_leak,
-      format_penalty, helper_error_policy).
+    cfg: the reward weights, `settings.RewardWeights` or the config.reward section
+      (lambda_message, lambda_helper_tokens, lambda_leak, format_penalty,
+      helper_error_policy).
     helper_errors: int[B], failed helper calls per episode (required: the caller must say).
 
   Returns:

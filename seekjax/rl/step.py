@@ -20,7 +20,7 @@ from flax import struct
 
 from seekjax.models import decoder
 from seekjax.models.config import ModelConfig
-from seekjax.models.generate import bucket
+from seekjax.shapes import bucket
 from seekjax.rl import losses, trainable as trainable_lib
 
 
@@ -76,10 +76,8 @@ def _head_logprobs(head_params, cfg, x, tokens, targets):
     targets = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
   prev = jnp.maximum(targets - 1, 0)  # the state that predicts tokens[target]
   xs = jnp.take_along_axis(x, prev[..., None], axis=1)
-  logp = jax.nn.log_softmax(decoder.lm_head(head_params, cfg, xs), axis=-1)
   ids = jnp.take_along_axis(tokens, targets, axis=1)
-  lp = jnp.take_along_axis(logp, ids[..., None], axis=-1)[..., 0]
-  ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+  lp, ent = losses.logprobs_and_entropy(decoder.lm_head(head_params, cfg, xs), ids)
   first = targets == 0
   return jnp.where(first, 0.0, lp), jnp.where(first, 0.0, ent)
 
@@ -152,8 +150,7 @@ def loss_fn(trainable, frozen, batch: Batch, spec: StepSpec, pg_weight=1.0, kl_w
   pg, pg_metrics = losses.policy_loss(
       lp, batch.old_logprobs, batch.advantages, mask, epsilon=spec.epsilon,
       epsilon_high=spec.epsilon_high, aggregation=spec.aggregation)
-  kl_tok = losses.kl_divergence(lp, batch.ref_logprobs, spec.kl_method, mask=mask)
-  kl = losses.masked_mean(kl_tok, mask)
+  kl = losses.kl_loss(lp, batch.ref_logprobs, mask, beta=1.0, method=spec.kl_method)
   loss = pg_weight * pg + spec.kl_beta * kl_weight * kl
   metrics = dict(pg_metrics, loss=pg + spec.kl_beta * kl, pg_loss=pg, kl=kl,
                  entropy=losses.masked_mean(ent, mask))

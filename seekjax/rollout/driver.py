@@ -19,7 +19,7 @@ import numpy as np
 from seekjax import protocol
 from seekjax.helpers.base import HelperReply
 from seekjax.models import decoder, sharding
-from seekjax.models.generate import bucket
+from seekjax.shapes import bucket
 from seekjax.rollout import engine, tagmatch
 from seekjax.rollout.config import episode_budget, validate
 from seekjax.rollout.pool import HelperPool

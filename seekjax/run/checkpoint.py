@@ -17,9 +17,9 @@ import json
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 
+from seekjax import distributed
 from seekjax.run import workdir as workdir_lib
 
 
@@ -58,6 +58,21 @@ def process_data_state(saved, process_index: int, process_count: int, where: str
     return saved
   raise CheckpointError(f"{where}: no data iterator state to resume from (got "
                         f"{type(saved).__name__} {_shorten(saved)})")
+
+
+def data_states(data) -> dict:
+  """Every process's grain iterator state (each host reads its own on resume)."""
+  return {"processes": distributed.gather_json(data.get_state())}
+
+
+def restore_data_position(data, saved, where: str) -> None:
+  """Set this process's data iterator to a checkpoint's position (either data format)."""
+  state = process_data_state(saved, jax.process_index(), jax.process_count(), where)
+  try:
+    data.set_state(state)
+  except (KeyError, TypeError, ValueError) as e:
+    raise CheckpointError(f"{where}: unusable data iterator state "
+                          f"({type(e).__name__}: {e})") from None
 
 
 def _shorten(x, limit: int = 80) -> str:
@@ -173,8 +188,3 @@ def _one_line(e: BaseException, limit: int = 160) -> str:
   lines = [l.strip() for l in str(e).splitlines() if l.strip()]
   text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
   return text if len(text) <= limit else text[:limit] + "..."
-
-
-def to_host(tree):
-  """Numpy copies (for comparing params bitwise in tests)."""
-  return jax.tree.map(lambda x: np.asarray(x), tree)

@@ -14,6 +14,7 @@ import time
 
 import jax
 import numpy as np
+import tqdm
 from etils import epath
 
 from seekjax.run import workdir as workdir_lib
@@ -164,22 +165,21 @@ def log(msg: str) -> None:
 
 
 class Progress:
-  """A one-line progress bar with rate and ETA on stderr (process 0 only)."""
+  """A tqdm bar on stderr, "[desc]" with rate and ETA, and the step's fields (process 0 only).
+
+  `update(step, **fields)` moves the bar to `step` (absolute, so a resumed run starts at
+  its checkpoint); the bar closes when it reaches `total`.
+  """
 
   def __init__(self, total: int, start: int = 0, desc: str = "train", enabled: bool | None = None):
-    self.total, self.start, self.desc = total, start, desc
-    self.t0 = time.perf_counter()
-    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.bar = tqdm.tqdm(total=total, initial=start, desc=f"[{desc}]", disable=not enabled,
+                         file=sys.stderr, dynamic_ncols=True, unit="step")
 
   def update(self, step: int, **fields) -> None:
-    if not self.enabled:
-      return
-    done = step - self.start
-    elapsed = time.perf_counter() - self.t0
-    eta = elapsed / max(done, 1) * (self.total - step)
-    info = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in fields.items())
-    width = 20
-    filled = int(width * step / max(self.total, 1))
-    print(f"[{self.desc}] [{'#' * filled}{'.' * (width - filled)}] {step}/{self.total} "
-          f"{elapsed:.0f}s elapsed, ETA {eta:.0f}s {info}", file=sys.stderr, flush=True)
+    if fields:
+      self.bar.set_postfix({k: f"{v:.3g}" if isinstance(v, float) else v
+                            for k, v in fields.items()}, refresh=False)
+    self.bar.update(step - self.bar.n)
+    if step >= self.bar.total:
+      self.bar.close()

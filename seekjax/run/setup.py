@@ -1,22 +1,37 @@
-"""Build a run's parts from its config: model + mesh, task splits, helper, leak judge."""
+"""A run's set-up from its config, for the trainer and the evaluation alike.
+
+`build_parts(cfg)` is the whole set-up, in order: the helper probe, the mesh, the batch
+split and memory-plan checks, the model, the task splits (fitted to the model's
+context), the helper, the leak judge, the trainable spec and the RL settings. The
+other functions are its steps, each usable alone (benchmarks, tests).
+"""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import os
 import random
 import sys
+from typing import Any, Callable
 
 import jax
+import ml_collections
 
+from seekjax import configlib, plan, protocol
 from seekjax.helpers import (HelperUnusable, KnowledgeHelper, LocalLMHelper, OpenAIHelper,
                              RuleLeakJudge)
 from seekjax.helpers import settings as helper_settings
 from seekjax.helpers.judges import LLMLeakJudge
 from seekjax.models import sharding
-from seekjax.models.api import load_model
+from seekjax.models.api import Model, load_model
 from seekjax.rl import step as step_lib
+from seekjax.rl import trainable as trainable_lib
+from seekjax.rl.settings import RLSettings, rl_settings
+from seekjax.rollout.config import episode_budget, from_run_config
 from seekjax.rollout.pool import run_coroutine
+from seekjax.run.metrics import log
+from seekjax.shapes import bucket
 from seekjax.tasks import (TemplatePrivacySynthesizer, split_by_entity, task_examples,
                            world_fact_base, world_facts_examples)
 from seekjax.tasks.world_questions import SELF_CONTAINED_QTYPES, WORLD_QTYPES
@@ -206,6 +221,113 @@ def maybe_initialize_distributed(cfg) -> None:
   jax.distributed.initialize(**kwargs)
 
 
-__all__ = ["RunSetupError", "WORLD_QTYPES", "build_helper", "build_judge", "build_mesh",
-           "build_model", "build_task", "close_helpers", "make_rl_optimizer",
-           "maybe_initialize_distributed", "openai_helper_kwargs", "probe_helpers", "rl_updates"]
+# ----------------------------------------------------------------------------- the run's parts
+
+
+def trainable_spec(cfg) -> trainable_lib.Trainable:
+  """Which parameters the run trains (config.model's trainable, top_n and LoRA keys)."""
+  m = cfg.model
+  return trainable_lib.Trainable(mode=m.trainable, top_n=m.top_n, lora_rank=m.lora_rank,
+                                 lora_alpha=m.lora_alpha, lora_targets=tuple(m.lora_targets))
+
+
+def rollout_settings(cfg) -> ml_collections.ConfigDict:
+  """The rollout settings: config.rollout, plus the helper pool's keys of config.helper."""
+  return from_run_config(cfg, group_size=cfg.rl.group_size)
+
+
+def fit_to_context(examples: list[dict], model, rollout_cfg, split: str) -> list[dict]:
+  """The examples whose prompt plus a full episode fits the model's context.
+
+  The rollout refuses a batch holding one prompt that does not fit, so such a row (a
+  1 MB question, say) is skipped here and counted in one log line, like a malformed row.
+  """
+  budget, limit = episode_budget(rollout_cfg), model.config.max_position_embeddings
+  system = {"system": rollout_cfg.system_prompt} if rollout_cfg.system_prompt else {}
+  kept = [ex for ex in examples if bucket(bucket(len(model.tokenizer.encode_chat(
+      protocol.slm_messages(ex["question"], **system)))) + budget, 64) <= limit]
+  if len(kept) < len(examples):
+    log(f"task: skipped {len(examples) - len(kept)} of {len(examples)} {split} examples whose "
+        f"prompt + episode ({budget} tokens) exceeds the model's context ({limit} tokens)")
+  return kept
+
+
+def check_batch_fits(cfg, mesh) -> None:
+  """The step's episodes shard over the mesh and split into mini- and micro-batches."""
+  rows = cfg.rl.questions_per_step * cfg.rl.group_size
+  sharding.check_batch(mesh, rows, "rl.questions_per_step * rl.group_size")
+  per_mini = rows // max(cfg.rl.mini_batches, 1)
+  if rows % max(cfg.rl.mini_batches, 1) or per_mini % cfg.rl.micro_batches:
+    raise configlib.ConfigError(
+        f"config.rl: {rows} episodes per step must split into mini_batches="
+        f"{cfg.rl.mini_batches} x micro_batches={cfg.rl.micro_batches}")
+
+
+def make_step(settings: RLSettings, model_cfg, spec: trainable_lib.Trainable, optimizer,
+              remat: bool = False):
+  """The jitted PPO step (`step.make_train_step`) of these settings."""
+  step_spec = step_lib.StepSpec(
+      model=model_cfg, trainable=spec, epsilon=settings.epsilon,
+      epsilon_high=settings.epsilon_high, aggregation=settings.aggregation,
+      kl_method=settings.kl_method, kl_beta=settings.kl_loss_beta,
+      micro_batches=settings.micro_batches, remat=remat)
+  return step_lib.make_train_step(step_spec, optimizer)
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+  """What a run is built from; the trainer and the evaluation both start here."""
+
+  mesh: Any                          # jax.sharding.Mesh
+  model: Model
+  train_examples: list               # [] for an evaluation
+  eval_examples: list
+  helper: Any                        # a seekjax.helpers.Helper
+  judge: Any                         # RuleLeakJudge | LLMLeakJudge
+  spec: trainable_lib.Trainable
+  rollout_cfg: ml_collections.ConfigDict
+  settings: RLSettings
+
+
+def build_parts(cfg, *, training: bool = True,
+                should_stop: Callable[[], None] = lambda: None) -> Parts:
+  """The run's parts, in the order that fails fastest (a dead helper before a model load).
+
+  training: the trainer's checks (helper probe, batch split, memory plan) and both
+  splits; False (evaluation): the held-out split only.
+  should_stop: called between stages and while the probe waits; raises to stop.
+  Raises RunSetupError / ConfigError (one line) for a config that cannot run.
+  """
+  if training:
+    probe_helpers(cfg, should_stop=should_stop)   # a dead helper ends the run here
+  mesh = build_mesh(cfg)
+  if training:
+    check_batch_fits(cfg, mesh)
+    plan.check_devices(cfg)   # PlanError (a ConfigError) when it cannot fit; CPU: skipped
+  should_stop()
+  model = build_model(cfg, mesh)
+  if model.tokenizer is None:
+    raise RunSetupError(f"config.model.path: {cfg.model.path!r} has no tokenizer "
+                        "(tokenizer.json); the rollout needs one")
+  rollout_cfg = rollout_settings(cfg)
+  train_ex, eval_ex = build_task(cfg, cfg.seed)
+  train_ex = fit_to_context(train_ex, model, rollout_cfg, "train") if training else []
+  eval_ex = fit_to_context(eval_ex, model, rollout_cfg, "eval")
+  if training and not train_ex:
+    raise RunSetupError(f"config.task: task {cfg.task.name!r} left no training examples")
+  if not training and not eval_ex:
+    raise RunSetupError("config.task: the eval split is empty")
+  log(f"task {cfg.task.name}: " + (f"{len(train_ex)} train / " if training else "")
+      + f"{len(eval_ex)} eval examples")
+  helper = build_helper(cfg.helper, model)
+  judge = build_judge(cfg, helper)
+  return Parts(mesh=mesh, model=model, train_examples=train_ex, eval_examples=eval_ex,
+               helper=helper, judge=judge, spec=trainable_spec(cfg), rollout_cfg=rollout_cfg,
+               settings=rl_settings(cfg))
+
+
+__all__ = ["Parts", "RunSetupError", "WORLD_QTYPES", "build_helper", "build_judge", "build_mesh",
+           "build_model", "build_parts", "build_task", "check_batch_fits", "close_helpers",
+           "fit_to_context", "make_rl_optimizer", "make_step", "maybe_initialize_distributed",
+           "openai_helper_kwargs", "probe_helpers", "rl_updates", "rollout_settings",
+           "trainable_spec"]

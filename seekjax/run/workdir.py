@@ -18,7 +18,10 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 from etils import epath
+
+from seekjax import configlib
 
 URI_SCHEMES = ("gs://", "s3://", "az://", "hf://")
 RUN_KEY = "run"   # config.json's bookkeeping: {"steps_changed": [...], "forked_from": {...}}
@@ -174,3 +177,60 @@ def run_record(saved: dict | None, current: dict, changed: list[str], step: int 
   if forked_from is not None:
     record["forked_from"] = forked_from
   return dict(current, **({RUN_KEY: record} if record else {}))
+
+
+# ----------------------------------------------------------------------------- the run's check
+
+
+def checkpoint_steps(workdir) -> list[int]:
+  """The checkpoint steps listed in a workdir (a cheap look, before orbax opens it)."""
+  path = as_path(workdir) / "checkpoints"
+  try:
+    return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit()) if path.exists() \
+        else []
+  except Exception as e:  # pylint: disable=broad-except
+    raise WorkdirError(f"{path}: cannot list ({type(e).__name__})") from None
+
+
+def check_workdir(workdir: str, cfg, overwrite: bool, fork_from: str | None = None) -> dict:
+  """Check, before any work, that the workdir can be written and holds this run (or none).
+
+  Writes nothing (a probe file is removed again). Returns the plan `write_config` needs:
+  {saved, changed, created}. With `fork_from`, that workdir must hold a checkpoint.
+  """
+  created = not check_writable(workdir)
+  resolved = configlib.config_to_dict(cfg)
+  try:
+    saved = read_config(workdir)
+  except WorkdirError:
+    if not overwrite:
+      raise
+    saved = None   # --overwrite replaces an unreadable config.json
+  if saved is not None:
+    saved = configlib.fill_added_keys(saved, resolved, configlib.base_defaults())
+  if fork_from is not None:
+    if as_path(fork_from) == as_path(workdir):
+      raise WorkdirError("--fork_from: names the --workdir itself; resume it without the flag")
+    if not checkpoint_steps(fork_from):
+      raise WorkdirError(f"--fork_from={fork_from}: holds no checkpoint")
+  changed = check_same_run(workdir, saved, resolved, overwrite=overwrite,
+                           has_checkpoint=bool(checkpoint_steps(workdir)), fork_from=fork_from)
+  return dict(saved=saved, changed=changed, created=created)
+
+
+def write_config(workdir: str, cfg, plan: dict, step: int | None = None,
+                 forked_from: dict | None = None) -> None:
+  """Write config.json (and its YAML twin): the resolved config plus the run's record
+  (an `rl.steps` change at the resumed `step`, a fork's source). Process 0 only."""
+  if jax.process_index() != 0:
+    return
+  record = run_record(plan["saved"], configlib.config_to_dict(cfg), plan["changed"], step,
+                      forked_from)
+  path = as_path(workdir)
+  write_text(path / "config.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+  write_text(path / "config.yaml", configlib.to_yaml(record) + "\n")
+
+
+def prepare_workdir(workdir: str, cfg, overwrite: bool) -> None:
+  """`check_workdir` then `write_config` (a fresh or resumed run's config, no set-up)."""
+  write_config(workdir, cfg, check_workdir(workdir, cfg, overwrite))
