@@ -22,7 +22,8 @@ from loopback_server import Behavior, FaultConfig, LoopbackServer  # noqa: E402
 from peak_rss import PeakRSS  # noqa: E402
 from seekjax import protocol  # noqa: E402
 from seekjax.helpers import Helper, HelperReply, OpenAIHelper  # noqa: E402
-from seekjax.rollout import faults, rollout, rollout_config  # noqa: E402
+from seekjax.helpers import faults  # noqa: E402
+from seekjax.rollout import rollout, rollout_config  # noqa: E402
 from seekjax.rollout.pool import HelperPool  # noqa: E402
 
 TIMEOUT = 1.0        # the helper's per-attempt timeout; "slow" faults take longer

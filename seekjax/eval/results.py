@@ -25,9 +25,11 @@ answers of results.json (`seekjax.eval.redact`); the returned results are not ch
 from __future__ import annotations
 
 import json
+import os
+
+from etils import epath
 
 from seekjax.eval import metrics, redact as redact_lib, report
-from seekjax.run import workdir as workdir_lib
 
 SCHEMA_VERSION = 1
 OVERALL_KEYS = ("n", "n_private", "em", "em_ci", "f1", "messages_per_episode",
@@ -112,7 +114,7 @@ def write(results: dict, runs: dict, examples: list, outdir: str,
 
   redact_private: hide each example's private facts and spans (module docstring).
   """
-  out = workdir_lib.as_path(outdir)   # local or gs:// (etils.epath)
+  out = epath.Path(outdir if "://" in str(outdir) else os.path.abspath(outdir))  # or gs://
   out.mkdir(parents=True, exist_ok=True)
   paths = {k: str(out / f) for k, f in
            (("json", "results.json"), ("md", "results.md"), ("episodes", "episodes.jsonl"))}

@@ -12,34 +12,8 @@ import abc
 import dataclasses
 from typing import NamedTuple
 
-REPLY_KINDS = ("info", "need")
-
-
-@dataclasses.dataclass
-class HelperReply:
-  """One helper turn.
-
-  kind: "info" (helpful information) or "need" (a request for missing context).
-  text: the body that goes inside <info>/<need> (no tags).
-  tokens: helper tokens spent on this reply (completion tokens where known).
-  latency: seconds from request to reply.
-  error: None on success, else a short machine-readable reason
-    ("timeout", "http_500", "rate_limited", "malformed", "exception:<Type>", ...).
-  prompt_tokens, completion_tokens: the usage a served helper's endpoint reported for
-    this call (0 where it reported none: a failed call, a helper without a server).
-  """
-
-  kind: str
-  text: str
-  tokens: int = 0
-  latency: float = 0.0
-  error: str | None = None
-  prompt_tokens: int = 0
-  completion_tokens: int = 0
-
-  def __post_init__(self):
-    if self.kind not in REPLY_KINDS:
-      raise ValueError(f"HelperReply.kind must be one of {REPLY_KINDS}, got {self.kind!r}")
+# The reply and history types are the protocol's (shared with the rollout); re-exported.
+from seekjax.protocol import REPLY_KINDS, HelperReply, History  # noqa: F401
 
 
 class Usage(NamedTuple):
@@ -57,11 +31,6 @@ def usage_totals(replies) -> dict:
   flat = list({id(r): r for r in flat}.values())
   return {"helper_prompt_tokens": sum(r.prompt_tokens for r in flat),
           "helper_completion_tokens": sum(r.completion_tokens for r in flat)}
-
-
-# history is the list of earlier exchanges of this episode, oldest first:
-# [(message_sent_by_slm, HelperReply), ...]
-History = list
 
 
 class HelperUnusable(RuntimeError):

@@ -7,7 +7,7 @@ failures (timeout, connection, 429, 5xx) are retried with exponential backoff an
 jitter. A Retry-After header (on a 429 or a 5xx) is honoured: no retry goes out before
 it, and a Retry-After longer than ``max_retry_after`` ends the call instead. Inside a
 rollout's helper pool, each attempt is reported to the pool's outage gate
-(``seekjax.rollout.faults``), which counts faults and may hold attempts back while the
+(``seekjax.helpers.faults``), which counts faults and may hold attempts back while the
 endpoint is down. Each request carries an ``X-Seekjax-Call: <call id>/<attempt>`` header,
 so server logs can be matched to rows. The API key is read from the environment
 variable named by ``api_key_env`` and is never stored on the helper, logged, shown in
@@ -28,7 +28,7 @@ import openai
 
 from seekjax import protocol
 from seekjax.helpers.base import Helper, HelperReply, HelperUnusable, History, Usage
-from seekjax.rollout import faults
+from seekjax.helpers import faults
 
 log = logging.getLogger(__name__)
 

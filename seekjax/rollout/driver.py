@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seekjax import protocol
-from seekjax.helpers.base import HelperReply
+from seekjax.protocol import HelperReply
 from seekjax.models import decoder, sharding
 from seekjax.shapes import bucket
 from seekjax.rollout import engine, tagmatch

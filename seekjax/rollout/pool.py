@@ -4,7 +4,7 @@
 coroutine on the pool's own event-loop thread, and returns at once. Exceptions and
 timeouts never cross into the callback: they become a HelperReply with `error` set.
 
-The pool also handles helper faults (`seekjax.rollout.faults`). It counts every
+The pool also handles helper faults (`seekjax.helpers.faults`). It counts every
 attempt's outcome in `stats()`, and its outage gate pauses calls (policy "wait") or
 fails them fast (policy "feedback_error") while the helper is down. A call's `timeout`
 starts once the call holds a concurrency slot, and it leaves out any time spent paused
@@ -25,8 +25,8 @@ import threading
 import time
 
 from seekjax import protocol
-from seekjax.helpers.base import HelperReply
-from seekjax.rollout import faults
+from seekjax.protocol import HelperReply
+from seekjax.helpers import faults
 
 _pool_ids = itertools.count(1)
 STOP_POLL = 0.1   # seconds between `should_stop` checks while waiting on helper calls
