@@ -60,7 +60,7 @@ def check_helper_failures(faults: dict, max_share: float) -> None:
   """Raise HelperFailure when more than `max_share` of a rollout's helper calls failed.
 
   faults: the rollout's helper-pool stats (calls, failed, failed_<kind>; see
-  `seekjax.rollout.faults.COUNTERS`). With several processes the share is over all of
+  `seekjax.helpers.faults.COUNTERS`). With several processes the share is over all of
   them, so every process decides alike.
   """
   shares = distributed.mean_over_processes(
