@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 
 from seekjax import distributed
 from seekjax.eval.metrics import judge_many
-from seekjax.helpers.base import Helper
+from seekjax.helpers.base import Helper, usage_totals
 from seekjax.models.api import Model
 from seekjax.shapes import bucket
 from seekjax.rl import advantages as advantages_lib
@@ -197,4 +197,6 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
     if isinstance(v, (int, float)):
       local[f"helper/{k}"] = float(v)
   metrics.update(distributed.mean_over_processes(local))
+  usage = distributed.mean_over_processes(usage_totals(episodes.replies))  # served tokens,
+  metrics.update({k: v * jax.process_count() for k, v in usage.items()})  # summed over hosts
   return trainable, opt_state, metrics, episodes
