@@ -212,6 +212,7 @@ def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_
         break
   finally:
     writer.close()
+    progress.close()
   if dropped is not None:
     log(f"stopped ({stop.signal}) after step {reached}; checkpoint saved (step {dropped}, "
         "which waited on the helper, was dropped and its calls cancelled)")

@@ -183,3 +183,7 @@ class Progress:
     self.bar.update(step - self.bar.n)
     if step >= self.bar.total:
       self.bar.close()
+
+  def close(self) -> None:
+    """Ends the bar's line, so that a message printed after it (an error) comes last."""
+    self.bar.close()
