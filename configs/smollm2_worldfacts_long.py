@@ -1,7 +1,7 @@
-"""The embedded default, longer: more cold start, more RL steps, larger groups (CPU, ~2-3 h).
+"""The embedded default, longer: more cold start, more RL steps, larger groups (CPU, hours).
 
-What it is for: a more converged CPU result than the 15-minute default, for the
-README's numbers to be checked against. What it needs: nothing beyond the default.
+What it is for: a more converged CPU result than the 30-minute default. What it needs:
+nothing beyond the default.
 """
 from configs.smollm2_worldfacts import get_config as parent
 
