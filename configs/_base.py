@@ -48,8 +48,15 @@ SCHEMA = dict(
     ),
     task=dict(
         name=("world_facts_mix", None),       # world facts, public + private variants
-        path=("", None),                      # for file formats (hotpotqa, popqa, ...)
-        private_fraction=(0.5, PROBABILITY),
+        path=("", None),                      # for file formats (hotpotqa, popqa, private_qa, ...)
+        # Private variants of a share of the examples (seekjax/tasks/privacy.py): "template"
+        # (offline), or "llm" (the paper's 3-step recipe at an OpenAI-compatible endpoint,
+        # rows cached in the workdir's privacy/). world_facts_mix has its own: keep "none".
+        privacy=("none", ("none", "template", "llm")),
+        private_fraction=(0.5, PROBABILITY),  # share of examples made private
+        privacy_base_url=("", None),          # llm: its endpoint; "" = the helper's
+        privacy_model=("", None),             # "" = helper.model
+        privacy_api_key_env=("", None),       # the NAME of the env var; "" = the helper's
         eval_fraction=(0.15, "(0, 1)"),       # held-out split by entity
         max_train=(400, COUNT),
         max_eval=(96, ">= 0"),

@@ -97,7 +97,7 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   _check_flags(methods, baselines_on, bootstrap, batch)
   t0 = time.perf_counter()
   setup.maybe_initialize_distributed(cfg)
-  parts = setup.build_parts(cfg, training=False)   # the held-out split only
+  parts = setup.build_parts(cfg, training=False, workdir=workdir)   # the held-out split only
   model, eval_ex, helper, judge = parts.model, parts.eval_examples, parts.helper, parts.judge
   rcfg = eval_rollout_config(parts.rollout_cfg)
   llm_judge = judge if cfg.reward.judge == "llm" else None   # the rule judge always runs

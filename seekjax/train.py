@@ -72,7 +72,7 @@ def _train(cfg, workdir: str, overwrite: bool, stop_after: int | None, stop: Sto
 
 def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop: StopSignal,
                     fork_from: str | None) -> dict:
-  parts = setup.build_parts(cfg, should_stop=stop.check)
+  parts = setup.build_parts(cfg, should_stop=stop.check, workdir=workdir)
   model, spec, mesh = parts.model, parts.spec, parts.mesh
   trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(cfg.seed + 1))
   log(f"training {trainable_lib.count(trainable) / 1e6:.2f}M of "

@@ -1,13 +1,17 @@
-"""Tests for privacy synthesis: template variety and invariants; LLM path with a fake backend."""
+"""Tests for privacy synthesis: template variety and invariants; the row checks; the LLM
+recipe with a fake backend; the row cache and the private_qa reader."""
 import asyncio
 import collections
 import json
+import os
 
 import pytest
 
-from seekjax.helpers.base import HelperReply
-from seekjax.tasks import (TEMPLATE_COUNT, LLMPrivacySynthesizer, TemplatePrivacySynthesizer,
-                           exact_match, validation_errors, world_facts_examples)
+from seekjax.tasks import (TEMPLATE_COUNT, LLMPrivacySynthesizer, RowCache,
+                           TemplatePrivacySynthesizer, exact_match, read_qa, row_problem,
+                           validation_errors, world_facts_examples)
+from seekjax.tasks import privacy
+from seekjax.tasks.privacy_cache import dropped_path
 from seekjax.tasks.privacy_templates import RELATIONS, FEMALE_NAMES, MALE_NAMES
 from seekjax.tasks.scoring import normalize_answer
 from seekjax.tasks.world_questions import SELF_CONTAINED_QTYPES
@@ -99,73 +103,164 @@ def _example(question="What is the capital of Eritrea?", answers=("Asmara",), qi
           "popularity": 6.8, "entity": "Eritrea", "meta": {}}
 
 
-GOOD = {"question": "My sister Amina moved to the capital of Eritrea. Where does she live?",
-        "answer": "Asmara", "private_facts": ["the user's sister Amina lives in Asmara"],
-        "private_spans": ["My sister Amina", "not in the question"]}
+FACTS = ["the user's sister Amina moved to Asmara after a messy divorce"]
+STEP3 = {"question": "My sister Amina moved to the capital of Eritrea after a messy divorce. "
+                     "Which city does Amina live in now?",
+         "answer": "Asmara", "private_spans": ["My sister Amina", "not in the question"]}
 
 
-class ScriptedHelper:
-  """A fake LLM helper: replies from a script keyed by the original question."""
+def _row(question=STEP3["question"], facts=FACTS, answers=("Asmara",)):
+  return dict(_example(), question=question, private_facts=list(facts), answers=list(answers),
+              id="q1#private", meta={"source_id": "q1"})
 
-  def __init__(self, script):
-    self.script = script
-    self.prompts = []
 
-  async def respond(self, message, history):
-    self.prompts.append(message)
-    assert history == []
-    question = message.split("Original question: ", 1)[1].split("\n", 1)[0]
-    action = self.script[question]
-    if isinstance(action, Exception):
-      raise action
-    if isinstance(action, HelperReply):
-      return action
+@pytest.mark.parametrize("row, answer, reason", [
+    (_row(), None, None),
+    (_row(), "Massawa", "answer_changed"),                       # the LLM's answer differs
+    (_row(answers=("Massawa",)), None, "answer_changed"),         # the aliases were changed
+    (_row(facts=[]), None, "no_private_facts"),
+    (_row(facts=["  "]), None, "no_private_facts"),
+    (_row(facts=FACTS + ["the user's brother Kofi owes money"]), None, "fact_not_in_question"),
+    (_row(facts=["the user's sister lives in Asmara"]), None, "fact_not_in_question"),
+    (_row(question="My sister Amina lives in Asmara after a messy divorce. Where?"), None,
+     "answer_in_question"),
+    (_row(question="My sister Amina lives in the capital of Eritrea. Is it ASMARA's?"), None,
+     "answer_in_question"),
+])
+def test_row_checks(row, answer, reason):
+  assert row_problem(row, _example(), answer) == reason
+
+
+def test_the_answer_check_is_on_whole_words():
+  row = _row(question="My sister Amina moved to the capital of Eritrea after a messy divorce. "
+                      "Is it Asmarabad?")
+  assert row_problem(row, _example()) is None
+
+
+def _steps(facts_json, question_json):
+  """A backend that answers the recipe's three steps from a script, recording each chat."""
+  chats = []
+
+  async def backend(chat):
+    chats.append([dict(m) for m in chat])
     await asyncio.sleep(0)
-    return HelperReply(kind="info", text=action)
+    step = sum(m["role"] == "user" for m in chat)
+    return {1: facts_json, 2: "Amina lives in the city that is the capital of Eritrea.",
+            3: question_json}[step]
+  return backend, chats
 
 
-def test_llm_synthesizer_keeps_valid_and_counts_drops():
-  script = {
-      "Q ok?": json.dumps(GOOD),
-      "Q fenced?": "Sure!\n```json\n" + json.dumps(dict(GOOD, answer="asmara")) + "\n```",
-      "Q changed?": json.dumps(dict(GOOD, answer="Massawa")),
-      "Q leaked?": json.dumps(dict(GOOD, question="My sister lives in Asmara. Where?")),
-      "Q nojson?": "I cannot help with that.",
-      "Q fields?": json.dumps(dict(GOOD, private_facts="not a list")),
-      "Q nofacts?": json.dumps(dict(GOOD, private_facts=["  "])),
-      "Q error?": HelperReply(kind="info", text="", error="timeout"),
-      "Q raises?": RuntimeError("boom"),
-  }
-  examples = [_example(q, qid=f"id{i}") for i, q in enumerate(script)]
-  helper = ScriptedHelper(script)
-  synth = LLMPrivacySynthesizer(helper, concurrency=3)
-  kept = synth.synthesize(examples)
-  assert [e["id"] for e in kept] == ["id0#private", "id1#private"]
-  assert kept[0]["question"] == GOOD["question"] and kept[0]["answers"] == ["Asmara"]
-  assert kept[0]["private_facts"] == GOOD["private_facts"]
-  assert kept[0]["private_spans"] == ["My sister Amina"]  # spans not in the question dropped
-  assert kept[0]["meta"]["source_question"] == "Q ok?"
-  assert synth.stats == collections.Counter(
-      kept=2, answer_changed=1, answer_in_question=1, no_json=1, bad_fields=1,
-      no_private_facts=1, backend_error=1, exception=1)
-  assert synth.dropped == 7
-  prompt = " ".join(helper.prompts[0].split())
-  assert "Original answer: Asmara" in prompt and "third person" in prompt
-  assert '"private_facts"' in prompt and "Do not state the answer" in prompt
+def test_llm_recipe_is_a_three_turn_conversation():
+  backend, chats = _steps(json.dumps({"private_facts": FACTS}),
+                          "Sure!\n```json\n" + json.dumps(dict(STEP3, answer="asmara")) + "\n```")
+  synth = LLMPrivacySynthesizer(backend, model="m")
+  (row,) = synth.synthesize([_example()])
+  assert [sum(m["role"] == "user" for m in c) for c in chats] == [1, 2, 3]
+  assert chats[2][:4] == chats[1][:4] and chats[1][:2] == chats[0][:2]   # each step carries the
+  assert [m["role"] for m in chats[2]] == ["system", "user", "assistant", "user", "assistant",
+                                           "user"]                      # earlier turns
+  first = " ".join(chats[0][1]["content"].split())
+  assert "Original answer: Asmara" in first and "third person" in first
+  assert "Step 2" in chats[1][3]["content"] and "Do not state the answer" in chats[2][5]["content"]
+  assert row["question"] == STEP3["question"] and row["answers"] == ["Asmara"]
+  assert row["private_facts"] == FACTS and row["private_spans"] == ["My sister Amina"]
+  assert row["id"] == "q1#private" and row["meta"]["source_question"] == _example()["question"]
+  assert row["meta"]["privacy_model"] == "m" and not validation_errors(row)
+  assert synth.stats == collections.Counter(kept=1) and synth.requests == 3
 
 
-def test_llm_synthesizer_accepts_async_callable_and_multiple_aliases():
-  async def backend(prompt):
-    assert "Original answer: Eritrean nakfa" in prompt
-    return json.dumps({"question": "My uncle Kofi was paid in the currency of Eritrea. Which?",
-                       "answer": "Nakfa", "private_facts": ["the user's uncle Kofi was paid"]})
+@pytest.mark.parametrize("facts_json, question_json, reason, requests", [
+    ("I cannot help with that.", None, "no_json", 1),              # step 1 ends the row
+    (json.dumps({"private_facts": "not a list"}), None, "bad_fields", 1),
+    (json.dumps({"private_facts": [" "]}), None, "no_private_facts", 1),
+    (json.dumps({"private_facts": FACTS}), "no JSON here", "no_json", 3),
+    (json.dumps({"private_facts": FACTS}), json.dumps(dict(STEP3, answer="Massawa")),
+     "answer_changed", 3),
+    (json.dumps({"private_facts": FACTS}),
+     json.dumps(dict(STEP3, question="My sister Amina lives in Asmara. Where?")),
+     "answer_in_question", 3),
+    (json.dumps({"private_facts": FACTS + ["the user's son Kofi is in rehab"]}),
+     json.dumps(STEP3), "fact_not_in_question", 3),
+])
+def test_llm_drops_are_counted_by_reason(facts_json, question_json, reason, requests):
+  backend, _ = _steps(facts_json, question_json)
   synth = LLMPrivacySynthesizer(backend)
-  (kept,) = synth.synthesize([_example("What currency is used in Eritrea?",
-                                       ["Eritrean nakfa", "nakfa", "ERN"])])
-  assert exact_match("nakfa", kept["answers"]) and synth.stats["kept"] == 1
-  assert kept["private_spans"] == []
+  assert synth.synthesize([_example()]) == []
+  assert synth.stats == collections.Counter({reason: 1}) and synth.requests == requests
+
+
+def test_a_failed_backend_call_is_a_backend_error():
+  class Failing:
+    async def acomplete(self, messages):
+      return "", None, "http_500"
+  synth = LLMPrivacySynthesizer(Failing())
+  assert synth.synthesize([_example()]) == [] and synth.stats == {"backend_error": 1}
 
 
 def test_llm_synthesizer_rejects_non_backends():
-  with pytest.raises(TypeError, match="respond"):
+  with pytest.raises(TypeError, match="acomplete"):
     LLMPrivacySynthesizer(object())
+
+
+# ----------------------------------------------------------------------------- the row cache
+
+
+def test_the_cache_answers_without_a_request_and_keeps_drops(tmp_path):
+  path = tmp_path / "privacy" / "x.llm.jsonl"
+  examples = [_example(qid="q1"), _example("What is the capital of Chad?", ["N'Djamena"], "q2")]
+  backend, chats = _steps(json.dumps({"private_facts": FACTS}), json.dumps(STEP3))
+  synth = LLMPrivacySynthesizer(backend)
+  rows = synth.synthesize(examples, RowCache(path))
+  assert [r["id"] for r in rows] == ["q1#private"] and synth.stats == {"kept": 1,
+                                                                        "answer_changed": 1}
+  asked = len(chats)
+  again = LLMPrivacySynthesizer(backend)
+  assert again.synthesize(examples, RowCache(path)) == rows
+  assert len(chats) == asked and again.requests == 0 and again.stats == synth.stats
+  drops = [json.loads(l) for l in dropped_path(path).read_text().splitlines()]
+  assert drops == [{"source_id": "q2", "source_question": examples[1]["question"],
+                    "reason": "answer_changed"}]
+  # an edited source question is not answered from the cache
+  assert not RowCache(path).has(dict(examples[0], question="What is Eritrea's capital?"))
+
+
+def test_a_torn_last_line_is_dropped_and_the_file_stays_appendable(tmp_path):
+  path = tmp_path / "rows.jsonl"
+  row = dict(_row(), meta={"source_id": "q1", "source_question": _example()["question"]})
+  path.write_text(json.dumps(row) + "\n" + '{"question": "My bro')
+  cache = RowCache(path)
+  assert len(cache) == 1 and cache.has(_example())
+  cache.put(_example(qid="q2"), dict(row, id="q2#private", meta={"source_id": "q2"}), "kept")
+  lines = [json.loads(l) for l in path.read_text().splitlines()]
+  assert [l["id"] for l in lines] == ["q1#private", "q2#private"]
+
+
+def test_the_reader_loads_cached_rows_with_their_private_facts(tmp_path):
+  path = tmp_path / "rows.jsonl"
+  backend, _ = _steps(json.dumps({"private_facts": FACTS}), json.dumps(STEP3))
+  (row,) = LLMPrivacySynthesizer(backend).synthesize([_example()], RowCache(path))
+  (loaded,) = read_qa(os.fspath(path), "private_qa", strict=True)
+  assert loaded == row and loaded["private_facts"] == FACTS
+  assert loaded["private_spans"] == ["My sister Amina"] and not validation_errors(loaded)
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("private_facts", [], "lists no fact"), ("private_facts", "x", "must be list"),
+    ("private_facts", [1], "list of strings"),
+    ("answers", None, "must be list"), ("popularity", "high", "popularity"),
+    ("meta", [1], "meta"), ("question", " ", "empty")])
+def test_the_reader_refuses_a_bad_row_in_one_line(tmp_path, field, value, problem):
+  path = tmp_path / "rows.jsonl"
+  path.write_text(json.dumps(dict(_row(), **{field: value})) + "\n")
+  with pytest.raises(ValueError, match=problem) as e:
+    read_qa(os.fspath(path), "private_qa", strict=True)
+  assert str(e.value).startswith(f"{path}:1: ") and "\n" not in str(e.value)
+
+
+def test_which_examples_are_made_private_is_stable_and_near_the_fraction():
+  examples = [_example(qid=f"q{i}") for i in range(2000)]
+  picked = privacy.chosen(examples, 0.3, seed=0)
+  assert 500 < len(picked) < 700
+  assert privacy.chosen(list(reversed(examples)), 0.3, seed=0) == list(reversed(picked))
+  assert privacy.chosen(examples, 0.3, seed=1) != picked
+  assert privacy.chosen(examples, 0.0, 0) == [] and len(privacy.chosen(examples, 1.0, 0)) == 2000

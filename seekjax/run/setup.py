@@ -8,6 +8,7 @@ other functions are its steps, each usable alone (benchmarks, tests).
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import contextlib
 import os
@@ -31,9 +32,11 @@ from seekjax.rl.settings import RLSettings, rl_settings
 from seekjax.rollout.config import episode_budget, from_run_config
 from seekjax.rollout.pool import run_coroutine
 from seekjax.run.metrics import log
+from seekjax.run import workdir as workdir_lib
 from seekjax.shapes import bucket
-from seekjax.tasks import (TemplatePrivacySynthesizer, split_by_entity, task_examples,
-                           world_fact_base, world_facts_examples)
+from seekjax.tasks import (LLMPrivacySynthesizer, RowCache, TemplatePrivacySynthesizer,
+                           split_by_entity, task_examples, world_fact_base, world_facts_examples)
+from seekjax.tasks import privacy
 from seekjax.tasks.world_questions import SELF_CONTAINED_QTYPES, WORLD_QTYPES
 
 
@@ -67,9 +70,16 @@ def _world_mix(seed: int, private_fraction: float) -> list[dict]:
   return out
 
 
-def build_task(cfg, seed: int):
-  """Returns (train_examples, eval_examples). Split by entity, never only by id."""
+def build_task(cfg, seed: int, workdir=None, should_stop=None):
+  """Returns (train_examples, eval_examples). Split by entity, never only by id; then
+  `task.privacy` gives a share of each split private variants (`apply_privacy`).
+
+  workdir: where `task.privacy='llm'` caches its rows (None: no cache).
+  """
   name = cfg.task.name
+  if cfg.task.privacy != "none" and name in ("world_facts_mix", "world_facts_private"):
+    raise RunSetupError(f"config.task.privacy: task {name!r} has its own template privacy "
+                        "variants; use task.privacy='none', or task.name='world_facts'")
   if name == "world_facts_mix":
     examples = _world_mix(seed, cfg.task.private_fraction)
   else:
@@ -86,7 +96,108 @@ def build_task(cfg, seed: int):
   rng = random.Random(seed)
   rng.shuffle(train)
   rng.shuffle(evaluation)
-  return train[:cfg.task.max_train], evaluation[:cfg.task.max_eval]
+  return apply_privacy(cfg, train[:cfg.task.max_train], evaluation[:cfg.task.max_eval], seed,
+                       workdir, should_stop)
+
+
+# ----------------------------------------------------------------------------- task.privacy
+
+
+def privacy_cache_path(cfg, workdir):
+  """Where `task.privacy='llm'` caches its rows: <workdir>/privacy/<task.name>.llm.jsonl."""
+  return workdir_lib.as_path(workdir) / "privacy" / f"{cfg.task.name}.llm.jsonl"
+
+
+def privacy_backend(cfg) -> OpenAIHelper:
+  """The endpoint the LLM privacy recipe asks: task.privacy_base_url / _model /
+  _api_key_env, each empty one the helper's (helper.kind='openai'); the helper
+  section's request settings (timeout, retries, max_tokens, extra_body, ...)."""
+  t = cfg.task
+  if cfg.helper.kind != "openai" and not t.privacy_base_url:
+    raise RunSetupError("config.task.privacy_base_url: empty; task.privacy='llm' needs an "
+                        "endpoint (its own, or the helper's with helper.kind='openai')")
+  kwargs = openai_helper_kwargs(cfg.helper)
+  if cfg.helper.kind != "openai":
+    kwargs["model"] = ""
+  for key in ("base_url", "model", "api_key_env"):
+    if t.get(f"privacy_{key}"):
+      kwargs[key] = t[f"privacy_{key}"]
+  if not str(kwargs.get("model") or "").strip():
+    raise RunSetupError("config.task.privacy_model: empty; task.privacy='llm' needs the "
+                        "served model's name")
+  return OpenAIHelper(**kwargs)
+
+
+async def _llm_rows(cfg, examples, cache, stats) -> list[dict]:
+  """The LLM recipe over `examples` (a probe first when one is not cached)."""
+  backend = privacy_backend(cfg)
+  synth = LLMPrivacySynthesizer(backend, concurrency=cfg.helper.concurrency,
+                                model=backend.model)
+  try:
+    if cache is None or not all(cache.has(e) for e in examples):
+      try:
+        await backend.probe("privacy")
+      except HelperUnusable as e:
+        raise RunSetupError(f"config.task.privacy_base_url: {e}") from None
+    rows = await synth.asynthesize(examples, cache)
+  finally:
+    await backend.aclose()
+  stats.update(synth.stats)
+  stats["requests"] = synth.requests
+  return rows
+
+
+def _cached_rows(examples, cache, stats) -> list[dict]:
+  """The rows `cache` holds for `examples` (an uncached one counts as a backend error)."""
+  rows = []
+  for e in examples:
+    row, outcome = cache.get(e) if cache.has(e) else (None, "backend_error")
+    stats[outcome] += 1
+    rows += [row] if row is not None else []
+  return rows
+
+
+def privacy_rows(cfg, examples: list[dict], seed: int, workdir=None,
+                 should_stop=None) -> tuple[list[dict], collections.Counter]:
+  """(checked private variants of `examples`, Counter of "kept" and drop reasons) by
+  `task.privacy`. With several processes, process 0 asks the endpoint and the others
+  read its rows from the workdir's cache after a barrier."""
+  if cfg.task.privacy == "template":
+    return privacy.template_rows(examples, seed)
+  stats = collections.Counter()
+  if workdir is None:
+    if jax.process_count() > 1:
+      raise RunSetupError("config.task.privacy='llm' on several processes needs a workdir")
+    return run_coroutine(_llm_rows(cfg, examples, None, stats), should_stop), stats
+  path = privacy_cache_path(cfg, workdir)
+  if jax.process_index() == 0:
+    rows = run_coroutine(_llm_rows(cfg, examples, RowCache(path), stats), should_stop)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices("seekjax: privacy rows")
+  if jax.process_index() != 0:
+    rows = _cached_rows(examples, RowCache(path), stats)
+  return rows, stats
+
+
+def apply_privacy(cfg, train: list[dict], evaluation: list[dict], seed: int, workdir=None,
+                  should_stop=None) -> tuple[list[dict], list[dict]]:
+  """Each split with its chosen share (`task.private_fraction`) replaced by checked
+  private variants; a variant that fails a check drops its row. One log line counts
+  the outcomes by reason."""
+  mode, fraction = cfg.task.privacy, cfg.task.private_fraction
+  if mode == "none":
+    return train, evaluation
+  chosen = privacy.chosen(train + evaluation, fraction, seed)
+  if chosen and privacy.without_answers(chosen) == len(chosen):
+    raise RunSetupError(f"config.task.privacy: task {cfg.task.name!r} has no gold answers to "
+                        "check private variants against; use task.privacy='none'")
+  rows, stats = privacy_rows(cfg, chosen, seed, workdir, should_stop)
+  requests = stats.pop("requests", None)
+  log(f"task privacy={mode}: {privacy.summary(stats)}"
+      + ("" if requests is None else f"; {requests} requests"))
+  return (privacy.merge(train, rows, fraction, seed),
+          privacy.merge(evaluation, rows, fraction, seed))
 
 
 def openai_helper_kwargs(hcfg) -> dict:
@@ -290,12 +401,13 @@ class Parts:
 
 
 def build_parts(cfg, *, training: bool = True,
-                should_stop: Callable[[], None] = lambda: None) -> Parts:
+                should_stop: Callable[[], None] = lambda: None, workdir=None) -> Parts:
   """The run's parts, in the order that fails fastest (a dead helper before a model load).
 
   training: the trainer's checks (helper probe, batch split, memory plan) and both
   splits; False (evaluation): the held-out split only.
   should_stop: called between stages and while the probe waits; raises to stop.
+  workdir: the run's; `task.privacy='llm'` caches its rows there.
   Raises RunSetupError / ConfigError (one line) for a config that cannot run.
   """
   if training:
@@ -310,7 +422,7 @@ def build_parts(cfg, *, training: bool = True,
     raise RunSetupError(f"config.model.path: {cfg.model.path!r} has no tokenizer "
                         "(tokenizer.json); the rollout needs one")
   rollout_cfg = rollout_settings(cfg)
-  train_ex, eval_ex = build_task(cfg, cfg.seed)
+  train_ex, eval_ex = build_task(cfg, cfg.seed, workdir, should_stop)
   train_ex = fit_to_context(train_ex, model, rollout_cfg, "train") if training else []
   eval_ex = fit_to_context(eval_ex, model, rollout_cfg, "eval")
   if training and not train_ex:
@@ -326,8 +438,9 @@ def build_parts(cfg, *, training: bool = True,
                settings=rl_settings(cfg))
 
 
-__all__ = ["Parts", "RunSetupError", "WORLD_QTYPES", "build_helper", "build_judge", "build_mesh",
-           "build_model", "build_parts", "build_task", "check_batch_fits", "close_helpers",
-           "fit_to_context", "make_rl_optimizer", "make_step", "maybe_initialize_distributed",
-           "openai_helper_kwargs", "probe_helpers", "rl_updates", "rollout_settings",
+__all__ = ["Parts", "RunSetupError", "WORLD_QTYPES", "apply_privacy", "build_helper",
+           "build_judge", "build_mesh", "build_model", "build_parts", "build_task",
+           "check_batch_fits", "close_helpers", "fit_to_context", "make_rl_optimizer", "make_step",
+           "maybe_initialize_distributed", "openai_helper_kwargs", "privacy_backend",
+           "privacy_cache_path", "privacy_rows", "probe_helpers", "rl_updates", "rollout_settings",
            "trainable_spec"]

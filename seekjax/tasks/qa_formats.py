@@ -13,6 +13,10 @@ Layouts (field names exactly as the datasets ship them):
             [{idx, title, paragraph_text, is_supporting}], optional answerable
   popqa     id, subj, prop, obj, question, possible_answers (JSON-encoded list), s_pop
   gsm8k     question, answer (rationale ending in "#### <number>")
+  private_qa  seekjax example dicts (``schema.py``) with private facts, as the privacy
+            synthesis writes them (``privacy_cache.py``): question, answers, id,
+            private_facts (non-empty), optional context, private_spans, task, qtype,
+            entity, popularity, meta
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import json
 import math
 import re
 
-from seekjax.tasks.schema import make_example
+from seekjax.tasks.schema import make_example, validation_errors
 
 _GSM_FINAL = re.compile(r"^-?\d+(?:\.\d+)?$")
 
@@ -193,10 +197,40 @@ def parse_gsm8k(row: dict) -> dict:
                       entity=qid, meta={"rationale": rationale.strip()})
 
 
+def parse_private_qa(row: dict) -> dict:
+  """Returns the example a privacy row holds; its private facts must be listed."""
+  question = _field(row, "question", str, nonempty=True)
+  answers = _str_list(_field(row, "answers", list), "answers")
+  qid = _field(row, "id", (int, str))
+  facts = [f for f in _str_list(_field(row, "private_facts", list), "private_facts")
+           if f.strip()]
+  if not facts:
+    raise RowProblem("field 'private_facts' lists no fact")
+  popularity = row.get("popularity")
+  if popularity is not None and (isinstance(popularity, bool)
+                                 or not isinstance(popularity, (int, float))):
+    raise RowProblem("field 'popularity' must be a number or null")
+  meta = row.get("meta") or {}
+  if not isinstance(meta, dict):
+    raise RowProblem("field 'meta' must be an object")
+  task = row.get("task") or "private_qa"
+  example = make_example(
+      question=question, answers=answers, task=task, id=str(qid),
+      qtype=row.get("qtype") or task, entity=row.get("entity") or str(qid),
+      context=row.get("context", ""), popularity=popularity, private_facts=facts,
+      private_spans=_str_list(row.get("private_spans", []), "private_spans"),
+      meta=meta)
+  errors = validation_errors(example)
+  if errors:
+    raise RowProblem(errors[0])
+  return example
+
+
 PARSERS = {
     "hotpotqa": parse_hotpotqa,
     "2wiki": parse_2wiki,
     "musique": parse_musique,
     "popqa": parse_popqa,
     "gsm8k": parse_gsm8k,
+    "private_qa": parse_private_qa,
 }

@@ -213,7 +213,8 @@ def read_qa(path: str, format: str, strict: bool = False) -> list[dict]:
     path: a .jsonl file (one JSON object per line), a .json file holding one JSON
       array (how HotpotQA and 2WikiMultihopQA ship), or a .parquet file (needs pyarrow).
       The container is detected from the content, not the extension (except Parquet).
-    format: "hotpotqa" | "2wiki" | "musique" | "popqa" | "gsm8k".
+    format: "hotpotqa" | "2wiki" | "musique" | "popqa" | "gsm8k" | "private_qa" (the
+      private rows that ``task.privacy`` synthesizes, private facts included).
     strict: raise ``MalformedRowError`` on the first malformed row instead of skipping.
 
   Returns:
