@@ -229,3 +229,19 @@ def test_an_unreachable_privacy_endpoint_fails_in_one_line(hotpot_file, tmp_path
   with pytest.raises(setup_lib.RunSetupError, match="privacy_base_url: .*unreachable") as e:
     setup_lib.build_task(cfg, 0, tmp_path / "w")
   assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("entry", ["train", "evaluate"])
+def test_both_entry_points_give_the_task_their_workdir(entry, tmp_path, monkeypatch):
+  """The LLM rows are cached in the run's workdir, so evaluation reuses training's rows."""
+  import importlib
+  main = importlib.import_module(f"seekjax.{entry}").main
+  seen = []
+
+  def build_task(cfg, seed, workdir=None, should_stop=None):
+    seen.append(workdir)
+    raise setup_lib.RunSetupError("stop after the task")
+  monkeypatch.setattr(setup_lib, "build_task", build_task)
+  workdir = tmp_path / "w"
+  assert main([f"--config={TINY}", f"--workdir={workdir}"]) == 2
+  assert seen == [str(workdir)]
