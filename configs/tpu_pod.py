@@ -16,5 +16,5 @@ def get_config(arg: str = ""):
   c.model.mesh_shape = (-1, 8, 1) if not arg else tuple(int(x) for x in arg.split(","))
   c.rl.questions_per_step = 256
   c.rl.mini_batches = 4
-  c.rl.micro_batches = 8
+  c.rl.micro_batches = 2   # 128 rows a micro-batch: every chip holds rows
   return c
