@@ -8,7 +8,7 @@ import os
 import pytest
 
 from seekjax.tasks import (TEMPLATE_COUNT, LLMPrivacySynthesizer, RowCache,
-                           TemplatePrivacySynthesizer, exact_match, read_qa, row_problem,
+                           TemplatePrivacySynthesizer, read_qa, row_problem,
                            validation_errors, world_facts_examples)
 from seekjax.tasks import privacy
 from seekjax.tasks.privacy_cache import dropped_path
