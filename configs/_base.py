@@ -154,6 +154,13 @@ SCHEMA = dict(
         knowledge_steps=(150, ">= 0"),        # fact-only steps first (then one per demo step)
         knowledge_batch=(64, COUNT),
         decompose=(False, None),              # two-hop demos ask one fact at a time
+        # demonstrations from this JSONL file instead of the helper (row format:
+        # seekjax/coldstart/demo_store.py); "" builds them with the helper
+        demos_path=("", None),
+        # appended to a demo's message for an LLM helper (not the knowledge helper), so
+        # its reply ends with the short answer the demo answers with; "" sends none
+        answer_request=("End your reply with the short final answer on its own line, as "
+                        "'Answer: ...'.", None),
     ),
     optim=dict(
         lr=(2e-5, "> 0"),

@@ -110,7 +110,7 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
     if restored is None:
       stop.phase = "cold start"
       trainable = cold_start(cfg, model, spec, trainable, frozen, parts.train_examples,
-                             parts.helper, should_stop=stop.check)
+                             parts.helper, should_stop=stop.check, workdir=workdir)
       ref_trainable = jax.tree.map(lambda x: x.copy(), trainable)
       opt_state = distributed.to_global(mesh, optimizer.init(trainable))
       start = 0

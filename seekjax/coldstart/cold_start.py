@@ -3,18 +3,22 @@
 Phases, all with one optimizer (cfg.sft):
   knowledge   `sft.knowledge > 0`: `sft.knowledge_steps` steps on the taught facts alone
               (seekjax/coldstart/knowledge.py), so the SLM knows them before it sees a demo;
-  demos       `sft.steps` steps on the protocol demonstrations (demos.py); with taught
-              facts, each demo step is followed by one fact step, so the demos do not
-              wash the facts out.
+  demos       `sft.steps` steps on the protocol demonstrations; with taught facts, each
+              demo step is followed by one fact step, so the demos do not wash the facts
+              out.
+The demonstrations come from `sft.demos_path` (a JSONL file, demo_store.py) when set;
+otherwise they are built with the helper (demos.py, helper_demos.py) and cached in the
+workdir's demos.jsonl, so a rerun of a stopped cold start does not ask for them again.
 At the end, with taught facts, the share of them the SLM recalls is logged.
 """
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from seekjax.shapes import bucket
 from seekjax.run import setup, metrics as metrics_lib
-from seekjax.coldstart import demos, knowledge, sft
+from seekjax.coldstart import demo_store, demos, helper_demos, knowledge, sft
 from seekjax.rl import step as step_lib
 from seekjax.run.metrics import log
 from seekjax.tasks.world_facts import world_fact_base
@@ -73,27 +77,90 @@ def recall_rate(trainable, frozen, rows: _Rows, spec, model_cfg, chunk: int = 64
   return float(np.concatenate(hits).mean())
 
 
+def ask_settings(cfg, tokenizer) -> helper_demos.AskSettings:
+  """How demos without a descriptor are asked: with `sft.answer_request` appended for an
+  LLM helper (the knowledge helper's reply is itself the answer's source), within the
+  rollout's message limits."""
+  request = "" if cfg.helper.kind == "knowledge" else cfg.sft.answer_request
+  return helper_demos.AskSettings(
+      answer_request=request, max_turns=cfg.rollout.max_turns,
+      max_message_tokens=cfg.rollout.max_message_tokens,
+      count_tokens=lambda text: len(tokenizer.encode_text(text)))
+
+
+# The keys the built demos depend on; a cache made under other values is not reused.
+DEMO_KEYS = {
+    "seed": None, "model": ("path",), "task": None,
+    "helper": ("kind", "coverage", "noise", "top_k", "style", "model", "max_tokens",
+               "temperature", "top_p", "extra_body_json", "system_prompt",
+               "system_prompt_file"),
+    "sft": ("need_fraction", "knowledge", "decompose", "answer_request"),
+    "rollout": ("max_turns", "max_message_tokens"),
+}
+
+
+def demo_settings(cfg) -> dict:
+  """The config values the built demos depend on (`DEMO_KEYS`), for the cache."""
+  d = cfg.to_dict()
+  return {k: d[k] if keys is None else {key: d[k].get(key) for key in keys}
+          for k, keys in DEMO_KEYS.items()}
+
+
+def demonstrations(cfg, examples, helper, tokenizer, known=frozenset(), workdir=None,
+                   should_stop=None) -> list[sft.Demo]:
+  """The cold start's demonstrations (module docstring): at most `sft.num_demos`, from
+  `sft.demos_path` or built from `examples` with the helper; one log line counts those
+  dropped. Raises RunSetupError when the file cannot be read or no demo remains."""
+  s = cfg.sft
+  if s.demos_path:
+    try:
+      demo_list, dropped = demo_store.load_demos(s.demos_path)
+    except demo_store.DemoFileError as e:
+      raise setup.RunSetupError(f"config.sft.demos_path: {e}") from None
+    where = f"sft.demos_path ({s.demos_path})"
+  else:
+    cache = None if workdir is None else demo_store.DemoCache(
+        workdir, demo_settings(cfg), writer=jax.process_index() == 0, log=log)
+    cached = 0 if cache is None else sum(ex["id"] in cache.outcomes for ex in examples)
+    log(f"cold start: building demonstrations from {len(examples)} examples with the "
+        f"{cfg.helper.kind} helper" + (f" ({len(known)} answered from taught facts)"
+                                       if known else "")
+        + (f"; {cached} already in {cache.path}" if cached else ""))
+    demo_list, dropped = demos.build_demos(
+        examples, helper, seed=cfg.seed, need_fraction=s.need_fraction, known=known,
+        decompose=s.decompose, ask=ask_settings(cfg, tokenizer), cache=cache,
+        should_stop=should_stop)
+    where = f"{len(demo_list) + sum(dropped.values())} candidates"
+  if dropped:
+    log(f"cold start: dropped {sum(dropped.values())} of {where}: "
+        + demo_store.count_line(dropped))
+  if not demo_list:
+    raise setup.RunSetupError(
+        f"cold start: no demonstration could be built from {where}"
+        + (f" ({demo_store.count_line(dropped)})" if dropped else "")
+        + ("; its rows are described in seekjax/coldstart/demo_store.py" if s.demos_path else
+           "; check the helper's replies, or give sft.demos_path, or set sft.steps=0"))
+  return demo_list[: s.num_demos]
+
+
 def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper,
-               should_stop=lambda: None):
+               should_stop=lambda: None, workdir=None):
   """Supervised cold start (module docstring). Returns the new trainable params.
 
   should_stop: called before each step; it raises to abandon the cold start (SIGTERM).
+  workdir: where the built demonstrations are cached (None: not cached).
   """
   s = cfg.sft
   facts = taught(cfg)
   if s.steps <= 0 and not facts:
     return trainable
   tok = model.tokenizer
-  examples = train_examples[: s.num_demos * 2]
-  known = knowledge.known_examples(examples, facts)
-  log(f"cold start: building demonstrations from {len(examples)} examples with the "
-      f"{cfg.helper.kind} helper" + (f" ({len(known)} answered from taught facts)" if facts else ""))
-  demo_list = demos.make_demos(examples, helper, seed=cfg.seed, need_fraction=s.need_fraction,
-                               known=known, decompose=s.decompose,
-                               should_stop=should_stop)[: s.num_demos]
+  demo_list = []
+  if s.steps > 0:
+    examples = train_examples[: s.num_demos * 2]
+    known = knowledge.known_examples(examples, facts)
+    demo_list = demonstrations(cfg, examples, helper, tok, known, workdir, should_stop)
   should_stop()
-  if s.steps > 0 and not demo_list:
-    raise setup.RunSetupError("cold start: no demonstration could be built from the task")
   plan = ["fact"] * (s.knowledge_steps if facts else 0)
   plan += [kind for _ in range(max(s.steps, 0)) for kind in (("demo", "fact") if facts else ("demo",))]
   optimizer, _ = step_lib.make_optimizer(s.lr, len(plan), min(5, len(plan) // 4), 0.0,

@@ -14,6 +14,10 @@ The patterns, after the paper's behaviours:
 A demo is kept only if the final feedback actually contains a gold answer, so the
 cold start never teaches guessing past an unhelpful reply.
 
+Those patterns need a world-facts example (a descriptor, a self-contained question, taught
+facts or hops). Every other example (QA files, reasoning-gym) gets a demo from the
+helper's own reply, kept only when its answer scores as gold (helper_demos.py).
+
 Helpers are asked through their async interface, `respond(message, history)`, which
 every helper has (`seekjax.helpers.base.Helper`): the demos of all examples are built
 concurrently on one event loop. A call that raises counts as a failed reply (no demo).
@@ -21,11 +25,11 @@ concurrently on one event loop. A call that raises counts as a failed reply (no 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import random
 
-from seekjax import protocol
-from seekjax.helpers.base import HelperReply
+from seekjax.coldstart import helper_demos
 from seekjax.coldstart.sft import Demo
 from seekjax.rollout.pool import run_coroutine
 from seekjax.tasks import normalize_answer
@@ -36,16 +40,7 @@ def _mentions_answer(text: str, answers) -> bool:
   return any(f" {normalize_answer(a)} " in norm for a in answers if normalize_answer(a))
 
 
-async def _ask(helper, message, history):
-  """(reply, formatted feedback); a helper that raises gives an error reply."""
-  try:
-    reply = await helper.respond(message, list(history))
-  except asyncio.CancelledError:
-    raise
-  except Exception as e:  # noqa: BLE001 - one failed call costs one demo, not the run
-    reply = HelperReply("info", protocol.HELPER_UNAVAILABLE_TEXT,
-                        error=f"exception:{type(e).__name__}")
-  return reply, protocol.format_feedback(reply)
+_ask = helper_demos.ask_helper
 
 
 def run_sync(coro, should_stop=None):
@@ -132,21 +127,95 @@ async def amake_demo(example: dict, helper, *, knows_answer: bool = False,
   return Demo(example["question"], turns, feedbacks, kinds)
 
 
-def make_demos(examples: list[dict], helper, *, seed: int = 0, need_fraction: float = 0.2,
-               known: set | None = None, decompose: bool = False,
-               should_stop=None) -> list[Demo]:
-  """Demos for as many examples as allow a faithful one, in example order.
+class _Watched:
+  """A helper that notes whether any of its calls failed in transport (an outcome to
+  retry on a rerun, not to cache)."""
+
+  def __init__(self, helper):
+    self.helper, self.failed = helper, False
+
+  async def respond(self, message, history):
+    try:
+      reply = await self.helper.respond(message, history)
+    except Exception:
+      self.failed = True
+      raise
+    self.failed |= helper_demos.transport_error(reply)
+    return reply
+
+
+def uses_descriptor(example: dict, knows: bool, decompose: bool) -> bool:
+  """Whether a world-facts pattern (`amake_demo`) makes this example's demo."""
+  meta = example.get("meta") or {}
+  return bool(meta.get("descriptor") or meta.get("self_contained") or knows
+              or (decompose and meta.get("hops")))
+
+
+async def ademo_for(example: dict, helper, *, knows: bool, need: bool, decompose: bool,
+                    ask: helper_demos.AskSettings) -> tuple[Demo | None, str | None]:
+  """(demo, None) or (None, why it was dropped) for one example, by either path."""
+  if not uses_descriptor(example, knows, decompose):
+    if helper is None:
+      return None, helper_demos.DROP_NO_HELPER
+    return await helper_demos.areply_demo(example, helper, ask, need_exchange=need)
+  watched = None if helper is None else _Watched(helper)
+  demo = await amake_demo(example, watched, knows_answer=knows, need_exchange=need,
+                          decompose=decompose)
+  if demo is not None:
+    return demo, None
+  failed = watched is not None and watched.failed
+  return None, helper_demos.DROP_HELPER_ERROR if failed else helper_demos.DROP_DESCRIPTOR
+
+
+def build_demos(examples: list[dict], helper, *, seed: int = 0, need_fraction: float = 0.2,
+                known: set | None = None, decompose: bool = False,
+                ask: helper_demos.AskSettings | None = None, cache=None,
+                should_stop=None) -> tuple[list[Demo], collections.Counter]:
+  """(demos in example order, {reason: count} of dropped candidates).
 
   `known`: ids the SLM answers alone. `decompose`: two-hop examples with meta["hops"] get
-  a decomposition demo. The helper calls of all examples run concurrently.
-  `should_stop`: called while they run; it raises to abandon them (a stop signal).
+  a decomposition demo. `ask`: how examples without a descriptor are asked. `cache`: a
+  `demo_store.DemoCache`; examples it holds are not asked again, and each new outcome
+  (but a helper error, which a rerun retries) is added to it as it comes. The helper
+  calls of all examples run concurrently. `should_stop`: called while they run; it
+  raises to abandon them (a stop signal); the cache keeps what had finished.
   """
+  ask = ask or helper_demos.AskSettings()
   rng = random.Random(seed)
   plans = [(ex, bool(known and ex["id"] in known), rng.random() < need_fraction)
            for ex in examples]
+  done = dict(cache.outcomes) if cache is not None else {}
+  outcomes: dict[int, tuple] = {}
+
+  async def one(i, ex, knows, need):
+    demo, reason = await ademo_for(ex, helper, knows=knows, need=need, decompose=decompose,
+                                   ask=ask)
+    outcomes[i] = (demo, reason)
+    if cache is not None and reason != helper_demos.DROP_HELPER_ERROR:
+      cache.add(ex["id"], demo, reason)
 
   async def build_all():
-    return await asyncio.gather(*(amake_demo(ex, helper, knows_answer=knows, need_exchange=need,
-                                             decompose=decompose)
-                                  for ex, knows, need in plans))
-  return [d for d in run_sync(build_all(), should_stop) if d is not None]
+    await asyncio.gather(*(one(i, ex, knows, need) for i, (ex, knows, need) in enumerate(plans)
+                           if ex["id"] not in done))
+  try:
+    run_sync(build_all(), should_stop)
+  finally:
+    if cache is not None:
+      cache.flush()
+  demos, dropped = [], collections.Counter()
+  for i, (ex, _, _) in enumerate(plans):
+    demo, reason = done[ex["id"]] if ex["id"] in done else outcomes[i]
+    if demo is not None:
+      demos.append(demo)
+    else:
+      dropped[reason] += 1
+  return demos, dropped
+
+
+def make_demos(examples: list[dict], helper, *, seed: int = 0, need_fraction: float = 0.2,
+               known: set | None = None, decompose: bool = False,
+               should_stop=None) -> list[Demo]:
+  """Demos for as many examples as allow a faithful one, in example order (`build_demos`
+  without its drop counts and cache)."""
+  return build_demos(examples, helper, seed=seed, need_fraction=need_fraction, known=known,
+                     decompose=decompose, should_stop=should_stop)[0]

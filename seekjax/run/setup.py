@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import jax
 import ml_collections
+from etils import epath
 
 from seekjax import configlib, plan, protocol
 from seekjax.helpers import (HelperUnusable, KnowledgeHelper, LocalLMHelper, OpenAIHelper,
@@ -385,6 +386,14 @@ def make_step(settings: RLSettings, model_cfg, spec: trainable_lib.Trainable, op
   return step_lib.make_train_step(step_spec, optimizer)
 
 
+def check_demos_path(cfg) -> None:
+  """A cold start from `sft.demos_path` that names no file ends the run before the model
+  loads (one line); its rows are read and checked by the cold start."""
+  path = cfg.sft.get("demos_path")
+  if cfg.sft.steps > 0 and path and not epath.Path(path).is_file():
+    raise RunSetupError(f"config.sft.demos_path: {path!r} is not a file")
+
+
 @dataclasses.dataclass(frozen=True)
 class Parts:
   """What a run is built from; the trainer and the evaluation both start here."""
@@ -416,6 +425,7 @@ def build_parts(cfg, *, training: bool = True,
   if training:
     check_batch_fits(cfg, mesh)
     plan.check_devices(cfg)   # PlanError (a ConfigError) when it cannot fit; CPU: skipped
+    check_demos_path(cfg)
   should_stop()
   model = build_model(cfg, mesh)
   if model.tokenizer is None:
