@@ -112,6 +112,31 @@ CASES = [
           "test_damaged_latest_checkpoint_falls_back_to_the_newest_that_restores",
           "tests/test_workdir.py::test_no_checkpoint_restores_is_one_line",
           "tests/test_train.py::test_damaged_latest_checkpoint_resumes_from_the_one_before")),
+    # Config values and credentials.
+    Case("out-of-range, non-finite or off-list config value (concurrency=0, "
+         "keep_checkpoints=0, lr=nan, group_size=0, steps=-1)",
+         "one line naming key, value and what is allowed; nothing written",
+         ("tests/test_configlib.py::test_each_rule_is_refused_in_one_line",
+          "tests/test_configlib.py::"
+          "test_bad_values_are_refused_by_every_entry_before_anything_is_written")),
+    Case("a secret in a config value, api_key_env not an env-var name, a key in a URL",
+         "refused without echoing it; URLs scrubbed in what is written",
+         ("tests/test_configlib.py::test_secret_looking_values_are_refused_and_never_shown",
+          "tests/test_configlib.py::test_planted_secrets_reach_neither_the_workdir_nor_the_output",
+          "tests/test_secrets.py::test_api_key_is_sent_but_never_written")),
+    # Helper and signals.
+    Case("helper unreachable or refusing the key at start", "one line before the model loads",
+         ("tests/test_dead_helper.py::test_probe_refused_key_is_one_line_without_the_key",
+          "tests/test_dead_helper.py::test_refused_key_ends_the_run_before_the_model_loads")),
+    Case("most of a step's helper calls failing", "checkpoint of the last step, then one line",
+         ("tests/test_dead_helper.py::test_a_step_where_most_calls_fail_stops_with_a_checkpoint",)),
+    Case("SIGTERM / SIGINT while helpers hang", "bounded stop, pending calls cancelled, "
+         "checkpoint, one line, no traceback",
+         ("tests/test_dead_helper.py::test_signal_while_the_helper_hangs_stops_in_bounded_time",
+          "tests/test_dead_helper.py::test_sigterm_while_the_probe_hangs_stops_at_once")),
+    # Untrusted text.
+    Case("special-token strings in a question or context", "encoded as text, never control tokens",
+         ("tests/test_models.py::test_special_token_strings_in_a_question_are_encoded_as_text",)),
 ]
 
 
