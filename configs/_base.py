@@ -126,6 +126,10 @@ SCHEMA = dict(
         format_penalty=(0.1, ">= 0"),
         judge=("rule", ("rule", "llm")),
         helper_error_policy=("zero_advantage", ("score", "zero_advantage")),
+        # the message and helper-token costs of a group count only where it has a correct
+        # episode (any_correct), or times its success rate (scaled); rl/rewards.gate_costs
+        cost_gate=("none", ("none", "any_correct", "scaled")),
+        gate_leak=(False, None),              # the leak cost is gated too
     ),
     rl=dict(
         steps=(24, ">= 0"),

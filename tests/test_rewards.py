@@ -117,3 +117,68 @@ def test_shipped_config_reward_section_works():
   cfg = configlib.load_config(os.path.join(ROOT, "configs", "smollm2_worldfacts.py"))
   rewards, _, valid = compute_rewards(**_episodes(), cfg=cfg.reward)
   assert rewards.shape == valid.shape == (8,)
+
+
+# ----------------------------------------------------------------------------- cost gate
+# Three groups of 4: no correct episode, one, two. Helper tokens are 10 per message, so
+# the asking cost is 0.1 * m + 0.01 * 10 m = 0.2 m; episode 11 leaks (cost 0.5).
+GATE_EPISODES = dict(
+    task_scores=np.array([0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0], np.float32),
+    num_messages=np.array([0, 1, 2, 1, 1, 0, 1, 2, 2, 1, 0, 1]),
+    helper_tokens=np.array([0, 10, 20, 10, 10, 0, 10, 20, 20, 10, 0, 10]),
+    leaks=np.array([0] * 11 + [1]), format_ok=np.ones(12), helper_errors=np.zeros(12))
+GATE_REWARDS = {   # by hand, from the comment above
+    ("none", False): [0, -.2, -.4, -.2, .8, 0, -.2, -.4, .6, .8, 0, -.7],
+    ("any_correct", False): [0, 0, 0, 0, .8, 0, -.2, -.4, .6, .8, 0, -.7],
+    ("scaled", False): [0, 0, 0, 0, .95, 0, -.05, -.1, .8, .9, 0, -.6],
+    ("any_correct", True): [0, 0, 0, 0, .8, 0, -.2, -.4, .6, .8, 0, -.7],
+    ("scaled", True): [0, 0, 0, 0, .95, 0, -.05, -.1, .8, .9, 0, -.35],
+}
+
+
+def _grpo_by_hand(rewards, g=4):
+  r = np.asarray(rewards, np.float64).reshape(-1, g)
+  return ((r - r.mean(1, keepdims=True)) / (r.std(1, keepdims=True) + 1e-6)).reshape(-1)
+
+
+@pytest.mark.parametrize("gate,gate_leak", sorted(GATE_REWARDS))
+def test_gated_costs_match_hand_computed_rewards_and_advantages(gate, gate_leak):
+  from seekjax.rl.rewards import gate_costs
+  _, comps, valid = compute_rewards(**GATE_EPISODES, cfg=_cfg(format_penalty=0.0))
+  correct = GATE_EPISODES["task_scores"] >= 1
+  rewards, gated = gate_costs(comps, correct, 4, gate, gate_leak=gate_leak, valid=valid)
+  want = np.array(GATE_REWARDS[(gate, gate_leak)], np.float32)
+  np.testing.assert_allclose(rewards, want, atol=1e-6)
+  np.testing.assert_allclose(sum(gated.values()), rewards, atol=1e-6)
+  np.testing.assert_array_equal(gated["score"], GATE_EPISODES["task_scores"])   # never gated
+  adv = np.asarray(advantages.get_advantage_fn("grpo")(rewards, 4, valid=valid))
+  np.testing.assert_allclose(adv, _grpo_by_hand(want), atol=1e-4)
+  if gate == "none":   # the group without a correct episode ranks by asking less
+    np.testing.assert_allclose(adv[:4], [2 ** .5, 0, -2 ** .5, 0], atol=1e-4)
+  else:                # gated, it teaches nothing
+    np.testing.assert_array_equal(adv[:4], 0.0)
+
+
+def test_gate_counts_only_valid_episodes_toward_a_groups_success():
+  from seekjax.rl.rewards import cost_scale, group_success
+  correct = np.array([1, 0, 0, 0, 1, 1, 0, 0], np.float32)
+  valid = np.array([0, 1, 1, 1, 1, 1, 1, 0], np.float32)   # group 0's only hit errored
+  np.testing.assert_allclose(group_success(correct, 4, valid), [0, 2 / 3])
+  np.testing.assert_allclose(group_success(correct, 4), [.25, .5])
+  np.testing.assert_array_equal(cost_scale([0, .25, 1], "any_correct"), [0, 1, 1])
+  np.testing.assert_array_equal(cost_scale([0, .25, 1], "none"), [1, 1, 1])
+  with pytest.raises(ValueError, match="cost_gate: expected one of none, any_correct, scaled"):
+    cost_scale([0.5], "always")
+  with pytest.raises(ValueError, match="do not split into groups of 3"):
+    group_success(correct, 3)
+
+
+def test_cost_gate_is_a_config_key_read_into_the_settings():
+  from seekjax.rl.settings import rl_settings
+  cfg = configlib.apply_overrides(configlib.load_config(
+      os.path.join(ROOT, "configs", "smollm2_worldfacts.py")),
+      ["reward.cost_gate=scaled", "reward.gate_leak=true"])
+  assert rl_settings(cfg).reward.cost_gate == "scaled" and rl_settings(cfg).reward.gate_leak
+  with pytest.raises(configlib.ConfigError, match="cost_gate"):
+    configlib.apply_overrides(configlib.load_config(
+        os.path.join(ROOT, "configs", "smollm2_worldfacts.py")), ["reward.cost_gate=always"])

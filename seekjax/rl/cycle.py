@@ -152,7 +152,10 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
       task_scores=s["score"], num_messages=episodes.num_messages,
       helper_tokens=episodes.helper_tokens, leaks=s["leak"], format_ok=s["format_ok"],
       helper_errors=episodes.helper_errors, cfg=rl.reward)
-  rewards = np.asarray(rewards, np.float32)
+  correct = (s["em"] >= 1.0).astype(np.float32)   # the full task score
+  rewards, components = rewards_lib.gate_costs(components, correct, rl.group_size,
+                                               rl.reward.cost_gate, gate_leak=rl.reward.gate_leak,
+                                               valid=valid)
   if rl.kl_reward_beta:
     rewards = rewards - rl.kl_reward_beta * np.asarray(
         losses.kl_in_reward(sampler_lp, ref_lp, mask, method=rl.kl_method))
@@ -186,6 +189,8 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
       helper_errors=float(episodes.helper_errors.sum()),
       helper_tokens=float(episodes.helper_tokens.mean()),
       valid_fraction=float(np.mean(valid)),
+      groups_without_correct=float(np.mean(
+          rewards_lib.group_success(correct, rl.group_size, valid) == 0)),
       time_rollout=t_rollout, time_helper_wait=float(episodes.helper_wait_time),
       time_reference=t_ref, time_update=t_update,
       step_time=time.perf_counter() - t0,

@@ -13,7 +13,10 @@ the helper had answered: `helper_error_policy` decides what happens to them.
                     feedback and answered anyway); it stays in the loss.
   "zero_advantage": the episode is marked invalid (`valid` = 0); the trainer leaves it
                     out of the group baselines and gives it no gradient.
-Host-side numpy: inputs are per-episode arrays of length B; outputs are float32[B].
+`gate_costs` then scales the asking costs per group by the group's success
+(`reward.cost_gate`), so that a group with no correct episode does not rank its
+episodes by how little they asked. Host-side numpy: inputs are per-episode arrays of
+length B; outputs are float32[B].
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ import numpy as np
 from seekjax.configlib import ConfigError
 
 HELPER_ERROR_POLICIES = ("score", "zero_advantage")
+COST_GATES = ("none", "any_correct", "scaled")
+ASKING_COSTS = ("message_cost", "helper_token_cost")
 WEIGHTS = ("lambda_message", "lambda_helper_tokens", "lambda_leak", "format_penalty")
 
 
@@ -93,3 +98,58 @@ def compute_rewards(task_scores, num_messages, helper_tokens, leaks, format_ok, 
   else:
     valid = np.ones(b, np.float32)
   return rewards, components, valid
+
+
+def group_success(correct, group_size: int, valid=None):
+  """float32[N]: the share of correct episodes among the valid ones of each group.
+
+  correct: float/bool[B] (1 = correct), B = N * group_size, groups contiguous; valid:
+  optional float[B] mask (a group with no valid episode has success 0).
+  """
+  c = np.asarray(correct, np.float32)
+  v = np.ones_like(c) if valid is None else np.asarray(valid, np.float32)
+  if c.ndim != 1 or v.shape != c.shape or group_size < 1 or c.shape[0] % group_size:
+    raise ValueError(f"group_success: {c.shape[0]} episodes (valid {v.shape}) do not split "
+                     f"into groups of {group_size}")
+  hits = (c * v).reshape(-1, group_size).sum(axis=1)
+  return (hits / np.maximum(v.reshape(-1, group_size).sum(axis=1), 1.0)).astype(np.float32)
+
+
+def cost_scale(success, gate: str):
+  """float32[N]: the factor on each group's gated costs. none: 1; any_correct: 1 when
+  the group has a correct episode, else 0; scaled: the group's success rate."""
+  success = np.asarray(success, np.float32)
+  if gate == "none":
+    return np.ones_like(success)
+  if gate == "any_correct":
+    return (success > 0).astype(np.float32)
+  if gate == "scaled":
+    return success
+  raise ValueError(f"cost_gate: expected one of {', '.join(COST_GATES)}, got {gate!r}")
+
+
+def gate_costs(components: dict, correct, group_size: int, gate: str, *, gate_leak=False,
+               valid=None):
+  """The reward and its components with the asking costs (`ASKING_COSTS`, and the leak
+  cost when gate_leak) of each group multiplied by `cost_scale` of its success.
+
+  A weak policy's groups mostly hold no correct episode; there the message cost alone
+  separates the episodes and teaches the policy to stop asking before asking has paid.
+  Gated, such groups carry no cost (any_correct) or a cost in proportion to their
+  success (scaled); the score and format cost are never gated.
+
+  Args:
+    components: {name: float32[B]} from `compute_rewards` (they sum to the reward).
+    correct: float/bool[B], 1 for an episode with the full task score.
+    group_size: G; rows [i*G, (i+1)*G) form group i.
+    gate: "none" | "any_correct" | "scaled".
+    valid: optional float[B]; invalid episodes do not count toward a group's success.
+
+  Returns:
+    (rewards float32[B], components {name: float32[B]}), the components summing to rewards.
+  """
+  scale = np.repeat(cost_scale(group_success(correct, group_size, valid), gate), group_size)
+  gated = ASKING_COSTS + (("leak_cost",) if gate_leak else ())
+  out = {k: (v * scale if k in gated else v).astype(np.float32) for k, v in components.items()}
+  rewards = np.sum(np.stack(list(out.values())), axis=0).astype(np.float32)
+  return rewards, out

@@ -20,6 +20,8 @@ class RewardWeights:
   lambda_leak: float
   format_penalty: float
   helper_error_policy: str
+  cost_gate: str = "none"     # none | any_correct | scaled (`rewards.gate_costs`)
+  gate_leak: bool = False     # the leak cost is gated too
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,4 +67,5 @@ def rl_settings(cfg) -> RLSettings:
       reward=RewardWeights(lambda_message=w.lambda_message,
                            lambda_helper_tokens=w.lambda_helper_tokens,
                            lambda_leak=w.lambda_leak, format_penalty=w.format_penalty,
-                           helper_error_policy=w.helper_error_policy))
+                           helper_error_policy=w.helper_error_policy,
+                           cost_gate=w.cost_gate, gate_leak=w.gate_leak))
