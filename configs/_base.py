@@ -116,6 +116,7 @@ SCHEMA = dict(
         max_steps_per_call=(32, COUNT),       # decode steps between host callbacks
         system_prompt=(optional(str), None),  # None: the protocol's default prompt
         per_shard_decode=(True, None),        # one decode loop per batch shard (tensor axis 1)
+        max_rows_per_device=(0, ">= 0"),      # more rows roll out in waves; 0: no limit
         blocking=(False, None),               # wait for each helper in the callback (benchmarks)
     ),
     reward=dict(

@@ -1,9 +1,11 @@
 """Multi-host helpers: host-local rollouts, globally sharded updates.
 
 Design: each process generates its own episodes (its share of the questions) with a
-host-local copy of the policy; the update is one SPMD step over the global mesh, whose
-batch is assembled from every process's local episodes. On one process every function
-here is the identity (or a plain device_put), so single-host runs pay nothing.
+copy of the policy on its own devices (`local_mesh`, `rollout_params`), rows split over
+them, with no collective across hosts inside the decode loop; the reference pass and the
+update are SPMD steps over the global mesh, whose batch is assembled from every
+process's local episodes. On one process the local mesh is the global mesh, and every
+function here is the identity (or a plain device_put), so single-host runs pay nothing.
 """
 from __future__ import annotations
 
@@ -27,6 +29,40 @@ def local_copy(tree):
     return tree
   host = multihost_utils.process_allgather(tree, tiled=True)
   return jax.tree.map(lambda x: jax.device_put(np.asarray(x), jax.local_devices()[0]), host)
+
+
+def local_mesh(mesh):
+  """The mesh this process rolls out on: its own devices, with the global mesh's tensor
+  axis (when it divides them) and rows over the rest. The global mesh itself on one
+  process; None without a mesh."""
+  if mesh is None or not multiprocess():
+    return mesh
+  local = jax.local_devices()
+  tensor = mesh.shape["tensor"] if len(local) % mesh.shape["tensor"] == 0 else 1
+  return sharding.make_mesh((1, -1, tensor), devices=local)
+
+
+def rollout_params(tree, mesh, replicate: bool):
+  """`tree` (possibly globally sharded params) placed for the decode on `mesh` (a local
+  mesh, or None: this process's first device): whole on every device when `replicate`
+  (per-shard decode gathers them once, not once per decode call), else split by
+  `sharding.PARAM_RULES`."""
+  if multiprocess():
+    tree = multihost_utils.process_allgather(tree, tiled=True)
+  if mesh is None:
+    return jax.device_put(tree, jax.local_devices()[0])
+  if replicate:
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+  return sharding.shard_params(mesh, tree)
+
+
+def local_rows(mesh, x) -> np.ndarray:
+  """This process's rows of a global array sharded over the batch axes (`global_batch`'s
+  inverse), as numpy; np.asarray on one process or without a mesh."""
+  if mesh is None or not multiprocess():
+    return np.asarray(x)
+  spec = P(sharding.BATCH_AXES, *([None] * (x.ndim - 1)))
+  return np.asarray(multihost_utils.global_array_to_host_local_array(x, mesh, spec))
 
 
 def global_batch(mesh, tree):

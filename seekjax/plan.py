@@ -21,7 +21,8 @@ under the gradient (top_n: top_n, else L); d, f, H, Kv, hd, V as in config.json.
   rollout (the decode loop):
     rollout params    P * p when decoding per shard (tensor 1, several rows shards: every
                       device gathers the whole model); else a merged copy for top_n/LoRA
-    kv cache          2 * L * Kv/t * hd * p * ceil(R / (data*fsdp)) * T
+    kv cache          2 * L * Kv/t * hd * p * r * T, r = ceil(R / (data*fsdp)) rows per
+                      device, or rollout.max_rows_per_device when smaller (waves)
   update (one micro-batch of b = ceil(R / mini_batches / micro_batches / (data*fsdp)) rows):
     gradients         2 * Pt * p / shards  (the accumulator and one micro-batch's)
     activations       per layer and token, a layer keeps for its backward about
@@ -42,6 +43,7 @@ under the gradient (top_n: top_n, else L); d, f, H, Kv, hd, V as in config.json.
     logits            3 * b * K * V/t * 4  (fp32 logits, log-softmax and its gradient at
                       the K loss positions; `step.compact_positions`)
   T = bucket(bucket(prompt_tokens) + episode_budget, 64) as the rollout sizes its cache
+  (`rollout.config.cache_length`)
   (prompt_tokens: an assumption, 256 by default: the protocol's system prompt and a short
   question); K = min(bucket((max_turns + 1) * max_new_tokens), T).
 peak = held + max(rollout, update): the cache is freed before the update runs. Assumed:
@@ -169,10 +171,10 @@ def trainable_bytes(model: ModelConfig, m, axes, p: int) -> int:
 
 def lengths(cfg, prompt_tokens: int) -> tuple[int, int]:
   """(T, K): the episode length the rollout allocates and the update's loss positions."""
-  from seekjax.rollout.config import episode_budget  # pylint: disable=import-outside-toplevel
+  from seekjax.rollout.config import cache_length  # pylint: disable=import-outside-toplevel
   r = types.SimpleNamespace(**dict(cfg.rollout.to_dict(), max_episode_tokens=cfg.rollout.get(
       "max_episode_tokens")))
-  t = bucket(bucket(prompt_tokens) + episode_budget(r), 64)
+  t = cache_length([prompt_tokens], r)   # as the rollout sizes its cache
   return t, min(bucket((r.max_turns + 1) * r.max_new_tokens), t)
 
 
@@ -189,6 +191,8 @@ def plan(cfg, devices: int, prompt_tokens: int = 256) -> tuple[list[Row], dict]:
                         div(model.num_kv_heads), model.head_dim, div(model.vocab_size))
   shards, rows = data * fsdp, rl.questions_per_step * rl.group_size
   rows_dev = math.ceil(rows / shards)
+  wave = cfg.rollout.get("max_rows_per_device", 0)   # rows beyond it roll out in waves
+  rollout_rows = min(rows_dev, wave) if wave else rows_dev
   b = math.ceil(rows / max(rl.mini_batches, 1) / max(rl.micro_batches, 1) / shards)
   t, k = lengths(cfg, prompt_tokens)
   lg = m.top_n if m.trainable == "top_n" else model.num_layers
@@ -213,13 +217,14 @@ def plan(cfg, devices: int, prompt_tokens: int = 256) -> tuple[list[Row], dict]:
       Row("reference params", train, "held", fsdp_key),
       Row("optimizer state", 2 * train, "held", fsdp_key),
       Row("rollout params", rollout_params, "rollout", "raise the model.mesh_shape tensor axis"),
-      Row("kv cache", 2 * model.num_layers * kv * hd * p * rows_dev * t, "rollout",
-          "lower rl.group_size or rl.questions_per_step, or use more devices"),
+      Row("kv cache", 2 * model.num_layers * kv * hd * p * rollout_rows * t, "rollout",
+          "set rollout.max_rows_per_device (waves), lower rl.group_size or "
+          "rl.questions_per_step, or use more devices"),
       Row("gradients", 2 * train, "update", fsdp_key),
       Row("activations", act, "update", micro + ("" if m.remat else " or set model.remat=True")),
       Row("logits", 3 * b * k * v * 4, "update", micro),
   ]
-  info = dict(model=model, source=source, axes=axes, rows=rows, rows_dev=rows_dev, b=b, t=t,
+  info = dict(model=model, source=source, axes=axes, rows=rows, rows_dev=rollout_rows, b=b, t=t,
               k=k, trainable=train, params_bytes=params)
   return rows_out, info
 

@@ -6,6 +6,7 @@ is a small pure function chosen by name from the config.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Any, Callable
 
@@ -26,7 +27,7 @@ from seekjax.rl import trainable as trainable_lib
 from seekjax.rl import step as step_lib
 from seekjax.rl.settings import RLSettings
 from seekjax.rl.step import Batch, bottom_hidden, reference_logprobs
-from seekjax.rollout import rollout
+from seekjax.rollout import engine, rollout
 from seekjax.tasks import f1, task_score
 
 
@@ -43,12 +44,25 @@ class RunContext:
   rollout_cfg: ml_collections.ConfigDict
   train_step: Callable               # from step.make_train_step
   mesh: Mesh | None = None           # the global mesh the update runs on
-  local_frozen: Any = None           # host-local copy of `frozen` (multi-host; else `frozen`)
+  local_frozen: Any = None           # `frozen` placed for the rollout (`rollout_mesh`)
   should_stop: Callable[[], None] | None = None   # raises to abandon the step's helper waits
+  rollout_mesh: Mesh | None = None   # this process's devices (`distributed.local_mesh`)
 
   def __post_init__(self):
+    if self.rollout_mesh is None:
+      self.rollout_mesh = distributed.local_mesh(self.mesh)
     if self.local_frozen is None:
-      self.local_frozen = distributed.local_copy(self.frozen)
+      self.local_frozen = distributed.rollout_params(self.frozen, self.rollout_mesh,
+                                                     self.replicate_for_decode)
+
+  @property
+  def replicate_for_decode(self) -> bool:
+    """Whether the rollout holds whole params on every device: when it decodes per
+    shard (`engine.per_shard_mesh`: several row shards, tensor axis 1). Set-up turns
+    rollout.per_shard_decode off when the memory plan says the whole params do not fit
+    beside the cache (`plan.replicate_for_decode`); the decode then keeps them split."""
+    return bool(self.rollout_cfg.per_shard_decode
+                and engine.per_shard_mesh(self.rollout_mesh) is not None)
 
 
 class HelperFailure(RuntimeError):
@@ -106,45 +120,56 @@ def _trim(x, width):
   return x[:, :width]
 
 
+def reference_micro_batches(rows: int, rl: RLSettings) -> int:
+  """Forward passes of the reference over a step's `rows` episodes: as many as the update
+  makes per epoch (mini_batches x micro_batches), so its micro-batches have the update's
+  size (fewer when that count does not divide the rows)."""
+  return math.gcd(rows, rl.mini_batches * rl.micro_batches)
+
+
 def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples, rng):
   """Returns (trainable, opt_state, metrics dict, episodes).
 
-  Rollout, scoring and the reference forward run host-locally on this process's
-  questions; the PPO update runs on the global mesh over every process's episodes.
+  The rollout and scoring run on this process's questions, on its own devices (rows
+  split over them); the reference forward and the PPO update run on the global mesh
+  over every process's episodes, in micro-batches.
   Raises HelperFailure, before any update, when too many helper calls failed; and
   whatever `ctx.should_stop` raises, when a stop signal comes while helpers are awaited.
   """
   rl = ctx.settings
   t0 = time.perf_counter()
-  local_trainable = distributed.local_copy(trainable)
+  local_trainable = distributed.rollout_params(trainable, ctx.rollout_mesh,
+                                               ctx.replicate_for_decode)
   params = trainable_lib.merge(ctx.spec, local_trainable, ctx.local_frozen)
-  policy = ctx.model.replace(params=params,
-                             mesh=None if distributed.multiprocess() else ctx.model.mesh)
+  policy = ctx.model.replace(params=params, mesh=ctx.rollout_mesh)
   rng = jax.random.fold_in(rng, jax.process_index())
   episodes = rollout(policy, [e["question"] for e in examples], ctx.helper, ctx.rollout_cfg, rng,
                      should_stop=ctx.should_stop)
+  del policy, params, local_trainable
   t_rollout = time.perf_counter() - t0
   check_helper_failures(episodes.helper_faults, rl.max_error_share)
 
   s = score_episodes(episodes, examples, rl.score, ctx.judge, ctx.should_stop)
   width = bucket(distributed.max_over_processes(int(episodes.lengths.max())), 64)
-  tokens = jnp.asarray(_trim(episodes.tokens, width))
   # The loss reads only SLM-sampled positions: pack them (K per row, same K everywhere)
   # so the LM head and the log-softmax skip prompt, feedback and padding.
   full_mask = _trim(episodes.loss_mask, width)
   k = bucket(distributed.max_over_processes(max(int(full_mask.sum(axis=1).max()), 1)), 16)
   targets, mask = step_lib.compact_positions(full_mask, minimum=min(k, width))
-  targets, mask = jnp.asarray(targets), jnp.asarray(mask)
-  sampler_lp = jnp.asarray(step_lib.gather_positions(_trim(episodes.logprobs, width),
-                                                     np.asarray(targets)))
+  sampler_lp = step_lib.gather_positions(_trim(episodes.logprobs, width), targets)
+  # From here on the rows live on the global mesh, split over its batch axes as the
+  # update splits them.
+  tokens, targets_g = distributed.global_batch(
+      ctx.mesh, (_trim(episodes.tokens, width).astype(np.int32), targets))
 
   t1 = time.perf_counter()
   hidden = None
   if ctx.spec.mode == "top_n":  # frozen bottom layers: run them once for ref and all epochs
-    hidden = bottom_hidden(ctx.local_frozen, tokens, cfg=ctx.model.config)
-  ref_lp = reference_logprobs(distributed.local_copy(ref_trainable), ctx.local_frozen, tokens,
-                              hidden, spec_trainable=ctx.spec, cfg=ctx.model.config,
-                              targets=targets)
+    hidden = bottom_hidden(ctx.frozen, tokens, cfg=ctx.model.config)
+  ref_lp = reference_logprobs(ref_trainable, ctx.frozen, tokens, hidden,
+                              spec_trainable=ctx.spec, cfg=ctx.model.config, targets=targets_g,
+                              micro_batches=reference_micro_batches(tokens.shape[0], rl),
+                              mesh=ctx.mesh)
   ref_lp.block_until_ready()
   t_ref = time.perf_counter() - t1
 
@@ -157,17 +182,20 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
                                                rl.reward.cost_gate, gate_leak=rl.reward.gate_leak,
                                                valid=valid)
   if rl.kl_reward_beta:
-    rewards = rewards - rl.kl_reward_beta * np.asarray(
-        losses.kl_in_reward(sampler_lp, ref_lp, mask, method=rl.kl_method))
+    rewards = rewards - rl.kl_reward_beta * np.asarray(losses.kl_in_reward(
+        jnp.asarray(sampler_lp), jnp.asarray(distributed.local_rows(ctx.mesh, ref_lp)),
+        jnp.asarray(mask), method=rl.kl_method))
   adv_fn = advantages_lib.get_advantage_fn(rl.advantage)
   adv = np.asarray(adv_fn(jnp.asarray(rewards), rl.group_size, whiten=rl.whiten,
                           valid=jnp.asarray(valid, jnp.float32)))
   adv = adv * np.asarray(valid, np.float32)
 
   t2 = time.perf_counter()
-  batch = Batch(tokens=tokens, loss_mask=mask, old_logprobs=sampler_lp, ref_logprobs=ref_lp,
-                advantages=jnp.asarray(adv, jnp.float32), hidden=hidden, targets=targets)
-  batch = distributed.global_batch(ctx.mesh, batch)
+  mask_g, sampler_g, adv_g = distributed.global_batch(
+      ctx.mesh, (mask, sampler_lp.astype(np.float32), adv.astype(np.float32)))
+  batch = Batch(tokens=jnp.asarray(tokens), loss_mask=jnp.asarray(mask_g),
+                old_logprobs=jnp.asarray(sampler_g), ref_logprobs=ref_lp,
+                advantages=jnp.asarray(adv_g), hidden=hidden, targets=jnp.asarray(targets_g))
   step_metrics = []
   n = batch.tokens.shape[0]
   mini = rl.mini_batches

@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.sharding import NamedSharding
 
-from seekjax.models import decoder
+from seekjax.models import decoder, sharding
 from seekjax.models.config import ModelConfig
 from seekjax.shapes import bucket
 from seekjax.rl import losses, trainable as trainable_lib
@@ -129,13 +130,47 @@ def policy_logprobs(trainable, frozen, tokens, hidden, spec_trainable, cfg, rema
   return _head_logprobs(frozen, cfg, x, tokens, targets)
 
 
-@functools.partial(jax.jit, static_argnames=("spec_trainable", "cfg"))
+def split_micro(x, m: int, mesh=None):
+  """[B, ...] -> [m, B/m, ...], micro-batch i = rows i, i + m, i + 2m, ...: with rows in
+  contiguous blocks over the mesh's batch axes, every micro-batch keeps its share on
+  every device (no data moves). `merge_micro` is its inverse."""
+  x = x.reshape((x.shape[0] // m, m) + x.shape[1:]).swapaxes(0, 1)
+  if mesh is None:
+    return x
+  rule = (None, sharding.BATCH_AXES) + (None,) * (x.ndim - 2)
+  return jax.lax.with_sharding_constraint(
+      x, NamedSharding(mesh, sharding.fit_spec(mesh, x.shape, rule)))
+
+
+def merge_micro(x, mesh=None):
+  """[m, B/m, ...] from `split_micro` -> [B, ...] in the original row order."""
+  x = x.swapaxes(0, 1).reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+  if mesh is None:
+    return x
+  rule = (sharding.BATCH_AXES,) + (None,) * (x.ndim - 1)
+  return jax.lax.with_sharding_constraint(
+      x, NamedSharding(mesh, sharding.fit_spec(mesh, x.shape, rule)))
+
+
+@functools.partial(jax.jit, static_argnames=("spec_trainable", "cfg", "micro_batches", "mesh"))
 def reference_logprobs(ref_trainable, frozen, tokens, hidden, *, spec_trainable, cfg,
-                       targets=None):
+                       targets=None, micro_batches: int = 1, mesh=None):
   """float32[B, T] (or [B, K] at `targets`) teacher-forced log-probs of the reference
-  policy (once per batch)."""
-  return policy_logprobs(ref_trainable, frozen, tokens, hidden, spec_trainable, cfg,
-                         targets=targets)[0]
+  policy (once per batch).
+
+  tokens: int32[B, T]; hidden: float32[B, T, D] or None; targets: int32[B, K] or None.
+  Runs `micro_batches` forward passes of B / micro_batches rows each (`lax.map`), so its
+  largest activations are those of one micro-batch, like the update's; with `mesh`,
+  each micro-batch is split over the batch axes (`split_micro`). B must divide by
+  micro_batches.
+  """
+  def one(xs):
+    t, h, tg = xs
+    return policy_logprobs(ref_trainable, frozen, t, h, spec_trainable, cfg, targets=tg)[0]
+  if micro_batches == 1:
+    return one((tokens, hidden, targets))
+  split = lambda x: None if x is None else split_micro(x, micro_batches, mesh)  # noqa: E731
+  return merge_micro(jax.lax.map(one, (split(tokens), split(hidden), split(targets))), mesh)
 
 
 def loss_fn(trainable, frozen, batch: Batch, spec: StepSpec, pg_weight=1.0, kl_weight=1.0):

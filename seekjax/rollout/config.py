@@ -9,6 +9,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from configs import _base
+from seekjax.shapes import bucket
 
 # Rollout keys read from a run config's helper section: {rollout key: helper key}.
 POOL_KEYS = dict(helper_timeout="timeout", helper_concurrency="concurrency",
@@ -40,9 +41,19 @@ def rollout_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def episode_budget(cfg) -> int:
+  """Most tokens an episode holds after its prompt: rollout.max_episode_tokens, or what
+  the turns allow: (max_turns + 1) SLM turns of max_new_tokens (a message each, then the
+  answer) and max_turns feedback chunks of max_feedback_tokens (+ 8 for their tags)."""
   if cfg.max_episode_tokens is not None:
     return int(cfg.max_episode_tokens)
   return (cfg.max_turns + 1) * cfg.max_new_tokens + cfg.max_turns * (cfg.max_feedback_tokens + 8)
+
+
+def cache_length(prompt_lengths, cfg) -> int:
+  """The KV cache's slots (the rollout's buffer length L): the longest prompt plus the
+  episode budget, each bucketed (`shapes.bucket`) so few shapes compile; never sized
+  from the model's context. The memory plan sizes its kv cache row with this."""
+  return bucket(bucket(max(prompt_lengths)) + episode_budget(cfg), 64)
 
 
 def validate(cfg) -> None:

@@ -21,7 +21,7 @@ from seekjax.protocol import HelperReply
 from seekjax.models import decoder, sharding
 from seekjax.shapes import bucket
 from seekjax.rollout import engine, tagmatch
-from seekjax.rollout.config import episode_budget, validate
+from seekjax.rollout.config import cache_length, episode_budget, validate
 from seekjax.rollout.pool import HelperPool
 
 
@@ -194,40 +194,66 @@ def rollout(model, questions: list[str], helper, cfg, rng, *, forced=None,
     pool.close()
 
 
+def waves(num_questions: int, group: int, divisor: int, max_rows_per_device: int):
+  """[(first question, end)] slices rolled out one after another, so that no device holds
+  more than `max_rows_per_device` rows (0: no limit, one wave). A wave holds at least
+  one question."""
+  if not max_rows_per_device:
+    return [(0, num_questions)]
+  per_wave = max(max_rows_per_device * divisor // group, 1)
+  return [(a, min(a + per_wave, num_questions)) for a in range(0, num_questions, per_wave)]
+
+
 def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start) -> Episodes:
   prefixes = None
   if forced is not None:
     prefixes = _forced_prefixes(tok, pool, forced, cfg.max_feedback_tokens)
     prompts = [p + ids for p, (ids, _, _) in zip(prompts, prefixes)]
   group = int(cfg.group_size)
-  n_q = len(prompts)
-  n_pad = n_q  # pad with repeats of question 0.. so rows divide the mesh's data axes
-  while (n_pad * group) % sharding.batch_divisor(model.mesh):
-    n_pad += 1
   width = bucket(max(len(p) for p in prompts))
   budget = episode_budget(cfg)
-  max_len = bucket(width + budget, 64)
+  max_len = cache_length([len(p) for p in prompts], cfg)
   if max_len > model.config.max_position_embeddings:
     raise ValueError(f"longest prompt ({max(len(p) for p in prompts)} tokens) + episode budget "
                      f"({budget}) exceeds the model's context "
                      f"({model.config.max_position_embeddings})")
+  per_shard = engine.per_shard_mesh(model.mesh) if cfg.per_shard_decode else None
+  spec = engine.EngineSpec(
+      model=model.config, max_len=max_len, turn_window=int(cfg.max_new_tokens),
+      episode_budget=budget, max_steps=int(cfg.max_steps_per_call),
+      temperature=float(cfg.temperature), top_k=int(cfg.top_k), top_p=float(cfg.top_p),
+      eos_ids=tuple(int(i) for i in tok.eos_ids), mesh=per_shard, rows_mesh=model.mesh)
+  v = model.config.vocab_size
+  mn, mh = tagmatch.tag_tables(tok, v, protocol.MESSAGE_CLOSE)
+  an, ah = tagmatch.tag_tables(tok, v, protocol.ANSWER_CLOSE)
+  tables = engine.TagTables(jnp.asarray(mn), jnp.asarray(mh), jnp.asarray(an), jnp.asarray(ah))
+  params = decoder.unstack_layers(model.params)  # decode reads each layer in place
+  parts = []
+  for a, e in waves(len(prompts), group, sharding.batch_divisor(model.mesh),
+                    int(cfg.get("max_rows_per_device") or 0)):
+    wave_prefixes = None if prefixes is None else prefixes[a:e]
+    parts.append(_wave(model, tok, prompts[a:e], width, pool, cfg, rng, wave_prefixes, spec,
+                       tables, params, a * group, verbose))
+  episodes = _concat(parts, group, time.perf_counter() - t_start)
+  episodes.helper_faults = pool.stats()
+  return episodes
+
+
+def _wave(model, tok, prompts, width, pool, cfg, rng, prefixes, spec, tables, params,
+          first_row, verbose) -> Episodes:
+  """One wave's episodes (its rows' ids start at `first_row`); question_index is local."""
+  t_start = time.perf_counter()
+  group = int(cfg.group_size)
+  n_q = len(prompts)
+  n_pad = n_q  # pad with repeats of question 0.. so rows divide the mesh's data axes
+  while (n_pad * group) % sharding.batch_divisor(model.mesh):
+    n_pad += 1
   prompt_arr = np.full((n_pad, width), tok.pad_id, np.int32)
   prompt_len = np.ones((n_pad,), np.int32)
   for i in range(n_pad):
     p = prompts[i % n_q]
     prompt_arr[i, :len(p)] = p
     prompt_len[i] = len(p)
-  spec = engine.EngineSpec(
-      model=model.config, max_len=max_len, turn_window=int(cfg.max_new_tokens),
-      episode_budget=budget, max_steps=int(cfg.max_steps_per_call),
-      temperature=float(cfg.temperature), top_k=int(cfg.top_k), top_p=float(cfg.top_p),
-      eos_ids=tuple(int(i) for i in tok.eos_ids),
-      mesh=engine.per_shard_mesh(model.mesh) if cfg.per_shard_decode else None)
-  v = model.config.vocab_size
-  mn, mh = tagmatch.tag_tables(tok, v, protocol.MESSAGE_CLOSE)
-  an, ah = tagmatch.tag_tables(tok, v, protocol.ANSWER_CLOSE)
-  tables = engine.TagTables(jnp.asarray(mn), jnp.asarray(mh), jnp.asarray(an), jnp.asarray(ah))
-
   b = n_pad * group
   host = _Host(tok, pool, cfg, b)
   forced_len = np.zeros((b,), np.int32)
@@ -243,14 +269,35 @@ def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start) -> E
     if model.mesh is not None and n_pad % sharding.batch_divisor(model.mesh) == 0:
       prompts_dev = jax.device_put(prompts_dev, sharding.batch_sharding(model.mesh, 2))
       lens_dev = jax.device_put(lens_dev, sharding.batch_sharding(model.mesh, 1))
-    params = decoder.unstack_layers(model.params)  # decode reads each layer in place
-    state = engine.prefill(params, prompts_dev, lens_dev, rng, spec=spec, group=group)
+    state = engine.prefill(params, prompts_dev, lens_dev, rng, jnp.int32(first_row), spec=spec,
+                           group=group)
     state = _run(params, tables, state, host, host_id, spec, verbose)
   finally:
     engine._HOSTS.pop(host_id, None)  # pylint: disable=protected-access
   keep = np.arange(n_q * group)  # drop padding rows
   return _collect(tok, state, host, keep, group, time.perf_counter() - t_start,
                   forced_len[keep])
+
+
+def _concat(parts: list, group: int, wall: float) -> Episodes:
+  """One Episodes from waves over consecutive questions (rows in question order)."""
+  if len(parts) == 1:
+    return dataclasses.replace(parts[0], wall_time=wall)
+  out, at = {}, 0
+  index = []
+  for part in parts:
+    index.append(part.question_index + at)
+    at += len(part) // group
+  for f in dataclasses.fields(Episodes):
+    values = [getattr(p, f.name) for p in parts]
+    if f.name == "question_index":
+      out[f.name] = np.concatenate(index)
+    elif isinstance(values[0], np.ndarray):
+      out[f.name] = np.concatenate(values)
+    elif isinstance(values[0], list):
+      out[f.name] = sum(values, [])
+  return Episodes(**out, wall_time=wall,
+                  helper_wait_time=sum(p.helper_wait_time for p in parts))
 
 
 def _run(params, tables, state, host, host_id, spec, verbose):

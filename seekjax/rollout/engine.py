@@ -14,13 +14,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 from jax.experimental import io_callback
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from seekjax.models import decoder
 from seekjax.models.config import ModelConfig
 from seekjax.models.generate import decode_step, prefill_chunk
-from seekjax.models.sharding import BATCH_AXES, batch_divisor
+from seekjax.models.sharding import BATCH_AXES, CACHE_RULE, batch_divisor, fit_spec
 from seekjax.models.sampling import row_keys, sample_token_rows
 
 RUNNING, PARKED, DONE = 0, 1, 2
@@ -47,6 +47,8 @@ class SamplingState:
   msg_q: jax.Array       # int32[B]      "</message>" automaton state
   ans_q: jax.Array       # int32[B]      "</answer>" automaton state
   rng: jax.Array
+  first_row: jax.Array   # int32[]       episode id of row 0 (a wave's first row; see
+                         #               `driver.waves`): sampling keys use first_row + row
   steps: jax.Array       # int32[]       decode steps taken in the current call
 
 
@@ -76,6 +78,9 @@ class EngineSpec:
   # Data-parallel decode (`per_shard_mesh`): the decode loop runs once per batch shard,
   # each with its own callback for its own rows and no collective inside the loop.
   mesh: Mesh | None = None
+  # The mesh the rows are split over (its batch axes), with or without per-shard decode;
+  # None: wherever XLA puts them (one device).
+  rows_mesh: Mesh | None = None
 
 
 def per_shard_mesh(mesh: Mesh | None) -> Mesh | None:
@@ -109,26 +114,41 @@ def _repeat_rows(x, g, axis=0):
   return x if g == 1 else jnp.repeat(x, g, axis=axis)
 
 
+def _split_rows(x, mesh: Mesh | None, cache: bool = False):
+  """x with its rows over the mesh's batch axes (kv heads over tensor for a cache
+  buffer); unchanged without a mesh, replicated along a dim the axes do not divide."""
+  if mesh is None:
+    return x
+  rule = CACHE_RULE if cache else (BATCH_AXES,) + (None,) * (x.ndim - 1)
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, fit_spec(mesh, x.shape, rule)))
+
+
 @functools.partial(jax.jit, static_argnames=("spec", "group"))
-def prefill(params, prompts, prompt_len, rng, *, spec: EngineSpec, group: int):
+def prefill(params, prompts, prompt_len, rng, first_row, *, spec: EngineSpec, group: int):
   """Prefill N distinct prompts once, then give each G rows (B = N*G).
 
-  prompts: int32[N, P] right-padded, prompt_len: int32[N]. Returns SamplingState with B rows.
+  prompts: int32[N, P] right-padded, prompt_len: int32[N], first_row: int32[] (the
+  episode id of row 0). Returns SamplingState with B rows, split over `spec.rows_mesh`.
   """
   n, p = prompts.shape
   cfg = spec.model
-  cache = decoder.init_cache(cfg, n, spec.max_len)
+  mesh = spec.rows_mesh
+  cache = decoder.init_cache(cfg, n, spec.max_len).map_layers(
+      lambda a: _split_rows(a, mesh, cache=True))
   logits, cache = prefill_chunk(params, cfg, cache, prompts, prompt_len, jnp.zeros_like(prompt_len))
   b = n * group
-  cache = cache.map_layers(lambda a: _repeat_rows(a, group))
+  cache = cache.map_layers(lambda a: _split_rows(_repeat_rows(a, group), mesh, cache=True))
   tokens = jnp.zeros((b, spec.max_len), jnp.int32).at[:, :p].set(_repeat_rows(prompts, group))
   length = _repeat_rows(prompt_len, group)
-  zeros = jnp.zeros((b,), jnp.int32)
+  zeros = _split_rows(jnp.zeros((b,), jnp.int32), mesh)
   return SamplingState(
-      tokens=tokens, loss_mask=jnp.zeros((b, spec.max_len), jnp.int32),
-      logprobs=jnp.zeros((b, spec.max_len), jnp.float32), cache=cache,
-      logits=_repeat_rows(logits, group), length=length, prompt_len=length, turn_start=length,
-      status=zeros, finish=zeros, msg_q=zeros, ans_q=zeros, rng=rng, steps=jnp.int32(0))
+      tokens=_split_rows(tokens, mesh),
+      loss_mask=_split_rows(jnp.zeros((b, spec.max_len), jnp.int32), mesh),
+      logprobs=_split_rows(jnp.zeros((b, spec.max_len), jnp.float32), mesh), cache=cache,
+      logits=_split_rows(_repeat_rows(logits, group), mesh), length=_split_rows(length, mesh),
+      prompt_len=_split_rows(length, mesh), turn_start=_split_rows(length, mesh),
+      status=zeros, finish=zeros, msg_q=zeros, ans_q=zeros, rng=rng,
+      first_row=jnp.asarray(first_row, jnp.int32), steps=jnp.int32(0))
 
 
 def _turn_window(tokens, turn_start, width):
@@ -154,7 +174,7 @@ def decode_until_blocked(params, tables: TagTables, state: SamplingState, host_i
   mesh = spec.mesh
   axes = tuple(a for a in BATCH_AXES if a in mesh.shape)
   rows = P(axes)
-  state_spec = jax.tree.map(lambda _: rows, state).replace(rng=P(), steps=P())
+  state_spec = jax.tree.map(lambda _: rows, state).replace(rng=P(), first_row=P(), steps=P())
 
   def shard(params, tables, state, host_id):
     index = jnp.int32(0)
@@ -173,7 +193,8 @@ def _decode_loop(params, tables, state, host_id, offset, *, spec, ordered):
   cfg, max_len = spec.model, spec.max_len
   eos = jnp.asarray(spec.eos_ids or (-1,), jnp.int32)
   rows = jnp.arange(state.length.shape[0])
-  global_rows = offset + rows
+  global_rows = offset + rows             # this call's row ids (the host's)
+  episode_rows = state.first_row + global_rows   # ids across waves (sampling keys)
 
   def cond(s):
     return (s.steps < spec.max_steps) & jnp.any(s.status == RUNNING)
@@ -183,7 +204,7 @@ def _decode_loop(params, tables, state, host_id, offset, *, spec, ordered):
     # Per-row keys from (rng, row, slot): a row's sample depends only on its own history,
     # not on how many steps other rows took while it was parked (helper latency), nor on
     # which shard decodes it.
-    keys = row_keys(s.rng, global_rows, s.length)
+    keys = row_keys(s.rng, episode_rows, s.length)
     ids, lp = sample_token_rows(s.logits, keys, spec.temperature, spec.top_k, spec.top_p)
     ids = jnp.where(running, ids, 0)
     slot = jnp.where(running, s.length, max_len)  # max_len: dropped by the scatter
@@ -223,7 +244,7 @@ def _decode_loop(params, tables, state, host_id, offset, *, spec, ordered):
     return SamplingState(tokens=tokens, loss_mask=loss_mask, logprobs=logprobs, cache=cache,
                          logits=logits, length=length, prompt_len=s.prompt_len,
                          turn_start=s.turn_start, status=status, finish=finish, msg_q=msg_q,
-                         ans_q=ans_q, rng=s.rng, steps=s.steps + 1)
+                         ans_q=ans_q, rng=s.rng, first_row=s.first_row, steps=s.steps + 1)
 
   state = state.replace(steps=jnp.int32(0))
   return jax.lax.while_loop(cond, body, state)
