@@ -25,12 +25,13 @@ import time
 
 import jax
 
-from seekjax import configlib
-from seekjax.eval import baselines, report, results as results_lib
+from seekjax import configlib, distributed
+from seekjax.eval import baselines, report, results as results_lib, shares
 from seekjax.helpers import RuleLeakJudge
 from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
 from seekjax.rl import trainable as trainable_lib
+from seekjax.rollout import engine
 from seekjax.run import checkpoint, setup
 from seekjax.run import workdir as workdir_lib
 
@@ -75,6 +76,15 @@ def restore_policy(cfg, workdir: str, model) -> dict:
     ckpt.close()
 
 
+def local_models(models: dict, mesh, rollout_cfg) -> dict:
+  """Each model's params gathered from every process and placed on this process's
+  devices (`distributed.local_mesh`), so its rollout needs no other host."""
+  mesh = distributed.local_mesh(mesh)
+  replicate = bool(rollout_cfg.per_shard_decode and engine.per_shard_mesh(mesh) is not None)
+  return {k: m.replace(params=distributed.rollout_params(m.params, mesh, replicate), mesh=mesh)
+          for k, m in models.items()}
+
+
 def _check_flags(methods, baselines_on, bootstrap, batch):
   unknown = [m for m in methods if m not in baselines.METHODS]
   if unknown or not methods:
@@ -92,7 +102,9 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
              batch: int = DEFAULT_BATCH, out_dir: str | None = None) -> dict:
   """Evaluate `methods` on the eval split; returns {"results", "paths", "runs", "policy"}.
 
-  The results go to `out_dir` (default WORKDIR/eval).
+  The results go to `out_dir` (default WORKDIR/eval). On several processes each answers
+  its share of the questions on its own devices (`eval/shares.py`); process 0 gathers
+  the runs, scores and writes ("results" and "paths" are None / {} elsewhere).
   """
   _check_flags(methods, baselines_on, bootstrap, batch)
   t0 = time.perf_counter()
@@ -109,6 +121,13 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   for k in {"policy", baselines_on} - {"base"}:   # merge only what runs (memory)
     models[k] = model.replace(params=trainable_lib.merge(policy["spec"], weights[k],
                                                          policy["frozen"]))
+  all_ex = eval_ex
+  if distributed.multiprocess():   # this process's questions, on its own devices
+    if len(all_ex) < jax.process_count():
+      raise setup.RunSetupError(f"config.task: {len(all_ex)} eval examples for "
+                                f"{jax.process_count()} processes; each needs one")
+    eval_ex = all_ex[shares.share(len(all_ex), jax.process_index(), jax.process_count())]
+    models = local_models(models, parts.mesh, rcfg)
   log("dynamic policy: " + (f"checkpoint step {step}" if step is not None else
                             "base weights (no checkpoint in the workdir)") +
       f"; baselines on the {baselines_on} weights")
@@ -116,19 +135,20 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
                               examples=eval_ex, helper=helper, rollout_cfg=rcfg,
                               rng=jax.random.PRNGKey(cfg.seed), batch_size=batch, log=log)
   try:
-    runs = baselines.run_methods(ctx, tuple(methods), log=log)
+    runs = shares.gather_runs(baselines.run_methods(ctx, tuple(methods), log=log))
   finally:
     setup.close_helpers(helper, judge)
+  eval_ex = all_ex
 
   meta = dict(model=cfg.model.path, task=cfg.task.name, split="eval", helper=cfg.helper.kind,
               judge="rule+llm" if llm_judge is not None else "rule", checkpoint_step=step,
               baselines_on=baselines_on if step is not None else f"{baselines_on} (= base: "
               "no checkpoint)", seed=cfg.seed, rollout=configlib.config_to_dict(rcfg))
-  results = results_lib.build_results(runs, eval_ex, RuleLeakJudge(), llm_judge, meta,
-                                      num_resamples=bootstrap, seed=cfg.seed)
-  results["meta"]["seconds"] = time.perf_counter() - t0
-  paths = {}
-  if jax.process_index() == 0:
+  results, paths = None, {}
+  if jax.process_index() == 0:   # the judges score once, on process 0
+    results = results_lib.build_results(runs, eval_ex, RuleLeakJudge(), llm_judge, meta,
+                                        num_resamples=bootstrap, seed=cfg.seed)
+    results["meta"]["seconds"] = time.perf_counter() - t0
     paths = results_lib.write(results, runs, eval_ex,
                               out_dir or str(workdir_lib.as_path(workdir) / "eval"),
                               redact_private=cfg.eval.redact_private)
