@@ -58,9 +58,9 @@ class RunContext:
   @property
   def replicate_for_decode(self) -> bool:
     """Whether the rollout holds whole params on every device: when it decodes per
-    shard (`engine.per_shard_mesh`: several row shards, tensor axis 1). Set-up turns
-    rollout.per_shard_decode off when the memory plan says the whole params do not fit
-    beside the cache (`plan.replicate_for_decode`); the decode then keeps them split."""
+    shard (`engine.per_shard_mesh`: several row shards, tensor axis 1), as the memory
+    plan's "rollout params" row assumes. With rollout.per_shard_decode=False the decode
+    keeps them split by `sharding.PARAM_RULES` (one SPMD loop)."""
     return bool(self.rollout_cfg.per_shard_decode
                 and engine.per_shard_mesh(self.rollout_mesh) is not None)
 
