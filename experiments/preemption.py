@@ -42,7 +42,9 @@ TINY = os.path.join(ROOT, "configs", "tiny_test.py")
 TMP_MARK = ".orbax-checkpoint-tmp"
 # Metrics that measure time, not the computation: they differ between any two runs.
 TIMING_KEYS = re.compile(r"^(time_.*|step_time|train_tokens_per_s)$")
-PROGRESS_RE = re.compile(r"^\[rl\] \[[#.]*\] (\d+)/(\d+) ", re.M)
+# tqdm's "[rl]: 25%|##  | 1/4 [00:09<00:27, 0.11step/s, reward=...]"; only a bar that a
+# finished step moved carries the step's fields (the bar a resumed run opens with does not).
+PROGRESS_RE = re.compile(r"\[rl\]:[^|\r\n]*\|[^|\r\n]*\| (\d+)/(\d+) \[[^\]\r\n]*reward=")
 RESUMED_RE = re.compile(r"resumed from step (\d+)")
 
 
