@@ -347,3 +347,36 @@ def test_a_rerun_takes_its_demos_from_the_workdir_cache(tmp_path):
 
 def test_answer_request_default_is_the_code_default():
   assert configlib.load_config(TINY).sft.answer_request == helper_demos.ANSWER_REQUEST
+
+
+def test_a_stopped_cold_start_keeps_the_demos_it_paid_for(tmp_path):
+  """A stop signal while helper calls are in flight: the finished examples are in the
+  cache, and the rerun asks only for the others."""
+  from seekjax.run.signals import Stopped
+  examples = read_qa_rows()[:8]
+  slow = {e["question"] for e in examples[4:]}
+
+  class Slow(ScriptedHelper):
+    async def respond(self, message, history):
+      if message.split(" End your")[0] in slow and self.stall:
+        await asyncio.sleep(30)
+      return await super().respond(message, history)
+  helper = Slow(lambda m, h: f"Answer: {next(a for q, a in ANSWERS.items() if q in m)}")
+  helper.stall = True
+  workdir = str(tmp_path / "w")
+  path = os.path.join(workdir, "demos.jsonl")
+
+  def should_stop():
+    if os.path.exists(path) and len(open(path).read().splitlines()) == 1 + 4:
+      raise Stopped("cold start")
+  cfg = _cfg("task.name=hotpotqa", "helper.kind=openai", "sft.need_fraction=0.0",
+             "rollout.max_message_tokens=100")
+  with pytest.raises(Stopped):
+    cold_start_lib.demonstrations(cfg, examples, helper, WordTokenizer(), workdir=workdir,
+                                  should_stop=should_stop)
+  assert {json.loads(l)["question"] for l in open(path).read().splitlines()[1:]} == {
+      e["question"] for e in examples[:4]}
+  helper.stall, helper.calls = False, []
+  got = cold_start_lib.demonstrations(cfg, examples, helper, WordTokenizer(), workdir=workdir)
+  assert [d.question for d in got] == [e["question"] for e in examples]
+  assert {c.split(" End your")[0] for c in helper.calls} == slow
