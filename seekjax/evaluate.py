@@ -8,7 +8,9 @@ the latest checkpoint of DIR if there is one (else the base weights stand in for
 policy), run each method greedily in batched rollouts, score, write, print the table.
 
 Flags besides the trainer's --config/--workdir/--config.k=v:
-  --methods=slm_cot,llm_only,...  default: the five methods of the paper's table
+  --methods=slm_cot,llm_only,...  default: the five methods of the paper's table and
+      cold_start (the reference weights, decoding as dynamic); results hold paired
+      bootstrap intervals of dynamic - cold_start and dynamic - static_interaction (EM)
   --baselines_on=reference|base|policy  the SLM weights the baselines run on. Default
       reference: the checkpoint's reference policy (the SLM after the supervised cold
       start, before RL), so baselines know the tag format and the table measures what
@@ -118,7 +120,8 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   step = policy["step"]
   weights = {"policy": policy["trainable"], "reference": policy["ref_trainable"]}
   models = {"base": model}
-  for k in {"policy", baselines_on} - {"base"}:   # merge only what runs (memory)
+  needed = {"policy", baselines_on} | ({"reference"} if "cold_start" in methods else set())
+  for k in needed - {"base"}:   # merge only what runs (memory)
     models[k] = model.replace(params=trainable_lib.merge(policy["spec"], weights[k],
                                                          policy["frozen"]))
   all_ex = eval_ex
@@ -133,7 +136,8 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
       f"; baselines on the {baselines_on} weights")
   ctx = baselines.EvalContext(base_model=models[baselines_on], policy_model=models["policy"],
                               examples=eval_ex, helper=helper, rollout_cfg=rcfg,
-                              rng=jax.random.PRNGKey(cfg.seed), batch_size=batch, log=log)
+                              rng=jax.random.PRNGKey(cfg.seed), batch_size=batch, log=log,
+                              reference_model=models.get("reference"))
   try:
     runs = shares.gather_runs(baselines.run_methods(ctx, tuple(methods), log=log))
   finally:
@@ -170,6 +174,9 @@ def main(argv=None) -> int:
     return 2
   if jax.process_index() == 0:
     print(report.main_table(out["results"]["methods"]))
+    paired = report.comparison_table(out["results"].get("comparisons"))
+    if paired:
+      print("\n" + paired)
     print(f"\nresults written to {out['paths']['json']} (table: {out['paths']['md']})")
   return 0
 

@@ -72,6 +72,9 @@ def main(argv=None) -> int:
   root = workdir_lib.as_path(workdir)
   plot = plot_methods(out["results"], str(root / "eval" / "plots"))
   print(report.main_table(out["results"]["methods"]))
+  paired = report.comparison_table(out["results"].get("comparisons"))
+  if paired:
+    print("\n" + paired)
   print(f"\ntraining {t1 - t0:.0f}s, evaluation {time.perf_counter() - t1:.0f}s")
   print(f"results written to {out['paths']['json']}")
   print(f"table: {out['paths']['md']}")

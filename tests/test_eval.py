@@ -28,6 +28,27 @@ QUESTIONS = ["What is the capital of Eritrea?", "Where is Asmara?", "Name a city
 # ----------------------------------------------------------------------------- statistics
 
 
+def test_paired_difference_interval_holds_the_known_difference_and_pairing_narrows_it():
+  rng = np.random.default_rng(0)
+  b = (rng.random(400) < 0.4).astype(float)
+  a = b.copy()
+  a[np.flatnonzero(b == 0)[:16]] = 1.0          # a = b plus 16 more right: +0.04 exactly
+  paired = stats.paired_difference_ci(a, b, num_resamples=2000, seed=3)
+  assert paired["mean"] == pytest.approx(0.04) and paired["n"] == 400
+  assert paired["low"] <= 0.04 <= paired["high"] and paired["low"] > 0   # excludes 0
+  # Unpaired, the two means' own intervals overlap: only the pairing shows the gain.
+  ia, ib = stats.bootstrap_ci(a, 2000, seed=3), stats.bootstrap_ci(b, 2000, seed=3)
+  assert ia["low"] < ib["high"]
+  # No difference: a shuffle of the same outcomes; the interval holds 0.
+  same = stats.paired_difference_ci(rng.permutation(b), b, num_resamples=2000, seed=3)
+  assert same["mean"] == 0.0 and same["low"] < 0 < same["high"]
+  assert stats.paired_difference_ci(a, b, 500, seed=7) == stats.paired_difference_ci(a, b, 500,
+                                                                                     seed=7)
+  with pytest.raises(ValueError, match="pairing needs the same questions"):
+    stats.paired_difference_ci(a, b[:10])
+  assert stats.paired_difference_ci([], []) is None
+
+
 def test_percentile_interval_matches_hand_computed_quantiles():
   # 101 evenly spaced means 0.00..1.00: the 2.5% and 97.5% quantiles are 0.025 and 0.975.
   low, high = stats.percentile_interval(np.arange(101) / 100, confidence=0.95)
@@ -172,7 +193,7 @@ def test_results_schema_and_markdown_table():
   header = rows[0]
   assert "| EM |" in header and "| messages/episode |" in header
   for name in baselines.DEFAULT_METHODS:
-    assert any(r.startswith(f"| {name} |") for r in rows[1:6]), name
+    assert any(r.startswith(f"| {name} |") for r in rows[1:1 + len(runs)]), name
   assert "containment" in md and "## By question type" in md and "| head |" in md
   assert "## Asking vs answering" in md
   broken = json.loads(json.dumps(res))
@@ -277,7 +298,7 @@ def test_baselines_answering_and_self_verifying_slms():
 # ----------------------------------------------------------------------------- CLI
 
 
-def test_cli_end_to_end_on_tiny_config(tmp_path, capsys):
+def test_cli_end_to_end_on_tiny_config(tmp_path, capsys, monkeypatch):
   workdir = str(tmp_path / "run")
   cfg = configlib.apply_overrides(configlib.load_config(TINY), ["task.max_eval=6"])
   # A checkpoint whose policy and reference differ from the base and from each other.
@@ -320,7 +341,27 @@ def test_cli_end_to_end_on_tiny_config(tmp_path, capsys):
   md = open(os.path.join(workdir, "eval", "results.md")).read()
   assert "| dynamic |" in md and "checkpoint step 4" in md and "reference weights" in md
   lines = open(os.path.join(workdir, "eval", "episodes.jsonl")).read().splitlines()
-  assert len(lines) == 5 * 6
+  assert len(lines) == len(baselines.DEFAULT_METHODS) * 6
+  # Paired intervals on the same questions, in the results and the printed/markdown tables.
+  assert set(res["comparisons"]) == {"dynamic - cold_start", "dynamic - static_interaction"}
+  diff = res["comparisons"]["dynamic - cold_start"]
+  assert diff["n"] == 6 and diff["low"] <= diff["mean"] <= diff["high"]
+  assert diff["mean"] == pytest.approx(m["dynamic"]["em"] - m["cold_start"]["em"])
+  assert "| dynamic - cold_start | 6 |" in out and "## Paired differences" in md
+  # cold_start decodes on the checkpoint's reference weights whatever --baselines_on says.
+  seen = {}
+  def spy(ctx):
+    seen.update(reference=ctx.reference_model.params, base=ctx.base_model.params)
+    return baselines.cold_start(ctx)
+  monkeypatch.setitem(baselines.METHODS, "cold_start", spy)
+  assert evaluate_lib.main([f"--config={TINY}", f"--workdir={workdir}", "--config.task.max_eval=6",
+                            "--bootstrap=20", "--methods=cold_start", "--baselines_on=base",
+                            f"--out_dir={tmp_path / 'cold_start_on_base'}"]) == 0
+  def total(tree):
+    return sum(float(np.abs(np.asarray(x, np.float64)).sum()) for x in jax.tree.leaves(tree))
+  assert total(seen["reference"]) == pytest.approx(total(reference))   # trainable="full"
+  assert total(seen["base"]) == pytest.approx(total(model.params))
+  assert total(reference) != pytest.approx(total(model.params))
   # --out_dir: another evaluation of the same checkpoint leaves WORKDIR/eval as it was.
   other = str(tmp_path / "other_eval")
   assert evaluate_lib.main([f"--config={TINY}", f"--workdir={workdir}", "--config.task.max_eval=6",

@@ -19,6 +19,10 @@ rollout, and returns a `MethodRun` that `metrics.score_run` scores the same way:
                       gave no answer) run static_interaction (0 or 1 message per episode).
                       Greedy runs are deterministic, so the cascade reuses slm_cot's and
                       static_interaction's episodes when those already ran (`ctx.cache`).
+  cold_start          the RL reference weights (the SLM after the supervised cold start,
+                      before RL) with the training rollout settings, greedy, messaging
+                      allowed: what `dynamic` started from, through the same engine and
+                      scorer, so dynamic - cold_start is what RL added.
   dynamic             the learned policy with the training rollout settings, greedy.
 
 Baselines run the base SLM unless the caller hands them other params (`EvalContext`).
@@ -106,6 +110,7 @@ class EvalContext:
   batch_size: int = 0         # most questions per rollout (memory bound); 0 = all at once
   cache: dict = dataclasses.field(default_factory=dict)   # name -> MethodRun already run
   log: object = None          # progress lines (one per batch of a batched method)
+  reference_model: object = None   # the SLM for `cold_start` (None: base_model)
 
   @property
   def questions(self) -> list[str]:
@@ -253,13 +258,21 @@ def cascade(ctx: EvalContext) -> MethodRun:
                           "reused": reused})
 
 
+def cold_start(ctx: EvalContext) -> MethodRun:
+  """The RL reference weights, decoding as `dynamic` does (messages allowed)."""
+  model = ctx.base_model if ctx.reference_model is None else ctx.reference_model
+  return _timed_rollout("cold_start", ctx, model, ctx.questions, ctx.rollout_cfg)
+
+
 def dynamic(ctx: EvalContext) -> MethodRun:
   return _timed_rollout("dynamic", ctx, ctx.policy_model, ctx.questions, ctx.rollout_cfg)
 
 
 METHODS = {"slm_cot": slm_cot, "llm_only": llm_only, "static_interaction": static_interaction,
-           "static_scrubbed": static_scrubbed, "cascade": cascade, "dynamic": dynamic}
-DEFAULT_METHODS = ("slm_cot", "llm_only", "static_interaction", "cascade", "dynamic")
+           "static_scrubbed": static_scrubbed, "cascade": cascade, "cold_start": cold_start,
+           "dynamic": dynamic}
+DEFAULT_METHODS = ("slm_cot", "llm_only", "static_interaction", "cascade", "cold_start",
+                   "dynamic")
 
 
 def _peak_rss_gb() -> float:

@@ -54,6 +54,16 @@ def main_table(methods: dict) -> str:
   return table(MAIN_COLUMNS, rows)
 
 
+def comparison_table(comparisons: dict | None) -> str:
+  """One row per paired difference (`results.paired_comparisons`); "" when there is none."""
+  rows = [[name, c["n"], fmt(c["mean"]), f"[{fmt(c['low'])}, {fmt(c['high'])}]",
+           "yes" if c["low"] > 0 or c["high"] < 0 else "no"]
+          for name, c in (comparisons or {}).items() if c]
+  if not rows:
+    return ""
+  return table(("EM difference", "n", "mean", "95% CI", "excludes 0"), rows)
+
+
 def split_table(methods: dict, key: str, label: str) -> str:
   """Rows = groups (question types or head/tail), columns = methods; cells EM / msgs / leak."""
   groups = sorted({g for m in methods.values() for g in m[key]})
@@ -103,6 +113,13 @@ def render(results: dict) -> str:
   ]
   if "llm_only" in methods:
     lines += ["", SCORING_NOTE]
+  paired = comparison_table(results.get("comparisons"))
+  if paired:
+    lines += ["", "## Paired differences", "",
+              "EM of the first method minus the second on the same questions; 95% CI by a "
+              "paired bootstrap (question indices resampled jointly, "
+              f"{meta['bootstrap_resamples']} resamples, seed {meta['bootstrap_seed']}).", "",
+              paired]
   asking = asking_table(methods)
   if asking:
     lines += ["", "## Asking vs answering", "",

@@ -16,6 +16,10 @@ Schema (version 1):
               server reported, summed over the episodes (0 without a server)},
     by_qtype: {qtype: the same keys without CIs}, by_popularity: {"head"|"tail": ...},
     episodes: [metrics.score_run records]}}
+  comparisons (optional for readers): {"dynamic - cold_start" | "dynamic -
+    static_interaction": {metric: "em", mean, low, high, n}}, the paired bootstrap
+    interval of the EM difference on the same questions (`stats.paired_difference_ci`),
+    for each pair whose methods both ran
 Transcripts go to episodes.jsonl beside it, one line per (method, question): method, id,
 question, answers (gold), answer, messages, transcript, private_facts. With
 redact_private (config.eval.redact_private, the default), each example's private facts
@@ -29,7 +33,7 @@ import os
 
 from etils import epath
 
-from seekjax.eval import metrics, redact as redact_lib, report
+from seekjax.eval import metrics, redact as redact_lib, report, stats
 
 SCHEMA_VERSION = 1
 OVERALL_KEYS = ("n", "n_private", "em", "em_ci", "f1", "messages_per_episode",
@@ -45,8 +49,25 @@ NOTES = {
     "static_interaction": "SLM sends the question once (forced), then answers; EM on <answer>.",
     "static_scrubbed": "as static_interaction, with the question scrubbed by fixed rules.",
     "cascade": "SLM alone, self-verification, static_interaction only where rejected.",
+    "cold_start": "the RL reference weights (after the cold start, before RL), with the "
+                  "dynamic policy's settings, greedy; EM on <answer>.",
     "dynamic": "the learned policy, greedy; EM on <answer>.",
 }
+COMPARISONS = (("dynamic", "cold_start"), ("dynamic", "static_interaction"))
+
+
+def paired_comparisons(methods: dict, num_resamples: int = 1000, seed: int = 0) -> dict:
+  """{"a - b": {metric, mean, low, high, n}} of the EM difference of each pair in
+  COMPARISONS whose methods both ran; `methods` holds each one's episode records, in
+  the examples' order (so row i of both is question i)."""
+  out = {}
+  for a, b in COMPARISONS:
+    if a in methods and b in methods:
+      ci = stats.paired_difference_ci([r["em"] for r in methods[a]["episodes"]],
+                                      [r["em"] for r in methods[b]["episodes"]],
+                                      num_resamples, seed=seed)
+      out[f"{a} - {b}"] = dict(metric="em", **ci) if ci else None
+  return out
 
 
 def build_results(runs: dict, examples: list, rule_judge, llm_judge, meta: dict,
@@ -60,7 +81,8 @@ def build_results(runs: dict, examples: list, rule_judge, llm_judge, meta: dict,
                          episodes=records)
   meta = dict(meta, num_examples=len(examples), bootstrap_resamples=num_resamples,
               bootstrap_seed=seed, notes={k: NOTES[k] for k in runs if k in NOTES})
-  return {"schema_version": SCHEMA_VERSION, "meta": meta, "methods": methods}
+  return {"schema_version": SCHEMA_VERSION, "meta": meta, "methods": methods,
+          "comparisons": paired_comparisons(methods, num_resamples, seed)}
 
 
 def schema_errors(results: dict) -> list[str]:

@@ -2,7 +2,9 @@
 
 `bootstrap_ci(values)` resamples the per-episode values with replacement, takes the
 mean of each resample, and returns the (alpha/2, 1 - alpha/2) quantiles of those
-means. Same inputs and seed, same interval.
+means. `paired_difference_ci(a, b)` does the same for mean(a) - mean(b) of two methods
+on the same questions, resampling the question indices jointly, so the questions'
+own difficulty cancels. Same inputs and seed, same interval.
 """
 from __future__ import annotations
 
@@ -43,3 +45,18 @@ def bootstrap_ci(values, num_resamples: int = DEFAULT_RESAMPLES, confidence: flo
     return None
   low, high = percentile_interval(resample_means(x, num_resamples, seed), confidence)
   return {"mean": float(x.mean()), "low": low, "high": high, "n": int(x.size)}
+
+
+def paired_difference_ci(a, b, num_resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95,
+                         seed: int = DEFAULT_SEED) -> dict | None:
+  """{"mean", "low", "high", "n"} for mean(a) - mean(b); None when N == 0.
+
+  a, b: per-question values[N] of two methods, row i on the same question i. Each
+  resample draws N question indices with replacement and takes the mean of a[idx] -
+  b[idx] (the same indices for both methods).
+  """
+  x, y = (np.asarray(v, np.float64).reshape(-1) for v in (a, b))
+  if x.shape != y.shape:
+    raise ValueError(f"paired_difference_ci: {x.size} and {y.size} values; pairing needs "
+                     "the same questions")
+  return bootstrap_ci(x - y, num_resamples, confidence, seed)
