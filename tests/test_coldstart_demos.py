@@ -1,10 +1,11 @@
 """Cold-start demonstrations for every task: from the helper's own replies (QA files,
 reasoning-gym), kept only when gold; from a JSONL file; cached in the workdir."""
 import asyncio
-import collections
 import json
 import os
+import pathlib
 import sys
+import tempfile
 
 import pytest
 
@@ -129,10 +130,9 @@ def test_private_examples_ask_the_public_question_only():
   assert len(helper.calls) == 1
 
 
-def read_qa_rows(tmp_path_factory=None):
-  import tempfile
+def read_qa_rows():
+  """The fixture's examples, read through the HotpotQA reader."""
   with tempfile.TemporaryDirectory() as d:
-    import pathlib
     return read_qa(hotpot_file(pathlib.Path(d)), "hotpotqa")
 
 
