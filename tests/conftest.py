@@ -6,6 +6,13 @@ import pytest
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "trajectory: asserts on the outcome of an optimisation or on float parity, so "
+      "it depends on the instruction set XLA compiles for; .ci/run also runs these under "
+      "XLA_FLAGS=--xla_cpu_max_isa=SSE4_2 and =AVX2")
+
+
 @pytest.fixture(scope="session")
 def smollm():
   import seekjax as sj

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from seekjax import configlib
-from seekjax.run import setup
+from seekjax.run import setup as setup_lib
 from seekjax.coldstart import demos, knowledge
 from seekjax.coldstart import cold_start as cold_start_lib
 from seekjax.tasks.world_facts import is_count_fact, world_fact_base
@@ -67,7 +67,7 @@ def test_fact_ids_mask_the_value_only(facts):
 
 def test_known_examples_and_recall_demos(facts):
   cfg = _cfg("task.max_train=400")
-  train_ex = setup.build_task(cfg, 0)[0]
+  train_ex = setup_lib.build_task(cfg, 0)[0]
   taught = knowledge.taught_facts(facts, 0.5, 0)
   known = knowledge.known_examples(train_ex, taught)
   assert 0 < len(known) < len(train_ex)
@@ -89,13 +89,14 @@ def test_recalled_needs_every_value_token_above_one_half():
   np.testing.assert_array_equal(knowledge.recalled(lp, mask), [True, False, True])
 
 
+@pytest.mark.trajectory
 def test_cold_start_teaches_the_facts(facts):
   """On the tiny random model, the knowledge phase takes recall of the taught facts from
   ~0 to most of them; the demos (one per step, rehearsal interleaved) follow."""
   from seekjax.rl import trainable as trainable_lib
   cfg = _cfg("sft.knowledge=0.03", "sft.knowledge_steps=60", "sft.knowledge_batch=32",
              "sft.lr=1e-2", "sft.steps=4")
-  model = setup.build_model(cfg, setup.build_mesh(cfg))
+  model = setup_lib.build_model(cfg, setup_lib.build_mesh(cfg))
   spec = setup_lib.trainable_spec(cfg)
   trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(1))
   taught = cold_start_lib.taught(cfg)
@@ -103,9 +104,9 @@ def test_cold_start_teaches_the_facts(facts):
   rows = cold_start_lib._Rows([knowledge.fact_ids(model.tokenizer, f) for f in taught], 64,
                               spec, frozen, model.config, "test", lambda: None, 0)
   before = cold_start_lib.recall_rate(trainable, frozen, rows, spec, model.config)
-  train_ex = setup.build_task(cfg, 0)[0]
+  train_ex = setup_lib.build_task(cfg, 0)[0]
   after_params = cold_start_lib.cold_start(cfg, model, spec, trainable, frozen, train_ex,
-                                           setup.build_helper(cfg.helper))
+                                           setup_lib.build_helper(cfg.helper))
   after = cold_start_lib.recall_rate(after_params, frozen, rows, spec, model.config)
   assert before < 0.1 and after > 0.6, (before, after)
 
@@ -113,9 +114,9 @@ def test_cold_start_teaches_the_facts(facts):
 def test_knowledge_needs_a_world_task_and_a_share():
   cfg = _cfg("sft.knowledge=0.5")
   cfg.task.name = "hotpotqa"
-  with pytest.raises(setup.RunSetupError, match="world-facts task"):
+  with pytest.raises(setup_lib.RunSetupError, match="world-facts task"):
     cold_start_lib.taught(cfg)
   cfg.task.name = "world_facts_mix"
   cfg.sft.knowledge = -0.1
-  with pytest.raises(setup.RunSetupError, match=r"config.sft.knowledge: -0.1 .* \[0, 1\]"):
+  with pytest.raises(setup_lib.RunSetupError, match=r"config.sft.knowledge: -0.1 .* \[0, 1\]"):
     cold_start_lib.taught(cfg)

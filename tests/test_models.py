@@ -12,6 +12,8 @@ import seekjax as sj
 from seekjax.models import decoder
 from seekjax.models.generate import decode_step, prefill_chunk
 
+pytestmark = pytest.mark.trajectory   # float parity with transformers and across decode paths
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 

@@ -298,6 +298,7 @@ def test_kl_is_zero_at_the_reference_and_grows_away_from_it():
 # ----------------------------------------------------------------------------- GRPO bandit
 
 
+@pytest.mark.trajectory
 @pytest.mark.parametrize("name", ESTIMATORS)
 def test_bandit_policy_moves_towards_the_rewarded_token(name):
   """One-token bandit: softmax over 4 tokens, reward 1 for token 2, Adam on the logits."""

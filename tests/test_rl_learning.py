@@ -1,10 +1,10 @@
-"""RL learns when to ask: 30 GRPO iterations move the number of messages the right way.
+"""RL learns when to ask: 24 GRPO iterations move the number of messages the right way.
 
 A tiny model is cold-started on a 50/50 mix of "ask, then answer from the feedback" and
 "answer alone" demonstrations, so that it asks about half the time and its episodes
 follow the protocol. Then `rl_iteration` (real rollouts at temperature 1.0 with a
 scripted helper, rewards, GRPO advantages, the jitted PPO step) runs on a task with two
-kinds of question, one of each kind per step (groups of 4):
+kinds of question, every question of both kinds at each step (groups of 8):
 
   ask:   only the helper's feedback holds the answer; the alone answer is wrong.
          Asking pays 1 - lambda_message, answering alone 0: asking must increase.
@@ -12,7 +12,12 @@ kinds of question, one of each kind per step (groups of 4):
          Asking pays 1 - lambda_message, answering alone 1: asking must decrease.
 
 Both directions are learnt in one run, from the same start, so the policy must tell the
-kinds apart from the question (what the paper asks of an SLM).
+kinds apart from the question (what the paper asks of an SLM). Each step sees both kinds
+twice, so no step pushes one kind's way alone; groups of 8 (a group whose episodes all
+ask teaches nothing, and groups of 4 often did); and the lr warms up over WARMUP steps.
+Without these the shared "ask" decision swung to one side for both kinds on some seeds
+and instruction sets. The RL runs
+from two seeds and the directions must hold on each.
 
 Cold start. Full-vocabulary SFT of a random model costs about a second a step on this
 CPU (the 49k-row LM head), so the model starts with zero embedding rows for every token
@@ -43,6 +48,8 @@ from seekjax.rollout import rollout_config
 from seekjax.run.setup import make_step
 from tests.scripted import ScriptedHelper, feedback_text
 
+pytestmark = pytest.mark.trajectory   # cold start and RL outcomes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYSTEM = "Ask or answer."
 INFO = "Asmara"                      # the helper's feedback: the answer itself
@@ -57,19 +64,33 @@ ALL_QUESTIONS = [q for kind in sorted(QUESTIONS) for q in QUESTIONS[kind][0]]
 ASK_TURNS = ["<message>capital?</message>", f"<answer>{INFO}</answer>"]
 ALONE_TURNS = [f"<answer>{ALONE_ANSWER}</answer>"]
 LAMBDA_MESSAGE = 0.3
-RL_STEPS = 30
-GROUP_SIZE = 4
+RL_STEPS = 24
+GROUP_SIZE = 8
 LR = 1e-3
+WARMUP = 5   # steps: Adam's first updates move every weight by about lr whatever the gradient's
+             # size; at full lr they swung the shared "ask" decision for both kinds at once
 # Every episode fits in 64 tokens (prompt <= 27), so the step compiles once.
 ROLLOUT = dict(max_turns=1, max_new_tokens=16, max_message_tokens=12, max_feedback_tokens=16,
                max_episode_tokens=36, temperature=1.0, top_k=0, top_p=1.0,
                max_steps_per_call=16, helper_timeout=30.0, system_prompt=SYSTEM)
 
 
-def cold_start(config, tokenizer, steps=300, lr=1e-2, seed=0):
+# The cold start's lr per chunk of CHUNK steps: it runs until the NLL is within TOLERANCE of
+# the floor (below), stepping the lr down, and fails only when the last chunk has not got there.
+CHUNK = 200
+LRS = (3e-3, 3e-3, 3e-3, 1e-3, 1e-3, 1e-3, 3e-4, 3e-4)
+NLL_FLOOR = 2 * np.log(2) / 29   # the 50/50 choice: ln 2 on one token of each demo, 29 SLM tokens a pair
+TOLERANCE = 0.005                # a plateau where the tokens after the choice still mix both kinds
+                                 # ("<message>Keren</answer>") sits 0.055 above the floor
+
+
+def cold_start(config, tokenizer, seed=0):
   """A model that follows the protocol and asks on about half of its episodes.
 
-  Returns (model, final mean NLL of the SLM tokens under the full vocabulary).
+  Trains to a convergence criterion (NLL < NLL_FLOOR + TOLERANCE), not to a step count that
+  happens to suffice on one instruction set: the float trajectory differs with the ISA XLA
+  compiles for. Returns (model, the NLL of the SLM tokens under the full vocabulary after
+  each chunk).
   """
   fb = feedback_text(tokenizer, HelperReply("info", INFO)).rstrip("\n")
   seqs, masks = [], []
@@ -95,7 +116,7 @@ def cold_start(config, tokenizer, steps=300, lr=1e-2, seed=0):
   toks, src, tgt, w = map(jnp.asarray, (toks, src, tgt, w))
   positions = jnp.broadcast_to(jnp.arange(width), toks.shape)
   log_rest = float(np.log(config.vocab_size - len(vocab)))   # the zero-logit tokens
-  opt = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.01))
+  opt = optax.inject_hyperparams(optax.adam)(learning_rate=LRS[0])
 
   def loss_fn(p):
     x, _ = decoder.hidden_states(p, small, toks, positions)
@@ -105,20 +126,27 @@ def cold_start(config, tokenizer, steps=300, lr=1e-2, seed=0):
     return jnp.sum(nll * w) / jnp.sum(w)
 
   @jax.jit
-  def train(p):
+  def train(p, s, lr):
+    s.hyperparams["learning_rate"] = lr
     def body(carry, _):
       p, s = carry
       loss, g = jax.value_and_grad(loss_fn)(p)
       u, s = opt.update(g, s, p)
       return (optax.apply_updates(p, u), s), loss
-    (p, _), curve = jax.lax.scan(body, (p, opt.init(p)), None, length=steps)
-    return p, curve
+    (p, s), curve = jax.lax.scan(body, (p, s), None, length=CHUNK)
+    return p, s, curve[-1]
 
-  params, curve = train(decoder.init_params(small, jax.random.PRNGKey(seed)))
+  params = decoder.init_params(small, jax.random.PRNGKey(seed))
+  state, curve = opt.init(params), []
+  for lr in LRS:
+    params, state, nll = train(params, state, jnp.float32(lr))
+    curve.append(float(nll))
+    if curve[-1] < NLL_FLOOR + TOLERANCE:
+      break
   embed = np.zeros((config.vocab_size, config.hidden_size), np.float32)
   embed[vocab] = np.asarray(params["embed"])
   params = dict(params, embed=jnp.asarray(embed))
-  return sj.Model(config, params, tokenizer, None, "cold-start"), float(curve[-1])
+  return sj.Model(config, params, tokenizer, None, "cold-start"), curve
 
 
 @pytest.fixture(scope="module")
@@ -128,18 +156,17 @@ def cold_model():
                           num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
                           intermediate_size=128, rope_theta=10000.0, rms_norm_eps=1e-5,
                           tie_embeddings=True, max_position_embeddings=256)
-  model, nll = cold_start(config, tok, steps=600)
-  return model, nll
+  return cold_start(config, tok)
 
 
 def run_rl(model, lr=LR, seed=0):
-  """RL_STEPS rl_iterations on one question of each kind per step.
+  """RL_STEPS rl_iterations on every question of both kinds at each step.
 
   Returns (per-step metrics, per-step {kind: mean messages per episode}, final model).
   """
   cfg = configlib.load_config(os.path.join(ROOT, "configs", "tiny_test.py"))
   cfg.model.trainable = "full"
-  cfg.rl.update(steps=RL_STEPS, questions_per_step=len(QUESTIONS), group_size=GROUP_SIZE,
+  cfg.rl.update(steps=RL_STEPS, questions_per_step=len(ALL_QUESTIONS), group_size=GROUP_SIZE,
                 advantage="grpo", whiten=False, num_epochs=1, mini_batches=1, micro_batches=1,
                 kl_method="k3", kl_beta=0.02, kl_in="loss", aggregation="token-mean")
   cfg.reward.update(score="em", lambda_message=LAMBDA_MESSAGE, lambda_helper_tokens=0.0,
@@ -148,7 +175,7 @@ def run_rl(model, lr=LR, seed=0):
   # a copy: the train step donates its inputs, and the caller keeps using `model`
   params = jax.tree.map(jnp.array, model.params)
   trainable, frozen = trainable_lib.init(spec, params, jax.random.PRNGKey(seed))
-  optimizer, _ = step_lib.make_optimizer(lr, RL_STEPS, 0, 0.0, 1.0)
+  optimizer, _ = step_lib.make_optimizer(lr, RL_STEPS, WARMUP, 0.0, 1.0)
   settings = rl_settings(cfg)
   ctx = cycle.RunContext(
       settings=settings, model=model, spec=spec, frozen=frozen, helper=ScriptedHelper(text=INFO),
@@ -162,8 +189,8 @@ def run_rl(model, lr=LR, seed=0):
     examples = []
     for kind in kinds:
       questions, answers, _ = QUESTIONS[kind]
-      examples.append(dict(question=questions[step % len(questions)], answers=answers,
-                           private_facts=[], task="", kind=kind))
+      examples += [dict(question=q, answers=answers, private_facts=[], task="", kind=kind)
+                   for q in questions]
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), step)
     trainable, opt_state, metrics, episodes = cycle.rl_iteration(ctx, trainable, opt_state,
                                                                  ref, examples, rng)
@@ -185,16 +212,12 @@ def ask_rates(model, episodes_per_question=16, seed=7):
 
 
 def test_cold_start_follows_the_protocol_and_asks_about_half_the_time(cold_model):
-  model, nll = cold_model
-  # The floor is the 50/50 choice: ln 2 on one token of each demo, 2 ln 2 / 29 SLM tokens
-  # per pair of demos = 0.048 per token (this cold start ends at 0.052); a random start
-  # is about ln(vocab) = 10.8. A constant lr 1e-2 stopped at 0.10, where the tokens
-  # after the choice still mixed both kinds ("<message>Keren</answer>").
-  assert nll < 0.07, nll
+  model, curve = cold_model
+  print(f"\ncold start NLL per {CHUNK} steps {np.round(curve, 4).tolist()} (floor {NLL_FLOOR:.4f})")
+  assert curve[-1] < NLL_FLOOR + TOLERANCE, curve
   eps = sj.rollout(model, ALL_QUESTIONS * 4, ScriptedHelper(text=INFO),
                    rollout_config(**ROLLOUT), jax.random.PRNGKey(123))
-  # It asks on some episodes and not on others (13 of 16 with this seed: the 50/50 demo
-  # mix gives a policy that leans to asking, with room to move both ways).
+  # It asks on some episodes and not on others: room to move both ways.
   assert 0.1 <= eps.num_messages.mean() <= 0.9, eps.num_messages
   answered = [a for a in eps.answers if a is not None]
   assert len(answered) >= 15, eps.answers
@@ -203,10 +226,11 @@ def test_cold_start_follows_the_protocol_and_asks_about_half_the_time(cold_model
       assert a == (INFO if n else ALONE_ANSWER), (a, n)
 
 
-def test_rl_moves_the_number_of_messages_the_right_way_for_each_kind(cold_model):
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rl_moves_the_number_of_messages_the_right_way_for_each_kind(cold_model, seed):
   model, _ = cold_model
   before = ask_rates(model)
-  rows, by_kind, trained = run_rl(model)
+  rows, by_kind, trained = run_rl(model, seed=seed)
   after = ask_rates(trained)
   rewards = [r["reward"] for r in rows]
   print(f"\nreward by step {np.round(rewards, 3).tolist()}")
@@ -214,8 +238,7 @@ def test_rl_moves_the_number_of_messages_the_right_way_for_each_kind(cold_model)
     msgs = [b[kind] for b in by_kind]
     print(f"{kind}: messages/episode by step {np.round(msgs, 2).tolist()}; "
           f"asks {before[kind]:.3f} before RL -> {after[kind]:.3f} after (32 sampled episodes)")
-    # lr 1e-3 (session 3): 'alone' 0.53 -> 0.00, 'ask' 0.50 -> 0.97; at 1e-4 the training
-    # batches moved by less than their sampling noise in 30 steps.
+    # At lr 1e-4 the training batches moved by less than their sampling noise in 30 steps.
     assert sign * (after[kind] - before[kind]) >= 0.3, (kind, before, after, msgs)
   assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.05, rewards
   # the protocol survives: the last episodes still end with an answer
