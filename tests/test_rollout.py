@@ -12,6 +12,8 @@ from seekjax.helpers.base import Helper, HelperReply
 from seekjax.rollout import rollout, rollout_config
 from tests.scripted import FEEDBACK, SYSTEM, ScriptedHelper, feedback_text, overfit, script_ids
 
+pytestmark = pytest.mark.trajectory   # the scripted model is an overfit; logits parity
+
 QUESTIONS = ["What is the capital of Eritrea?", "Where is Asmara?", "Name a city in Eritrea.",
              "Which country has Asmara?"]
 TURNS = ["<think>I do not know.</think><message>capital of Eritrea?</message>",
@@ -28,8 +30,8 @@ def scripted_model(tiny_model):
     _, ids, mask = script_ids(tok, q, TURNS, fb)
     seqs.append(ids)
     masks.append(mask)
-  model, loss = overfit(tiny_model, seqs, masks, steps=200)
-  assert loss < 0.1, loss
+  model, loss = overfit(tiny_model, seqs, masks, until=2e-3)
+  assert loss < 2e-3, loss
   return model
 
 
