@@ -60,6 +60,9 @@ SCHEMA = dict(
         eval_fraction=(0.15, "(0, 1)"),       # held-out split by entity
         max_train=(400, COUNT),
         max_eval=(96, ">= 0"),
+        # questions set aside from the train split (seeded), never trained on: the
+        # learning curve's validation set (train.eval_every); 0: none
+        val_size=(0, ">= 0"),
     ),
     helper=dict(
         kind=("knowledge", ("knowledge", "openai", "local_lm")),
@@ -180,6 +183,9 @@ SCHEMA = dict(
         keep_checkpoints=(2, COUNT),
         log_every=(1, COUNT),
         async_checkpoint=(True, None),
+        # every this many RL steps (and before the first), the policy answers the
+        # validation set (task.val_size) greedily: val/* metrics and val_curve.png; 0: off
+        eval_every=(0, ">= 0"),
     ),
     eval=dict(
         redact_private=(True, None),          # evaluation transcripts hide private facts

@@ -3,7 +3,8 @@
 Read top to bottom: check the workdir, build the run's parts (`run/setup.py`: helper
 probe, mesh, memory plan, model, task, helper, judge, RL settings), write the workdir's
 config, restore (or fork, or cold-start), then the RL loop (one `rl/cycle.py`
-`rl_iteration` per step), with metrics, checkpoints and a clean exit on SIGTERM (how TPU
+`rl_iteration` per step), with metrics, a learning curve on a validation set carved from
+the train split (`run/validation.py`), checkpoints and a clean exit on SIGTERM (how TPU
 preemption notices arrive; `run/signals.py`). During the RL loop the current step
 finishes and is checkpointed; before it (set-up, cold start) the run stops at once,
 keeping the checkpoints it had, and exits cleanly.
@@ -26,7 +27,7 @@ from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
 from seekjax.rl import cycle
 from seekjax.rl import trainable as trainable_lib
-from seekjax.run import checkpoint, finite, metrics as metrics_lib, setup
+from seekjax.run import checkpoint, finite, metrics as metrics_lib, setup, validation
 from seekjax.run import workdir as workdir_lib
 from seekjax.run.metrics import log
 from seekjax.run.signals import StopSignal, Stopped, handled
@@ -133,7 +134,8 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
                                                       optimizer, cfg.model.remat),
                            mesh=mesh, should_stop=stop.check)
     last = _rl_loop(ctx, cfg, schedule, data, save, workdir, start,
-                    (trainable, ref_trainable, opt_state), stop, stop_after, ckpt.latest_step)
+                    (trainable, ref_trainable, opt_state), stop, stop_after, ckpt.latest_step,
+                    parts.val_examples)
   finally:
     if ckpt is not None:
       ckpt.close()
@@ -156,8 +158,11 @@ def _restore_fork(source: str, cfg, template, fingerprint):
 
 
 def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_after,
-             latest_checkpoint) -> dict:
+             latest_checkpoint, val_examples=()) -> dict:
   """The RL steps from `start`; `save`s on schedule, at the end, and when stopping.
+
+  With train.eval_every, the policy answers `val_examples` before the first step (a
+  step-0 row, once) and after every eval_every-th step (`run/validation.py`).
 
   A step whose loss, gradient norm or reward is not finite raises NonFiniteError after
   its metrics row is written and before anything of it is saved.
@@ -168,7 +173,18 @@ def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_
   progress = metrics_lib.Progress(cfg.rl.steps, start=start, desc="rl")
   base_rng = jax.random.PRNGKey(cfg.seed)
   last, reached, saved, dropped = {}, start, start, None
+  every = cfg.train.eval_every if val_examples else 0
+
+  def validate(step, trainable, row):
+    row.update(validation.evaluate_policy(ctx, trainable, list(val_examples),
+                                          cfg.rl.questions_per_step * cfg.rl.group_size))
+    writer.write(step, row)
+    if writer.enabled:
+      validation.plot_curve(workdir)
+
   try:
+    if every and start == 0 and 0 not in metrics_lib.steps_logged(writer.path):
+      validate(0, trainable, {})   # the curve starts at the cold start
     for step in range(start, cfg.rl.steps):
       if stop.signal:   # it came before the first step, whose start state is checkpointed
         break
@@ -191,7 +207,10 @@ def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_
         dropped = step + 1
         break
       last["lr"] = float(schedule(step * cfg.rl.num_epochs * max(cfg.rl.mini_batches, 1)))
-      writer.write(step + 1, last)
+      if every and (step + 1) % every == 0:
+        validate(step + 1, trainable, last)   # on this step's row
+      else:
+        writer.write(step + 1, last)
       bad = finite.nonfinite_term(last)
       if bad:
         raise finite.NonFiniteError(

@@ -144,9 +144,9 @@ def _grpo_by_hand(rewards, g=4):
 @pytest.mark.parametrize("gate,gate_leak", sorted(GATE_REWARDS))
 def test_gated_costs_match_hand_computed_rewards_and_advantages(gate, gate_leak):
   from seekjax.rl.rewards import gate_costs
-  _, comps, valid = compute_rewards(**GATE_EPISODES, cfg=_cfg(format_penalty=0.0))
+  plain, comps, valid = compute_rewards(**GATE_EPISODES, cfg=_cfg(format_penalty=0.0))
   correct = GATE_EPISODES["task_scores"] >= 1
-  rewards, gated = gate_costs(comps, correct, 4, gate, gate_leak=gate_leak, valid=valid)
+  rewards, gated = gate_costs(plain, comps, correct, 4, gate, gate_leak=gate_leak, valid=valid)
   want = np.array(GATE_REWARDS[(gate, gate_leak)], np.float32)
   np.testing.assert_allclose(rewards, want, atol=1e-6)
   np.testing.assert_allclose(sum(gated.values()), rewards, atol=1e-6)
@@ -154,6 +154,7 @@ def test_gated_costs_match_hand_computed_rewards_and_advantages(gate, gate_leak)
   adv = np.asarray(advantages.get_advantage_fn("grpo")(rewards, 4, valid=valid))
   np.testing.assert_allclose(adv, _grpo_by_hand(want), atol=1e-4)
   if gate == "none":   # the group without a correct episode ranks by asking less
+    np.testing.assert_array_equal(rewards, plain)   # bit for bit: nothing is recomputed
     np.testing.assert_allclose(adv[:4], [2 ** .5, 0, -2 ** .5, 0], atol=1e-4)
   else:                # gated, it teaches nothing
     np.testing.assert_array_equal(adv[:4], 0.0)

@@ -127,6 +127,15 @@ def reference_micro_batches(rows: int, rl: RLSettings) -> int:
   return math.gcd(rows, rl.mini_batches * rl.micro_batches)
 
 
+def rollout_policy(ctx: RunContext, trainable) -> Model:
+  """The policy (`trainable` merged with the frozen part) placed for a rollout on this
+  process's devices (`ctx.rollout_mesh`)."""
+  local_trainable = distributed.rollout_params(trainable, ctx.rollout_mesh,
+                                               ctx.replicate_for_decode)
+  params = trainable_lib.merge(ctx.spec, local_trainable, ctx.local_frozen)
+  return ctx.model.replace(params=params, mesh=ctx.rollout_mesh)
+
+
 def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples, rng):
   """Returns (trainable, opt_state, metrics dict, episodes).
 
@@ -138,14 +147,11 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   """
   rl = ctx.settings
   t0 = time.perf_counter()
-  local_trainable = distributed.rollout_params(trainable, ctx.rollout_mesh,
-                                               ctx.replicate_for_decode)
-  params = trainable_lib.merge(ctx.spec, local_trainable, ctx.local_frozen)
-  policy = ctx.model.replace(params=params, mesh=ctx.rollout_mesh)
+  policy = rollout_policy(ctx, trainable)
   rng = jax.random.fold_in(rng, jax.process_index())
   episodes = rollout(policy, [e["question"] for e in examples], ctx.helper, ctx.rollout_cfg, rng,
                      should_stop=ctx.should_stop)
-  del policy, params, local_trainable
+  del policy
   t_rollout = time.perf_counter() - t0
   check_helper_failures(episodes.helper_faults, rl.max_error_share)
 
@@ -178,7 +184,7 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
       helper_tokens=episodes.helper_tokens, leaks=s["leak"], format_ok=s["format_ok"],
       helper_errors=episodes.helper_errors, cfg=rl.reward)
   correct = (s["em"] >= 1.0).astype(np.float32)   # the full task score
-  rewards, components = rewards_lib.gate_costs(components, correct, rl.group_size,
+  rewards, components = rewards_lib.gate_costs(rewards, components, correct, rl.group_size,
                                                rl.reward.cost_gate, gate_leak=rl.reward.gate_leak,
                                                valid=valid)
   if rl.kl_reward_beta:

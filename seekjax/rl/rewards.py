@@ -128,8 +128,8 @@ def cost_scale(success, gate: str):
   raise ValueError(f"cost_gate: expected one of {', '.join(COST_GATES)}, got {gate!r}")
 
 
-def gate_costs(components: dict, correct, group_size: int, gate: str, *, gate_leak=False,
-               valid=None):
+def gate_costs(rewards, components: dict, correct, group_size: int, gate: str, *,
+               gate_leak=False, valid=None):
   """The reward and its components with the asking costs (`ASKING_COSTS`, and the leak
   cost when gate_leak) of each group multiplied by `cost_scale` of its success.
 
@@ -139,6 +139,8 @@ def gate_costs(components: dict, correct, group_size: int, gate: str, *, gate_le
   success (scaled); the score and format cost are never gated.
 
   Args:
+    rewards: float32[B] from `compute_rewards`; the part of each gated cost that the
+      gate removes is taken off it (gate "none" returns it unchanged).
     components: {name: float32[B]} from `compute_rewards` (they sum to the reward).
     correct: float/bool[B], 1 for an episode with the full task score.
     group_size: G; rows [i*G, (i+1)*G) form group i.
@@ -149,7 +151,9 @@ def gate_costs(components: dict, correct, group_size: int, gate: str, *, gate_le
     (rewards float32[B], components {name: float32[B]}), the components summing to rewards.
   """
   scale = np.repeat(cost_scale(group_success(correct, group_size, valid), gate), group_size)
+  if gate == "none":
+    return np.asarray(rewards, np.float32), components
   gated = ASKING_COSTS + (("leak_cost",) if gate_leak else ())
   out = {k: (v * scale if k in gated else v).astype(np.float32) for k, v in components.items()}
-  rewards = np.sum(np.stack(list(out.values())), axis=0).astype(np.float32)
-  return rewards, out
+  removed = sum((components[k] - out[k] for k in gated), np.zeros_like(scale))
+  return (np.asarray(rewards, np.float32) - removed).astype(np.float32), out

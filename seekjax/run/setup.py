@@ -364,6 +364,27 @@ def fit_to_context(examples: list[dict], model, rollout_cfg, split: str) -> list
   return kept
 
 
+def split_validation(train: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict]]:
+  """(train without the validation set, the validation set): `size` examples drawn from
+  the train split by a seeded shuffle, kept in the train split's order. The learning
+  curve is measured on them; the cold start and RL never see them."""
+  if size <= 0:
+    return train, []
+  if size >= len(train):
+    raise RunSetupError(f"config.task.val_size: {size} validation examples leave none of the "
+                        f"{len(train)} train examples to train on")
+  chosen = set(random.Random(f"validation:{seed}").sample(range(len(train)), size))
+  return ([e for i, e in enumerate(train) if i not in chosen],
+          [e for i, e in enumerate(train) if i in chosen])
+
+
+def check_validation(cfg) -> None:
+  """The learning curve (train.eval_every) needs a validation set (task.val_size)."""
+  if cfg.train.eval_every and not cfg.task.val_size:
+    raise configlib.ConfigError("config.train.eval_every: needs a validation set; set "
+                                "task.val_size > 0 (questions set aside from the train split)")
+
+
 def check_batch_fits(cfg, mesh) -> None:
   """The step's episodes shard over the mesh and split into mini- and micro-batches."""
   rows = cfg.rl.questions_per_step * cfg.rl.group_size
@@ -407,6 +428,7 @@ class Parts:
   spec: trainable_lib.Trainable
   rollout_cfg: ml_collections.ConfigDict
   settings: RLSettings
+  val_examples: list = dataclasses.field(default_factory=list)   # task.val_size, from train
 
 
 def build_parts(cfg, *, training: bool = True,
@@ -424,6 +446,7 @@ def build_parts(cfg, *, training: bool = True,
   mesh = build_mesh(cfg)
   if training:
     check_batch_fits(cfg, mesh)
+    check_validation(cfg)
     plan.check_devices(cfg)   # PlanError (a ConfigError) when it cannot fit; CPU: skipped
     check_demos_path(cfg)
   should_stop()
@@ -434,23 +457,25 @@ def build_parts(cfg, *, training: bool = True,
   rollout_cfg = rollout_settings(cfg)
   train_ex, eval_ex = build_task(cfg, cfg.seed, workdir, should_stop)
   train_ex = fit_to_context(train_ex, model, rollout_cfg, "train") if training else []
+  train_ex, val_ex = split_validation(train_ex, cfg.task.val_size if training else 0, cfg.seed)
   eval_ex = fit_to_context(eval_ex, model, rollout_cfg, "eval")
   if training and not train_ex:
     raise RunSetupError(f"config.task: task {cfg.task.name!r} left no training examples")
   if not training and not eval_ex:
     raise RunSetupError("config.task: the eval split is empty")
   log(f"task {cfg.task.name}: " + (f"{len(train_ex)} train / " if training else "")
-      + f"{len(eval_ex)} eval examples")
+      + (f"{len(val_ex)} validation / " if val_ex else "") + f"{len(eval_ex)} eval examples")
   helper = build_helper(cfg.helper, model)
   judge = build_judge(cfg, helper)
   return Parts(mesh=mesh, model=model, train_examples=train_ex, eval_examples=eval_ex,
                helper=helper, judge=judge, spec=trainable_spec(cfg), rollout_cfg=rollout_cfg,
-               settings=rl_settings(cfg))
+               settings=rl_settings(cfg), val_examples=val_ex)
 
 
 __all__ = ["Parts", "RunSetupError", "WORLD_QTYPES", "apply_privacy", "build_helper",
            "build_judge", "build_mesh", "build_model", "build_parts", "build_task",
-           "check_batch_fits", "close_helpers", "fit_to_context", "make_rl_optimizer", "make_step",
+           "check_batch_fits", "check_validation", "close_helpers", "fit_to_context",
+           "make_rl_optimizer", "make_step",
            "maybe_initialize_distributed", "openai_helper_kwargs", "privacy_backend",
            "privacy_cache_path", "privacy_rows", "probe_helpers", "rl_updates", "rollout_settings",
-           "trainable_spec"]
+           "split_validation", "trainable_spec"]

@@ -1,0 +1,105 @@
+"""The learning curve: the policy, greedy, on a fixed validation set from the train split.
+
+Every `train.eval_every` RL steps (and once before the first), the trainer has the
+current policy answer the validation questions (`task.val_size` of them, set aside
+from the train split by `setup.split_validation`, never trained on) as `evaluate`'s
+`dynamic` does: greedy, one episode per question, scored by the same scorer and rule
+leak judge. Its `val/*` metrics go on that step's metrics.jsonl row and to TensorBoard,
+and `val_curve.png` in the workdir is redrawn from metrics.jsonl. The held-out split
+is left for the end (`seekjax.evaluate`).
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+
+from seekjax.eval import baselines, metrics
+from seekjax.helpers import RuleLeakJudge
+from seekjax.rl import cycle
+from seekjax.run import workdir as workdir_lib
+
+# The curve's metrics: EM, messages per episode, leak rate (over the private questions;
+# left out when there is none), and answer-format failures (no <answer>).
+KEYS = ("em", "messages_per_episode", "leak_rate", "format_failure_rate")
+PREFIX = "val/"
+PLOT = "val_curve.png"
+
+
+def validation_metrics(records: list[dict]) -> dict:
+  """{"val/<key>": value} of `metrics.score_run` records; None values are left out."""
+  summary = metrics.group_stats(records)
+  out = {PREFIX + k: float(summary[k]) for k in KEYS if summary[k] is not None}
+  out[PREFIX + "n"] = float(len(records))
+  return out
+
+
+def evaluate_policy(ctx: cycle.RunContext, trainable, examples: list[dict],
+                    batch_size: int = 0) -> dict:
+  """The `val/*` metrics (and val/seconds) of the policy `trainable` answering
+  `examples` greedily.
+
+  batch_size: most questions per rollout (0: all at once); the trainer passes its own
+  rollout's row count, which is known to fit.
+  """
+  t0 = time.perf_counter()
+  policy = cycle.rollout_policy(ctx, trainable)
+  ectx = baselines.EvalContext(
+      base_model=policy, policy_model=policy, examples=examples, helper=ctx.helper,
+      rollout_cfg=baselines.with_settings(ctx.rollout_cfg, temperature=0.0, group_size=1),
+      rng=0, batch_size=batch_size)
+  run = baselines.dynamic(ectx)
+  out = validation_metrics(metrics.score_run(run, examples, RuleLeakJudge()))
+  out[PREFIX + "seconds"] = time.perf_counter() - t0
+  return out
+
+
+def curve_rows(workdir) -> list[dict]:
+  """The metrics.jsonl rows of `workdir` that hold validation metrics, by step."""
+  path = workdir_lib.as_path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return []
+  rows = []
+  for line in path.read_text().splitlines():
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue   # a partial last line of a killed run
+    if isinstance(row, dict) and isinstance(row.get(PREFIX + "em"), (int, float)):
+      rows.append(row)
+  return sorted(rows, key=lambda r: r["step"])
+
+
+def plot_curve(workdir) -> str | None:
+  """Draw `val_curve.png` in `workdir` from its metrics.jsonl; its path (None: no rows)."""
+  rows = curve_rows(workdir)
+  if not rows:
+    return None
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  steps = [r["step"] for r in rows]
+  panels = (("EM", ("em",)), ("messages / episode", ("messages_per_episode",)),
+            ("rate", ("leak_rate", "format_failure_rate")))
+  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+  for ax, (label, keys) in zip(axes, panels):
+    for key in keys:
+      points = [(s, r.get(PREFIX + key)) for s, r in zip(steps, rows)]
+      points = [(s, v) for s, v in points if isinstance(v, (int, float))]
+      if points:
+        ax.plot(*zip(*points), marker="o", label=key.replace("_", " "))
+    if label != "messages / episode":
+      ax.set_ylim(-0.02, 1.02)   # EM and rates live in [0, 1]
+    ax.set_xlabel("RL step")
+    ax.set_ylabel(label)
+    if len(keys) > 1:
+      ax.legend(fontsize="small")
+  n = int(rows[-1].get(PREFIX + "n", 0))
+  fig.suptitle(f"validation ({n} questions from the train split), greedy")
+  fig.tight_layout()
+  png = io.BytesIO()
+  fig.savefig(png, format="png", dpi=100)
+  plt.close(fig)
+  path = workdir_lib.as_path(workdir) / PLOT
+  path.write_bytes(png.getvalue())
+  return str(path)
