@@ -1,6 +1,7 @@
 """Named task builders, so a config can say ``task="world_facts_private"`` and get examples."""
 from __future__ import annotations
 
+from seekjax.tasks.paraphrase import world_paraphrase_examples
 from seekjax.tasks.privacy_templates import TemplatePrivacySynthesizer
 from seekjax.tasks.readers import FORMATS, read_qa
 from seekjax.tasks.reasoning import DEFAULT_RG_TASKS, reasoning_examples
@@ -21,6 +22,7 @@ def _reasoning(seed: int = 0, names=DEFAULT_RG_TASKS, size_per_task: int = 100) 
 TASK_BUILDERS = {
     "world_facts": world_facts_examples,
     "world_facts_private": _world_private,
+    "world_paraphrase": world_paraphrase_examples,
     "reasoning_gym": _reasoning,
 }
 
@@ -29,6 +31,7 @@ def task_examples(name: str, **kwargs) -> list[dict]:
   """Returns the examples of a named task.
 
   Names: "world_facts" (kwargs: seed, qtypes), "world_facts_private" (seed, qtypes),
+  "world_paraphrase" (the hand-written paraphrase check, `paraphrase.py`),
   "reasoning_gym" (seed, names, size_per_task), or a QA file format from ``FORMATS``
   (kwargs: path, strict).
   """
