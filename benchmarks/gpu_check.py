@@ -1,9 +1,10 @@
-"""One prepared GPU check: decode vs the HBM roofline, train-step MFU, peak memory (Qwen3-1.7B shape).
+"""One prepared GPU check: decode vs the HBM roofline, train-step MFU, peak memory (Qwen3 shapes).
 
 Random weights (no download), bfloat16. `--dry-run` runs tiny shapes on any backend
 (CI runs it on CPU). Prints a Markdown table and writes JSON to --out.
 
-  python benchmarks/gpu_check.py --out gpu_check.json            # on the GPU machine
+  python benchmarks/gpu_check.py --out gpu_check.json            # on the GPU machine (Qwen3-0.6B)
+  python benchmarks/gpu_check.py --shape qwen3-1.7b --out x.json  # the pod config's SLM
   python benchmarks/gpu_check.py --dry-run                       # anywhere, seconds
 """
 from __future__ import annotations
@@ -30,6 +31,8 @@ QWEN3_1_7B = sj.ModelConfig(arch="qwen3", vocab_size=151936, hidden_size=2048, n
                             num_heads=16, num_kv_heads=8, head_dim=128, intermediate_size=6144,
                             rope_theta=1e6, rms_norm_eps=1e-6, tie_embeddings=True, qk_norm=True,
                             max_position_embeddings=40960, dtype="bfloat16")
+QWEN3_0_6B = QWEN3_1_7B.replace(hidden_size=1024, intermediate_size=3072)
+SHAPES = {"qwen3-0.6b": QWEN3_0_6B, "qwen3-1.7b": QWEN3_1_7B}
 TINY = QWEN3_1_7B.replace(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4,
                           num_kv_heads=2, head_dim=16, intermediate_size=128,
                           max_position_embeddings=1024)
@@ -108,12 +111,13 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--dry-run", action="store_true", help="tiny shapes, any backend")
   ap.add_argument("--out", default="")
+  ap.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-0.6b")
   args = ap.parse_args(argv)
-  cfg = TINY if args.dry_run else QWEN3_1_7B
+  cfg = TINY if args.dry_run else SHAPES[args.shape]
   dev = jax.devices()[0]
   kind = getattr(dev, "device_kind", str(dev))
   peak_flops, peak_bw = next((v for k, v in DEVICE_PEAKS.items() if k in kind), (None, None))
-  print(f"device: {kind} ({jax.default_backend()}), model: {'tiny' if args.dry_run else 'qwen3-1.7b'}"
+  print(f"device: {kind} ({jax.default_backend()}), model: {'tiny' if args.dry_run else args.shape}"
         " random bf16", flush=True)
   n = 256 if args.dry_run else 8192
   measured_peak = matmul_peak(n, jnp.bfloat16)
@@ -123,8 +127,10 @@ def main(argv=None):
   rows = {}
   for batch in ((1, 4) if args.dry_run else (1, 64)):
     new = 16 if args.dry_run else 256
-    tps = decode_bench(model, batch, 32 if args.dry_run else 128, new)
-    kv_bytes = 2 * cfg.num_layers * batch * (256 + new) * cfg.num_kv_heads * cfg.head_dim * 2
+    prompt = 32 if args.dry_run else 128
+    tps = decode_bench(model, batch, prompt, new)
+    # bytes a decode step reads: the weights once, and each row's whole KV cache (bf16)
+    kv_bytes = 2 * cfg.num_layers * batch * (prompt + new) * cfg.num_kv_heads * cfg.head_dim * 2
     roofline = (peak_bw or 0) / (pbytes + kv_bytes) * batch if peak_bw else None
     rows[f"decode_b{batch}"] = dict(tokens_per_s=tps, roofline_tokens_per_s=roofline,
                                     fraction=tps / roofline if roofline else None)
@@ -145,7 +151,7 @@ def main(argv=None):
   rows["memory"] = dict(peak_bytes=peak_mem, param_bytes=pbytes)
   print(f"peak device memory: {peak_mem / 2**30:.2f} GiB" if peak_mem else
         "peak device memory: not reported by this backend", flush=True)
-  result = dict(device=kind, dry_run=args.dry_run, matmul_peak_flops=measured_peak,
+  result = dict(device=kind, dry_run=args.dry_run, shape="tiny" if args.dry_run else args.shape, matmul_peak_flops=measured_peak,
                 published_peak_flops=peak_flops, hbm_bandwidth=peak_bw, **rows,
                 date=time.strftime("%Y-%m-%d"))
   if args.out:

@@ -19,6 +19,7 @@ the second time it answers from the message as best it can.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 
 import numpy as np
@@ -63,6 +64,8 @@ class FactIndex:
   def __init__(self, facts: list[str]):
     self.facts = list(facts)
     import bm25s  # pylint: disable=import-outside-toplevel
+    # bm25s sets its own logger to DEBUG; its index-building lines are noise in a run's log
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
     self._bm25 = bm25s.BM25()
     if self.facts:
       self._bm25.index(_tokenize(self.facts), show_progress=False)
