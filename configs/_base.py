@@ -189,6 +189,9 @@ SCHEMA = dict(
     ),
     eval=dict(
         redact_private=(True, None),          # evaluation transcripts hide private facts
+        # also answer the hand-written paraphrase check (tasks/paraphrase.py) and report
+        # its EM beside held-out (results "paraphrase"; full results in eval/paraphrase/)
+        paraphrase=(False, None),
     ),
     distributed=dict(
         initialize=(False, None),             # or SEEKJAX_DISTRIBUTED=1 / JAX's env vars

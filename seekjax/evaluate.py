@@ -19,6 +19,9 @@ Flags besides the trainer's --config/--workdir/--config.k=v:
   --batch=N      most questions per rollout, which bounds memory (default 32; 0 = all)
   --out_dir=DIR  where the results go (default WORKDIR/eval), e.g. to evaluate one
       checkpoint with other methods or another helper without replacing its results
+With --config.eval.paraphrase=true the methods also answer the hand-written paraphrase
+check (`tasks/paraphrase.py`): its EM beside held-out in results.json ("paraphrase") and
+results.md, its own results in DIR/eval/paraphrase/.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from seekjax.rl import trainable as trainable_lib
 from seekjax.rollout import engine
 from seekjax.run import checkpoint, setup
 from seekjax.run import workdir as workdir_lib
+from seekjax.tasks.paraphrase import TASK as paraphrase_task, world_paraphrase_examples
 
 BASELINE_WEIGHTS = ("reference", "base", "policy")
 DEFAULT_BATCH = 32   # SmolLM2-135M, float32: about 4 GB peak at the default episode budget
@@ -124,25 +128,33 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   for k in needed - {"base"}:   # merge only what runs (memory)
     models[k] = model.replace(params=trainable_lib.merge(policy["spec"], weights[k],
                                                          policy["frozen"]))
-  all_ex = eval_ex
-  if distributed.multiprocess():   # this process's questions, on its own devices
-    if len(all_ex) < jax.process_count():
-      raise setup.RunSetupError(f"config.task: {len(all_ex)} eval examples for "
-                                f"{jax.process_count()} processes; each needs one")
-    eval_ex = all_ex[shares.share(len(all_ex), jax.process_index(), jax.process_count())]
+  if distributed.multiprocess():   # each process answers on its own devices
     models = local_models(models, parts.mesh, rcfg)
   log("dynamic policy: " + (f"checkpoint step {step}" if step is not None else
                             "base weights (no checkpoint in the workdir)") +
       f"; baselines on the {baselines_on} weights")
-  ctx = baselines.EvalContext(base_model=models[baselines_on], policy_model=models["policy"],
-                              examples=eval_ex, helper=helper, rollout_cfg=rcfg,
-                              rng=jax.random.PRNGKey(cfg.seed), batch_size=batch, log=log,
-                              reference_model=models.get("reference"))
+
+  def run_on(examples: list, what: str) -> dict:
+    """{name: MethodRun} of every method on `examples`, each process answering its share."""
+    mine = examples
+    if distributed.multiprocess():   # this process's questions
+      if len(examples) < jax.process_count():
+        raise setup.RunSetupError(f"config.task: {len(examples)} {what} examples for "
+                                  f"{jax.process_count()} processes; each needs one")
+      mine = examples[shares.share(len(examples), jax.process_index(), jax.process_count())]
+    ctx = baselines.EvalContext(base_model=models[baselines_on], policy_model=models["policy"],
+                                examples=mine, helper=helper, rollout_cfg=rcfg,
+                                rng=jax.random.PRNGKey(cfg.seed), batch_size=batch, log=log,
+                                reference_model=models.get("reference"))
+    return shares.gather_runs(baselines.run_methods(ctx, tuple(methods), log=log))
+
+  para_ex = (setup.fit_to_context(world_paraphrase_examples(), model, parts.rollout_cfg,
+                                  "paraphrase") if cfg.eval.paraphrase else [])
   try:
-    runs = shares.gather_runs(baselines.run_methods(ctx, tuple(methods), log=log))
+    runs = run_on(eval_ex, "eval")
+    para_runs = run_on(para_ex, "paraphrase") if para_ex else None
   finally:
     setup.close_helpers(helper, judge)
-  eval_ex = all_ex
 
   meta = dict(model=cfg.model.path, task=cfg.task.name, split="eval", helper=cfg.helper.kind,
               judge="rule+llm" if llm_judge is not None else "rule", checkpoint_step=step,
@@ -150,12 +162,22 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
               "no checkpoint)", seed=cfg.seed, rollout=configlib.config_to_dict(rcfg))
   results, paths = None, {}
   if jax.process_index() == 0:   # the judges score once, on process 0
+    out = out_dir or str(workdir_lib.as_path(workdir) / "eval")
     results = results_lib.build_results(runs, eval_ex, RuleLeakJudge(), llm_judge, meta,
                                         num_resamples=bootstrap, seed=cfg.seed)
+    if para_runs is not None:   # beside held-out; its own results in OUT/paraphrase
+      para = results_lib.build_results(
+          para_runs, para_ex, RuleLeakJudge(), llm_judge,
+          dict(meta, task=paraphrase_task, split="paraphrase"), num_resamples=bootstrap,
+          seed=cfg.seed)
+      results["paraphrase"] = results_lib.split_summary(para, para_ex)
+      para_paths = results_lib.write(para, para_runs, para_ex, f"{out}/paraphrase",
+                                     redact_private=cfg.eval.redact_private)
     results["meta"]["seconds"] = time.perf_counter() - t0
-    paths = results_lib.write(results, runs, eval_ex,
-                              out_dir or str(workdir_lib.as_path(workdir) / "eval"),
+    paths = results_lib.write(results, runs, eval_ex, out,
                               redact_private=cfg.eval.redact_private)
+    if para_runs is not None:
+      paths["paraphrase"] = para_paths["json"]
   return {"results": results, "paths": paths, "runs": runs, "policy": policy}
 
 
@@ -174,9 +196,10 @@ def main(argv=None) -> int:
     return 2
   if jax.process_index() == 0:
     print(report.main_table(out["results"]["methods"]))
-    paired = report.comparison_table(out["results"].get("comparisons"))
-    if paired:
-      print("\n" + paired)
+    for extra in (report.comparison_table(out["results"].get("comparisons")),
+                  report.paraphrase_table(out["results"])):
+      if extra:
+        print("\n" + extra)
     print(f"\nresults written to {out['paths']['json']} (table: {out['paths']['md']})")
   return 0
 

@@ -63,3 +63,30 @@ def test_the_template_patterns_catch_template_questions():
       assert any(p.fullmatch(ex["question"]) for p in PATTERNS), ex["question"]
   private = pt.TemplatePrivacySynthesizer(0).synthesize(list(SOURCES.values())[::97])
   assert all(any(p.fullmatch(e["question"]) for p in PATTERNS) for e in private)
+
+
+def test_evaluate_reports_paraphrase_em_beside_held_out(tmp_path, capsys):
+  import json
+  import os
+  from seekjax import evaluate as evaluate_lib
+  from tests.test_train import TINY
+  workdir = str(tmp_path / "run")
+  assert evaluate_lib.main([f"--config={TINY}", f"--workdir={workdir}", "--config.task.max_eval=4",
+                            "--config.eval.paraphrase=true", "--bootstrap=50",
+                            "--methods=static_interaction,dynamic"]) == 0
+  printed = capsys.readouterr().out
+  res = json.load(open(os.path.join(workdir, "eval", "results.json")))
+  assert res["methods"]["dynamic"]["overall"]["n"] == 4          # held-out as it was
+  para = res["paraphrase"]
+  assert set(para) == {"static_interaction", "dynamic"}
+  assert para["dynamic"]["n"] == len(ROWS) and set(para["dynamic"]["by_variant"]) == {
+      "one_hop", "two_hop", "private"}
+  assert para["static_interaction"]["messages_per_episode"] == 1.0
+  own = json.load(open(os.path.join(workdir, "eval", "paraphrase", "results.json")))
+  assert own["meta"]["split"] == "paraphrase" and own["meta"]["task"] == "world_paraphrase"
+  ids = [e["id"] for e in own["methods"]["dynamic"]["episodes"]]
+  assert ids == [r["id"] for r in ROWS]
+  assert own["methods"]["dynamic"]["overall"]["em"] == para["dynamic"]["em"]
+  md = open(os.path.join(workdir, "eval", "results.md")).read()
+  assert "## Paraphrase check" in md and "| dynamic |" in md.split("## Paraphrase check")[1]
+  assert "| paraphrase EM |" in printed

@@ -64,6 +64,23 @@ def comparison_table(comparisons: dict | None) -> str:
   return table(("EM difference", "n", "mean", "95% CI", "excludes 0"), rows)
 
 
+def paraphrase_table(results: dict) -> str:
+  """Held-out EM beside EM on the paraphrase check, per method (results["paraphrase"]);
+  "" without one. A policy that memorised the training templates drops in the second."""
+  para = results.get("paraphrase")
+  if not para:
+    return ""
+  variants = sorted({v for p in para.values() for v in p.get("by_variant", {})})
+  rows = []
+  for name, p in para.items():
+    held = results["methods"].get(name, {}).get("overall", {})
+    rows.append([name, fmt(held.get("em")), p["n"], with_ci(p["em"], p.get("em_ci"))]
+                + [fmt(p.get("by_variant", {}).get(v)) for v in variants]
+                + [fmt(p["messages_per_episode"], 2)])
+  return table(["method", "held-out EM", "n", "paraphrase EM"]
+               + [f"{v} EM" for v in variants] + ["messages/episode"], rows)
+
+
 def split_table(methods: dict, key: str, label: str) -> str:
   """Rows = groups (question types or head/tail), columns = methods; cells EM / msgs / leak."""
   groups = sorted({g for m in methods.values() for g in m[key]})
@@ -103,7 +120,8 @@ def render(results: dict) -> str:
   ckpt = meta["checkpoint_step"]
   lines = [
       "# seekjax evaluation", "",
-      f"Model `{meta['model']}`, task `{meta['task']}` (eval split, {meta['num_examples']} "
+      f"Model `{meta['model']}`, task `{meta['task']}` ({meta['split']} split, "
+      f"{meta['num_examples']} "
       f"questions), helper `{meta['helper']}`, judge `{meta['judge']}`; dynamic policy: "
       + (f"checkpoint step {ckpt}." if ckpt is not None else "base weights (no checkpoint)."),
       f"Greedy decoding. Baselines run on the {meta['baselines_on']} weights "
@@ -120,6 +138,12 @@ def render(results: dict) -> str:
               "paired bootstrap (question indices resampled jointly, "
               f"{meta['bootstrap_resamples']} resamples, seed {meta['bootstrap_seed']}).", "",
               paired]
+  paraphrase = paraphrase_table(results)
+  if paraphrase:
+    lines += ["", "## Paraphrase check", "",
+              "The same methods on hand-written questions in phrasings no training template "
+              "uses (seekjax/tasks/data/world_paraphrase.jsonl); a drop from held-out shows "
+              "template memorisation.", "", paraphrase]
   asking = asking_table(methods)
   if asking:
     lines += ["", "## Asking vs answering", "",

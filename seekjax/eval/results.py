@@ -16,6 +16,9 @@ Schema (version 1):
               server reported, summed over the episodes (0 without a server)},
     by_qtype: {qtype: the same keys without CIs}, by_popularity: {"head"|"tail": ...},
     episodes: [metrics.score_run records]}}
+  paraphrase (optional; only with eval.paraphrase): {name: {n, em, em_ci,
+    messages_per_episode, leak_rate, by_variant {one_hop|two_hop|private: em}}}, the
+    methods on the hand-written paraphrase check (`split_summary`)
   comparisons (optional for readers): {"dynamic - cold_start" | "dynamic -
     static_interaction": {metric: "em", mean, low, high, n}}, the paired bootstrap
     interval of the EM difference on the same questions (`stats.paired_difference_ci`),
@@ -83,6 +86,25 @@ def build_results(runs: dict, examples: list, rule_judge, llm_judge, meta: dict,
               bootstrap_seed=seed, notes={k: NOTES[k] for k in runs if k in NOTES})
   return {"schema_version": SCHEMA_VERSION, "meta": meta, "methods": methods,
           "comparisons": paired_comparisons(methods, num_resamples, seed)}
+
+
+SUMMARY_KEYS = ("n", "em", "em_ci", "messages_per_episode", "leak_rate")
+
+
+def split_summary(results: dict, examples: list) -> dict:
+  """{name: SUMMARY_KEYS, and EM by_variant} of another split's results (the paraphrase
+  check), to stand beside the held-out table; each example's variant is its
+  meta["variant"] (examples without one are left out of by_variant)."""
+  variants = [(e.get("meta") or {}).get("variant") for e in examples]
+  out = {}
+  for name, m in results["methods"].items():
+    groups = {}
+    for v, r in zip(variants, m["episodes"]):
+      if v is not None:
+        groups.setdefault(v, []).append(r["em"])
+    out[name] = dict({k: m["overall"][k] for k in SUMMARY_KEYS},
+                     by_variant={v: sum(x) / len(x) for v, x in groups.items()})
+  return out
 
 
 def schema_errors(results: dict) -> list[str]:
