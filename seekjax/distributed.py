@@ -112,6 +112,22 @@ def gather_json(obj) -> list:
   return out
 
 
+def on_mesh(mesh, tree):
+  """Leaves not yet placed on `mesh` (a fresh optimizer count on one device), replicated
+  on it, as a jitted step's outputs are: the step's first call then compiles the same
+  program as every later one. Identity without a mesh."""
+  if mesh is None:
+    return tree
+  rep = NamedSharding(mesh, P())
+
+  def one(x):
+    if not isinstance(x, jax.Array) or (isinstance(x.sharding, NamedSharding)
+                                        and x.sharding.mesh == mesh):
+      return x
+    return jax.device_put(x, rep) if x.is_fully_addressable else x
+  return jax.tree.map(one, tree)
+
+
 def to_global(mesh, tree):
   """Make host-local leaves (e.g. a fresh optimizer count) global, replicated arrays.
 

@@ -194,7 +194,8 @@ def test_rollout_defaults_are_the_base_configs():
   from seekjax.rollout.config import POOL_KEYS
   from seekjax.run.setup import rollout_settings
   base, rcfg = _base.get_config(), rollout_config()
-  assert set(rcfg.keys()) == set(base.rollout.keys()) | set(POOL_KEYS) | {"group_size"}
+  assert set(rcfg.keys()) == (set(base.rollout.keys()) | set(POOL_KEYS)
+                              | {"group_size", "prompt_width"})   # prompt_width: set-up's
   for k in base.rollout.keys():
     assert rcfg[k] == base.rollout[k], k
   for k, h in POOL_KEYS.items():

@@ -47,6 +47,17 @@ def test_cli_writes_checkpoint_metrics_tensorboard_and_config(straight, tmp_path
   assert cfg["rl"]["steps"] == 6 and cfg["helper"]["api_key_env"] == "OPENAI_API_KEY"
 
 
+def test_rl_steps_after_warm_up_compile_nothing(straight):
+  """Every jitted shape of an RL step comes from the config (prompt width, cache length,
+  loss positions, chunk width, rows), so only the first step compiles; each step's row
+  counts what it compiled."""
+  workdir, _ = straight
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert rows[0]["compiles"] >= 1 and "train_step" in rows[0]["compiled"]
+  assert [r["compiles"] for r in rows[2:]] == [0] * len(rows[2:]), \
+      [r.get("compiled") for r in rows]
+
+
 def test_resume_after_stop_is_bit_identical(straight, tmp_path):
   _, out = straight
   workdir = str(tmp_path / "resumed")

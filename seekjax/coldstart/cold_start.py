@@ -41,6 +41,7 @@ class _Rows:
 
   def __init__(self, packed, width, spec, frozen, model_cfg, desc, should_stop, seed):
     self.ids, self.mask = sft.pack(packed, width)
+    self.positions = sft.loss_positions(self.mask)   # every batch packs to this K
     self.hidden = None
     if spec.mode == "top_n":
       self.hidden = frozen_hidden(frozen, self.ids, model_cfg, f"{desc}: frozen layers",
@@ -185,7 +186,8 @@ def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper,
   for i, kind in enumerate(plan):
     should_stop()
     rows, size = (fact_rows, s.knowledge_batch) if kind == "fact" else (demo_rows, s.batch_size)
-    trainable, opt_state, loss = sft_step(trainable, frozen, opt_state, *rows.batch(size))
+    trainable, opt_state, loss = sft_step(trainable, frozen, opt_state, *rows.batch(size),
+                                          positions=rows.positions)
     losses[kind] = float(loss)
     if i % 10 == 0 or i == len(plan) - 1:
       progress.update(i + 1, **{f"{k}_loss": v for k, v in losses.items() if v == v})

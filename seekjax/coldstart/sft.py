@@ -16,6 +16,7 @@ import optax
 
 from seekjax import protocol
 from seekjax.rollout.driver import feedback_ids
+from seekjax.shapes import bucket
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rl.step import compact_positions, policy_logprobs
 
@@ -64,6 +65,12 @@ def pack(examples: list[tuple[np.ndarray, np.ndarray]], width: int | None = None
   return ids, mask
 
 
+def loss_positions(mask) -> int:
+  """The bucketed count of loss positions of the fullest row of mask [N, T] (<= T)."""
+  mask = np.asarray(mask)
+  return min(bucket(max(int((mask > 0).sum(axis=1).max(initial=0)), 1)), mask.shape[1])
+
+
 def sft_loss(trainable, frozen, tokens, mask, hidden, *, spec, cfg, targets=None):
   """Mean negative log-likelihood of the masked (SLM) tokens.
 
@@ -76,9 +83,11 @@ def sft_loss(trainable, frozen, tokens, mask, hidden, *, spec, cfg, targets=None
 
 
 def make_sft_step(spec: trainable_lib.Trainable, cfg, optimizer):
-  """(trainable, frozen, opt_state, tokens[B,T], mask[B,T], hidden|None)
+  """(trainable, frozen, opt_state, tokens[B,T], mask[B,T], hidden|None, positions)
   -> (trainable, opt_state, loss). The mask is packed on the host (`compact_positions`)
-  and the jitted step sees only the loss positions' logits."""
+  to K >= `positions` loss positions per row, and the jitted step sees only their
+  logits. With `positions` the most any row of the data set has (`loss_positions`),
+  every batch has one K, and the step compiles once."""
 
   @functools.partial(jax.jit, donate_argnames=("trainable", "opt_state"))
   def jitted(trainable, frozen, opt_state, tokens, mask, hidden, targets):
@@ -87,8 +96,8 @@ def make_sft_step(spec: trainable_lib.Trainable, cfg, optimizer):
     updates, opt_state = optimizer.update(grads, opt_state, trainable)
     return optax.apply_updates(trainable, updates), opt_state, loss
 
-  def step(trainable, frozen, opt_state, tokens, mask, hidden=None):
-    targets, packed = compact_positions(np.asarray(mask))
+  def step(trainable, frozen, opt_state, tokens, mask, hidden=None, positions: int = 16):
+    targets, packed = compact_positions(np.asarray(mask), minimum=positions)
     return jitted(trainable, frozen, opt_state, tokens, packed, hidden, targets)
 
   return step

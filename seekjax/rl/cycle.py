@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from seekjax import distributed
+from seekjax import compiles, distributed
 from seekjax.eval.metrics import judge_many
 from seekjax.helpers.base import Helper, usage_totals
 from seekjax.models.api import Model
@@ -27,7 +27,7 @@ from seekjax.rl import trainable as trainable_lib
 from seekjax.rl import step as step_lib
 from seekjax.rl.settings import RLSettings
 from seekjax.rl.step import Batch, bottom_hidden, reference_logprobs
-from seekjax.rollout import engine, rollout
+from seekjax.rollout import config as rollout_config, engine, rollout
 from seekjax.tasks import f1, task_score
 
 
@@ -116,8 +116,9 @@ def score_episodes(episodes, examples, score: str, judge, should_stop=None) -> d
   return dict(score=scores, em=em, leak=leaks, format_ok=format_ok)
 
 
-def _trim(x, width):
-  return x[:, :width]
+def _fit(x, width):
+  """x [B, L] -> [B, width]: cut, or zero-padded on the right."""
+  return np.pad(x[:, :width], ((0, 0), (0, max(width - x.shape[1], 0))))
 
 
 def reference_micro_batches(rows: int, rl: RLSettings) -> int:
@@ -147,6 +148,7 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   """
   rl = ctx.settings
   t0 = time.perf_counter()
+  compiled_before = compiles.snapshot()
   policy = rollout_policy(ctx, trainable)
   rng = jax.random.fold_in(rng, jax.process_index())
   episodes = rollout(policy, [e["question"] for e in examples], ctx.helper, ctx.rollout_cfg, rng,
@@ -156,17 +158,21 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   check_helper_failures(episodes.helper_faults, rl.max_error_share)
 
   s = score_episodes(episodes, examples, rl.score, ctx.judge, ctx.should_stop)
-  width = bucket(distributed.max_over_processes(int(episodes.lengths.max())), 64)
-  # The loss reads only SLM-sampled positions: pack them (K per row, same K everywhere)
-  # so the LM head and the log-softmax skip prompt, feedback and padding.
-  full_mask = _trim(episodes.loss_mask, width)
-  k = bucket(distributed.max_over_processes(max(int(full_mask.sum(axis=1).max()), 1)), 16)
+  # The update's shapes come from the config, not from this step's episodes, so it
+  # compiles once: width = the rollout's buffer (cache) length, and the loss reads only
+  # SLM-sampled positions, packed to K per row (`rollout.config.loss_positions`, the next
+  # bucket up only for an episode with more) so the LM head skips prompt, feedback and
+  # padding.
+  width = distributed.max_over_processes(episodes.tokens.shape[1])
+  full_mask = _fit(episodes.loss_mask, width)
+  k = bucket(distributed.max_over_processes(max(int(full_mask.sum(axis=1).max()), 1)),
+             rollout_config.loss_positions(ctx.rollout_cfg))
   targets, mask = step_lib.compact_positions(full_mask, minimum=min(k, width))
-  sampler_lp = step_lib.gather_positions(_trim(episodes.logprobs, width), targets)
+  sampler_lp = step_lib.gather_positions(_fit(episodes.logprobs, width), targets)
   # From here on the rows live on the global mesh, split over its batch axes as the
   # update splits them.
   tokens, targets_g = distributed.global_batch(
-      ctx.mesh, (_trim(episodes.tokens, width).astype(np.int32), targets))
+      ctx.mesh, (_fit(episodes.tokens, width).astype(np.int32), targets))
 
   t1 = time.perf_counter()
   hidden = None
@@ -197,6 +203,7 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   adv = adv * np.asarray(valid, np.float32)
 
   t2 = time.perf_counter()
+  opt_state = distributed.on_mesh(ctx.mesh, opt_state)   # a fresh count is not yet there
   mask_g, sampler_g, adv_g = distributed.global_batch(
       ctx.mesh, (mask, sampler_lp.astype(np.float32), adv.astype(np.float32)))
   batch = Batch(tokens=jnp.asarray(tokens), loss_mask=jnp.asarray(mask_g),
@@ -230,6 +237,10 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
       step_time=time.perf_counter() - t0,
       train_tokens_per_s=n_tokens * rl.num_epochs / max(t_update, 1e-9),
       episode_tokens=float(episodes.lengths.sum() - episodes.prompt_lengths.sum()))
+  compiled, names = compiles.since(compiled_before)
+  local.update(compiled)
+  if names:   # which functions compiled, for the run log (not averaged over processes)
+    metrics["compiled"] = ",".join(f"{k}x{v}" if v > 1 else k for k, v in sorted(names.items()))
   for k, v in components.items():
     local[f"reward/{k}"] = float(np.mean(v))
   for k, v in episodes.helper_faults.items():  # fault counts by kind, for the run log

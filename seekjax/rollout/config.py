@@ -21,7 +21,7 @@ POOL_KEYS = dict(helper_timeout="timeout", helper_concurrency="concurrency",
 def from_run_config(cfg, group_size: int = 1) -> ml_collections.ConfigDict:
   """The rollout settings of a run config: config.rollout plus the helper pool's keys of
   config.helper (see configs/_base.py for each); `group_size` samples per question."""
-  d = dict(cfg.rollout.to_dict(), group_size=group_size,
+  d = dict(cfg.rollout.to_dict(), group_size=group_size, prompt_width=0,
            **{k: cfg.helper[h] for k, h in POOL_KEYS.items()})
   for k, (default, _) in _base.SCHEMA["rollout"].items():
     if isinstance(default, _base.optional):   # keep the type of a None default
@@ -49,11 +49,33 @@ def episode_budget(cfg) -> int:
   return (cfg.max_turns + 1) * cfg.max_new_tokens + cfg.max_turns * (cfg.max_feedback_tokens + 8)
 
 
+def prompt_width(prompt_lengths, cfg) -> int:
+  """The width of a rollout's prompt buffer: the longest prompt, bucketed, and at least
+  `prompt_width` (0 when unset; the run's set-up sets it from the task's longest prompt,
+  so every rollout of a run has one prompt width and one cache length)."""
+  return max(bucket(max(prompt_lengths)), int(getattr(cfg, "prompt_width", 0) or 0))
+
+
 def cache_length(prompt_lengths, cfg) -> int:
-  """The KV cache's slots (the rollout's buffer length L): the longest prompt plus the
-  episode budget, each bucketed (`shapes.bucket`) so few shapes compile; never sized
-  from the model's context. The memory plan sizes its kv cache row with this."""
-  return bucket(bucket(max(prompt_lengths)) + episode_budget(cfg), 64)
+  """The KV cache's slots (the rollout's buffer length L): the prompt width
+  (`prompt_width`) plus the episode budget, bucketed (`shapes.bucket`) so few shapes
+  compile; never sized from the model's context. The memory plan sizes its kv cache row
+  with this."""
+  return bucket(prompt_width(prompt_lengths, cfg) + episode_budget(cfg), 64)
+
+
+def chunk_width(cfg) -> int:
+  """The width every feedback chunk is padded to: a chunk holds at most
+  max_feedback_tokens ids (`driver.feedback_ids`), so one width serves the whole run and
+  the append step compiles once."""
+  return bucket(int(cfg.max_feedback_tokens), 32)
+
+
+def loss_positions(cfg) -> int:
+  """The loss positions (SLM-sampled tokens) an episode's update reads, bucketed: its
+  turns' worth ((max_turns + 1) x max_new_tokens), at most the episode budget. An
+  episode with more (messages refused and retried) takes the next bucket up."""
+  return bucket(min((cfg.max_turns + 1) * cfg.max_new_tokens, episode_budget(cfg)), 16)
 
 
 def validate(cfg) -> None:

@@ -19,9 +19,9 @@ import numpy as np
 from seekjax import protocol
 from seekjax.protocol import HelperReply
 from seekjax.models import decoder, sharding
-from seekjax.shapes import bucket
 from seekjax.rollout import engine, tagmatch
-from seekjax.rollout.config import cache_length, episode_budget, validate
+from seekjax.rollout.config import (cache_length, chunk_width, episode_budget,
+                                    prompt_width, validate)
 from seekjax.rollout.pool import HelperPool
 
 
@@ -210,7 +210,7 @@ def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start) -> E
     prefixes = _forced_prefixes(tok, pool, forced, cfg.max_feedback_tokens)
     prompts = [p + ids for p, (ids, _, _) in zip(prompts, prefixes)]
   group = int(cfg.group_size)
-  width = bucket(max(len(p) for p in prompts))
+  width = prompt_width([len(p) for p in prompts], cfg)
   budget = episode_budget(cfg)
   max_len = cache_length([len(p) for p in prompts], cfg)
   if max_len > model.config.max_position_embeddings:
@@ -301,7 +301,7 @@ def _concat(parts: list, group: int, wall: float) -> Episodes:
 
 
 def _run(params, tables, state, host, host_id, spec, verbose):
-  chunk_buckets = (32, 64, 128, 256, 512)
+  width = chunk_width(host.cfg)   # one chunk width per run: append_chunk compiles once
   host_id_dev = jnp.int32(host_id)
   while True:
     state = engine.decode_until_blocked(params, tables, state, host_id_dev, spec=spec)
@@ -339,8 +339,6 @@ def _run(params, tables, state, host, host_id, spec, verbose):
     if no_room.any():
       state = engine.finish_rows(state, jnp.asarray(no_room), engine.FINISH_BUDGET)
     if chunks:
-      width = next((c for c in chunk_buckets if c >= max(map(len, chunks.values()))),
-                   bucket(max(map(len, chunks.values()))))
       b = parked.shape[0]
       chunk = np.zeros((b, width), np.int32)
       chunk_len = np.zeros((b,), np.int32)

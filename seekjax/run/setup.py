@@ -20,7 +20,7 @@ import jax
 import ml_collections
 from etils import epath
 
-from seekjax import configlib, plan, protocol
+from seekjax import compile_cache, configlib, plan, protocol
 from seekjax.helpers import (HelperUnusable, KnowledgeHelper, LocalLMHelper, OpenAIHelper,
                              RuleLeakJudge)
 from seekjax.helpers import settings as helper_settings
@@ -364,6 +364,16 @@ def fit_to_context(examples: list[dict], model, rollout_cfg, split: str) -> list
   return kept
 
 
+def run_prompt_width(examples: list[dict], model, rollout_cfg) -> int:
+  """The bucketed width of the longest prompt among the run's examples (0: none). Set as
+  rollout.prompt_width, it gives every rollout of the run one prompt width, hence one
+  cache length and one compiled decode loop, whichever questions a step draws."""
+  system = {"system": rollout_cfg.system_prompt} if rollout_cfg.system_prompt else {}
+  longest = max((len(model.tokenizer.encode_chat(protocol.slm_messages(ex["question"], **system)))
+                 for ex in examples), default=0)
+  return bucket(longest) if longest else 0
+
+
 def split_validation(train: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict]]:
   """(train without the validation set, the validation set): `size` examples drawn from
   the train split by a seeded shuffle, kept in the train split's order. The learning
@@ -441,6 +451,7 @@ def build_parts(cfg, *, training: bool = True,
   workdir: the run's; `task.privacy='llm'` caches its rows there.
   Raises RunSetupError / ConfigError (one line) for a config that cannot run.
   """
+  compile_cache.enable()   # before anything compiles (seekjax/compile_cache.py)
   if training:
     probe_helpers(cfg, should_stop=should_stop)   # a dead helper ends the run here
   mesh = build_mesh(cfg)
@@ -463,6 +474,7 @@ def build_parts(cfg, *, training: bool = True,
     raise RunSetupError(f"config.task: task {cfg.task.name!r} left no training examples")
   if not training and not eval_ex:
     raise RunSetupError("config.task: the eval split is empty")
+  rollout_cfg.prompt_width = run_prompt_width(train_ex + val_ex + eval_ex, model, rollout_cfg)
   log(f"task {cfg.task.name}: " + (f"{len(train_ex)} train / " if training else "")
       + (f"{len(val_ex)} validation / " if val_ex else "") + f"{len(eval_ex)} eval examples")
   helper = build_helper(cfg.helper, model)
@@ -478,4 +490,4 @@ __all__ = ["Parts", "RunSetupError", "WORLD_QTYPES", "apply_privacy", "build_hel
            "make_rl_optimizer", "make_step",
            "maybe_initialize_distributed", "openai_helper_kwargs", "privacy_backend",
            "privacy_cache_path", "privacy_rows", "probe_helpers", "rl_updates", "rollout_settings",
-           "split_validation", "trainable_spec"]
+           "run_prompt_width", "split_validation", "trainable_spec"]
