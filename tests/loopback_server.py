@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
+import functools
 import json
 import random
 import threading
 import time
 from typing import Callable
+from unittest import mock
 
 import pytest
 from aiohttp import web
@@ -249,6 +252,20 @@ class LoopbackServer:
 
   def __exit__(self, *exc) -> None:
     self.stop()
+
+
+@contextlib.contextmanager
+def cancelling_loopback_server():
+  """A running LoopbackServer that cancels a handler when its client hangs up (as vLLM
+  aborts such a request), so its in-flight count holds only the calls some client still
+  waits on."""
+  runner = functools.partial(web.AppRunner, handler_cancellation=True)
+  with mock.patch.object(web, "AppRunner", runner):
+    server = LoopbackServer().start()
+  try:
+    yield server
+  finally:
+    server.stop()
 
 
 @pytest.fixture(scope="module")

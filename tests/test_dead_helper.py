@@ -4,7 +4,6 @@ The helper is the loopback OpenAI-compatible server. The tiny random SLM rarely 
 message of its own, so the trainer's rollout is given one forced message per question
 (`rollout(forced=...)`): each step really asks the helper over HTTP, through the pool.
 """
-import functools
 import json
 import os
 import signal
@@ -14,11 +13,10 @@ import time
 from unittest import mock
 
 import pytest
-from aiohttp import web
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from loopback_server import Behavior, LoopbackServer  # noqa: E402
+from loopback_server import Behavior, LoopbackServer, cancelling_loopback_server  # noqa: E402
 from seekjax import configlib  # noqa: E402
 from seekjax import train as train_lib  # noqa: E402
 from seekjax.helpers import OpenAIHelper  # noqa: E402
@@ -35,13 +33,8 @@ BOUND = 15.0   # seconds from a signal to the run's return, with a hung helper
 
 @pytest.fixture(scope="module")
 def server_module():
-  # Cancel a handler when its client hangs up, so the in-flight count shows which calls
-  # some client still waits on.
-  runner = functools.partial(web.AppRunner, handler_cancellation=True)
-  with mock.patch.object(web, "AppRunner", runner):
-    server = LoopbackServer().start()
-  yield server
-  server.stop()
+  with cancelling_loopback_server() as server:
+    yield server
 
 
 @pytest.fixture

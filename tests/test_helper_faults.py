@@ -7,18 +7,15 @@ record maps to its row and to its call.
 """
 import asyncio
 import collections
-import functools
 import os
 import sys
 import time
-from unittest import mock
 
 import pytest
-from aiohttp import web
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from loopback_server import Behavior, FaultConfig, LoopbackServer  # noqa: E402
+from loopback_server import Behavior, FaultConfig, cancelling_loopback_server  # noqa: E402
 from peak_rss import PeakRSS  # noqa: E402
 from seekjax import protocol  # noqa: E402
 from seekjax.helpers import Helper, HelperReply, OpenAIHelper  # noqa: E402
@@ -37,13 +34,8 @@ RETRY_AFTER = 0.2
 
 @pytest.fixture(scope="module")
 def server_module():
-  # Cancel a handler when its client hangs up (as vLLM aborts such a request), so the
-  # server's in-flight count holds only requests that some client still waits on.
-  runner = functools.partial(web.AppRunner, handler_cancellation=True)
-  with mock.patch.object(web, "AppRunner", runner):
-    server = LoopbackServer().start()
-  yield server
-  server.stop()
+  with cancelling_loopback_server() as server:
+    yield server
 
 
 @pytest.fixture
