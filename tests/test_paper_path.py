@@ -17,6 +17,7 @@ import pytest
 
 from loopback_server import LoopbackServer
 import paper_fixtures
+from seekjax.coldstart import helper_demos
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVED = "Qwen/Qwen3-32B"   # the name the helper's requests carry
@@ -67,7 +68,7 @@ def _run_all(commands, env, timeout=900):
   return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
 
 
-def _check_run(workdir, rows_per_step):
+def _check_run(workdir):
   """A finished 2-step run: checkpoints, metrics, demos, evaluation results."""
   steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
   assert steps[-1] == 2, steps
@@ -75,24 +76,32 @@ def _check_run(workdir, rows_per_step):
   assert [m["step"] for m in metrics] == [1, 2]
   for m in metrics:
     assert np.isfinite(m["loss"]) and np.isfinite(m["reward"])
-  demos = [json.loads(l) for l in open(os.path.join(workdir, "demos.jsonl")) if l.strip()]
-  assert demos
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "demos.jsonl")) if l.strip()]
+  demos = [r for r in rows if "turns" in r]   # after the header: one row per example asked
+  assert len(demos) == 16 and all(   # sft.num_demos * 2 examples asked, each answered gold
+      d["turns"][-1].endswith(f"<answer>City {d['id'][2:]}</answer>") for d in demos)
   results = json.loads(open(os.path.join(workdir, "eval", "results.json")).read())
   methods = results["methods"]
   assert {"slm_cot", "llm_only", "static_interaction", "dynamic", "cold_start"} <= set(methods)
   assert results["meta"]["checkpoint_step"] == 2
   n = results["meta"]["num_examples"]
   assert n >= 2 and all(len(m["episodes"]) == n for m in methods.values())
+  assert methods["llm_only"]["overall"]["em"] == 1.0   # the served helper's replies read as its answers
   return metrics, demos, results
 
 
-def _check_helper_calls(server):
-  """Every request carried the config's helper settings."""
+def _check_helper_calls(server, demos):
+  """Every request carried the config's helper settings; the cold start asked each of
+  its examples once (on several processes too), with the config's answer request."""
   bodies = [c.body for c in server.calls if c.body and c.body["messages"][-1]["content"] != "ping"]
-  assert bodies
   for b in bodies:
     assert b["model"] == SERVED and b["max_tokens"] == 512
     assert b["chat_template_kwargs"] == {"enable_thinking": False}
+  asked = [b["messages"][-1]["content"] for b in bodies
+           if b["messages"][-1]["content"].endswith(helper_demos.ANSWER_REQUEST)]
+  assert len(asked) == len(set(asked)) == 16   # task.max_train examples, each asked once
+  assert {d["question"] for d in demos} <= {a[:-len(helper_demos.ANSWER_REQUEST)].strip()
+                                            for a in asked}
 
 
 def test_qwen3_hotpotqa_on_8_devices(paper_inputs, tmp_path):
@@ -107,8 +116,8 @@ def test_qwen3_hotpotqa_on_8_devices(paper_inputs, tmp_path):
   [(rc, out, err)] = _run_all([[sys.executable, "-m", "seekjax.evaluate", *config, *over,
                                 "--bootstrap=20"]], env)
   assert rc == 0, err[-4000:]
-  _check_run(workdir, 8)
-  _check_helper_calls(server)
+  _, demos, _ = _check_run(workdir)
+  _check_helper_calls(server, demos)
 
 
 WORKER = """
@@ -155,10 +164,10 @@ def test_tpu_pod_on_2_processes_of_4_devices(paper_inputs, tmp_path):
   for rc, _, err in eval_runs:
     assert rc == 0, err[-4000:]
   assert "results written to" in eval_runs[0][1] and "results written to" not in eval_runs[1][1]
-  _check_run(workdir, 8)
+  _, demos, _ = _check_run(workdir)
   assert os.listdir(os.path.join(workdir, "eval")).count("results.json") == 1
   a, b = np.load(tmp_path / "params_0.npz"), np.load(tmp_path / "params_1.npz")
   assert sorted(a.files) == sorted(b.files) and a.files
   for k in a.files:
     np.testing.assert_array_equal(a[k], b[k])
-  _check_helper_calls(server)
+  _check_helper_calls(server, demos)

@@ -13,9 +13,13 @@ At the end, with taught facts, the share of them the SLM recalls is logged.
 """
 from __future__ import annotations
 
+import collections
+import dataclasses
+
 import jax
 import numpy as np
 
+from seekjax import distributed
 from seekjax.shapes import bucket
 from seekjax.run import setup, metrics as metrics_lib
 from seekjax.coldstart import demo_store, demos, helper_demos, knowledge, sft
@@ -107,6 +111,20 @@ def demo_settings(cfg) -> dict:
           for k, keys in DEMO_KEYS.items()}
 
 
+def from_process_0(demo_list: list[sft.Demo], dropped: collections.Counter):
+  """Process 0's built demos and drop counts, on every process (identity on one).
+
+  Process 0 alone asks the helper, so each example is asked once, not once per host,
+  and every process trains on the same demos: the SFT batch is one SPMD input, which
+  replies that differ across hosts (sampling, a failed call) would make disagree.
+  """
+  if not distributed.multiprocess():
+    return demo_list, dropped
+  mine = {"demos": [dataclasses.asdict(d) for d in demo_list], "dropped": dict(dropped)}
+  first = distributed.gather_json(mine if jax.process_index() == 0 else None)[0]
+  return [sft.Demo(**d) for d in first["demos"]], collections.Counter(first["dropped"])
+
+
 def demonstrations(cfg, examples, helper, tokenizer, known=frozenset(), workdir=None,
                    should_stop=None) -> list[sft.Demo]:
   """The cold start's demonstrations (module docstring): at most `sft.num_demos`, from
@@ -127,10 +145,13 @@ def demonstrations(cfg, examples, helper, tokenizer, known=frozenset(), workdir=
         f"{cfg.helper.kind} helper" + (f" ({len(known)} answered from taught facts)"
                                        if known else "")
         + (f"; {cached} already in {cache.path}" if cached else ""))
-    demo_list, dropped = demos.build_demos(
-        examples, helper, seed=cfg.seed, need_fraction=s.need_fraction, known=known,
-        decompose=s.decompose, ask=ask_settings(cfg, tokenizer), cache=cache,
-        should_stop=should_stop)
+    demo_list, dropped = [], collections.Counter()
+    if jax.process_index() == 0:
+      demo_list, dropped = demos.build_demos(
+          examples, helper, seed=cfg.seed, need_fraction=s.need_fraction, known=known,
+          decompose=s.decompose, ask=ask_settings(cfg, tokenizer), cache=cache,
+          should_stop=should_stop)
+    demo_list, dropped = from_process_0(demo_list, dropped)
     where = f"{len(demo_list) + sum(dropped.values())} candidates"
   if dropped:
     log(f"cold start: dropped {sum(dropped.values())} of {where}: "
