@@ -24,8 +24,8 @@ SERVED = "Qwen/Qwen3-32B"   # the name the helper's requests carry
 
 
 def _shrink(model_dir, data, base_url) -> list[str]:
-  """The overrides that make a paper config a CPU run of seconds (its structure kept:
-  full-parameter bf16 training with remat, an OpenAI helper, the rule judge)."""
+  """The overrides that make a paper config a short CPU run (its structure kept: full-
+  parameter bf16 training with remat, an OpenAI helper, the rule judge, the mesh)."""
   return [f"--config.model.path={model_dir}", f"--config.task.path={data}",
           f"--config.helper.base_url={base_url}", "--config.helper.api_key_env=",
           "--config.helper.concurrency=8", "--config.helper.timeout=60",
@@ -86,7 +86,7 @@ def _check_run(workdir):
   assert results["meta"]["checkpoint_step"] == 2
   n = results["meta"]["num_examples"]
   assert n >= 2 and all(len(m["episodes"]) == n for m in methods.values())
-  assert methods["llm_only"]["overall"]["em"] == 1.0   # the served helper's replies read as its answers
+  assert methods["llm_only"]["overall"]["em"] == 1.0   # the helper's replies read as answers
   return metrics, demos, results
 
 
@@ -109,7 +109,8 @@ def test_qwen3_hotpotqa_on_8_devices(paper_inputs, tmp_path):
   server.reset()
   workdir = str(tmp_path / "run")
   over = _shrink(model_dir, data, server.base_url) + ["--config.model.mesh_shape=(2,4,1)"]
-  config = ["--config=" + os.path.join(ROOT, "configs", "qwen3_hotpotqa.py"), f"--workdir={workdir}"]
+  config = ["--config=" + os.path.join(ROOT, "configs", "qwen3_hotpotqa.py"),
+            f"--workdir={workdir}"]
   env = _env(8, str(tmp_path / "jax_cache"))
   [(rc, _, err)] = _run_all([[sys.executable, "-m", "seekjax.train", *config, *over]], env)
   assert rc == 0, err[-4000:]
@@ -148,7 +149,7 @@ def test_tpu_pod_on_2_processes_of_4_devices(paper_inputs, tmp_path):
   model_dir, data, _, server = paper_inputs
   server.reset()
   workdir = str(tmp_path / "run")
-  over = _shrink(model_dir, data, server.base_url)
+  over = _shrink(model_dir, data, server.base_url)   # the config's own mesh: (1, 8, 1)
   config = ["--config=" + os.path.join(ROOT, "configs", "tpu_pod.py"), f"--workdir={workdir}"]
   port = _free_port()
   train_runs = _run_all(
