@@ -15,7 +15,8 @@ from seekjax.models.embedded import cache_dir
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rollout import rollout_config
-from seekjax.rollout.config import cache_length, chunk_width, loss_positions, prompt_width
+from seekjax.rollout.config import (cache_length, chunk_width, loss_positions, prompt_width,
+                                    update_widths)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny_test.py")
@@ -32,6 +33,9 @@ def test_rollout_widths_come_from_the_config_not_the_batch():
   assert prompt_width([300], fixed) == 512            # a longer prompt still fits
   assert [chunk_width(rollout_config(max_feedback_tokens=n)) for n in (8, 32, 33, 64, 100)] == [
       32, 32, 64, 64, 128]
+  # the update's widths: the buffer, and half of it when episodes can fit there
+  assert update_widths(512, fixed) == (512,) and update_widths(1024, fixed) == (512, 1024)
+  assert update_widths(1024, free) == (1024,)
   assert loss_positions(free) == 256                  # 3 turns of 64 tokens
   assert loss_positions(rollout_config(max_turns=0, max_new_tokens=24)) == 32
 

@@ -158,12 +158,15 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   check_helper_failures(episodes.helper_faults, rl.max_error_share)
 
   s = score_episodes(episodes, examples, rl.score, ctx.judge, ctx.should_stop)
-  # The update's shapes come from the config, not from this step's episodes, so it
-  # compiles once: width = the rollout's buffer (cache) length, and the loss reads only
-  # SLM-sampled positions, packed to K per row (`rollout.config.loss_positions`, the next
-  # bucket up only for an episode with more) so the LM head skips prompt, feedback and
-  # padding.
-  width = distributed.max_over_processes(episodes.tokens.shape[1])
+  # The update's shapes come from the config, not from this step's episodes, so each
+  # compiles once: its width is one of `rollout.config.update_widths` (the rollout's
+  # buffer length, or half of it), and the loss reads only SLM-sampled positions, packed
+  # to K per row (`rollout.config.loss_positions`, the next bucket up only for an episode
+  # with more) so the LM head skips prompt, feedback and padding.
+  longest = distributed.max_over_processes(int(episodes.lengths.max()))
+  widths = rollout_config.update_widths(
+      distributed.max_over_processes(episodes.tokens.shape[1]), ctx.rollout_cfg)
+  width = next((w for w in widths if w >= longest), widths[-1])
   full_mask = _fit(episodes.loss_mask, width)
   k = bucket(distributed.max_over_processes(max(int(full_mask.sum(axis=1).max()), 1)),
              rollout_config.loss_positions(ctx.rollout_cfg))

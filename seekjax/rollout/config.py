@@ -64,6 +64,15 @@ def cache_length(prompt_lengths, cfg) -> int:
   return bucket(prompt_width(prompt_lengths, cfg) + episode_budget(cfg), 64)
 
 
+def update_widths(cache_len: int, cfg) -> tuple[int, ...]:
+  """The widths an RL update may take, each compiled once: the rollout's buffer length,
+  and half of it where an episode can fit there (it is wider than the run's prompt
+  width), so steps of short episodes do not pay for the full buffer. Without a run's
+  prompt width (0), the buffer length only."""
+  half, prompts = cache_len // 2, int(getattr(cfg, "prompt_width", 0) or 0)
+  return (half, cache_len) if prompts and half > prompts else (cache_len,)
+
+
 def chunk_width(cfg) -> int:
   """The width every feedback chunk is padded to: a chunk holds at most
   max_feedback_tokens ids (`driver.feedback_ids`), so one width serves the whole run and
