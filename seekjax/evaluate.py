@@ -30,6 +30,7 @@ import time
 
 import jax
 
+from seekjax import configcheck
 from seekjax import configlib, distributed
 from seekjax.eval import baselines, report, results as results_lib, shares
 from seekjax.helpers import RuleLeakJudge
@@ -159,7 +160,7 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
   meta = dict(model=cfg.model.path, task=cfg.task.name, split="eval", helper=cfg.helper.kind,
               judge="rule+llm" if llm_judge is not None else "rule", checkpoint_step=step,
               baselines_on=baselines_on if step is not None else f"{baselines_on} (= base: "
-              "no checkpoint)", seed=cfg.seed, rollout=configlib.config_to_dict(rcfg))
+              "no checkpoint)", seed=cfg.seed, rollout=configcheck.config_to_dict(rcfg))
   results, paths = None, {}
   if jax.process_index() == 0:   # the judges score once, on process 0
     out = out_dir or str(workdir_lib.as_path(workdir) / "eval")

@@ -21,6 +21,7 @@ import time
 
 import jax
 
+from seekjax import configcheck
 from seekjax import configlib, distributed
 from seekjax.coldstart.cold_start import cold_start
 from seekjax.models import sharding
@@ -105,7 +106,7 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
       restored = (_restore_fork(source, cfg, template, fingerprint) if source is not None
                   else ckpt.restore_latest(template, fingerprint, log=log))
     forked_from = None if source is None else {
-        "workdir": configlib.scrub_url(str(source)), "step": restored[0]}
+        "workdir": configcheck.scrub_url(str(source)), "step": restored[0]}
     workdir_lib.write_config(workdir, cfg, plan, forked_from=forked_from,
                              step=None if restored is None else restored[0])
     if restored is None:

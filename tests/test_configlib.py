@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from configs import _base
-from seekjax import configlib
-from seekjax.configlib import ConfigError, UnknownConfigKey
+from seekjax import configcheck, configlib
+from seekjax.configcheck import ConfigError, UnknownConfigKey
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny_test.py")
@@ -169,7 +169,7 @@ def test_each_rule_is_refused_in_one_line(override, message):
 
 def test_every_schema_key_has_a_default_of_its_type_within_its_rule():
   """The defaults pass their own rules (and every shipped config passes them too)."""
-  configlib.validate(_base.get_config())
+  configcheck.validate(_base.get_config())
   for name in SHIPPED:
     configlib.load_config(os.path.join(ROOT, "configs", name + ".py"))
 
@@ -256,8 +256,8 @@ def test_urls_are_scrubbed_in_what_is_written():
   cfg = configlib.load_config(TINY, ["helper.base_url=https://alice:PLANTEDPASS@h:8000/v1"
                                      "?deployment=PLANTEDQ#frag"])
   assert "PLANTEDPASS" in cfg.helper.base_url            # the run itself uses the real URL
-  d = configlib.config_to_dict(cfg)
-  text = json.dumps(d) + configlib.to_yaml(d)
+  d = configcheck.config_to_dict(cfg)
+  text = json.dumps(d) + configcheck.to_yaml(d)
   assert "PLANTED" not in text and "alice" not in text, text
   assert d["helper"]["base_url"] == "https://h:8000/v1?..."
 
@@ -265,18 +265,18 @@ def test_urls_are_scrubbed_in_what_is_written():
 def test_config_to_dict_refuses_a_secret_set_in_code():
   cfg = configlib.load_config(TINY)
   cfg.helper.api_key_env = "hunter2 is my password"
-  msg = _one_line_error(ConfigError, configlib.config_to_dict, cfg)
+  msg = _one_line_error(ConfigError, configcheck.config_to_dict, cfg)
   assert msg.startswith("config.helper.api_key_env: ") and "hunter2" not in msg
 
 
 def test_config_to_dict_and_yaml_of_the_resolved_config():
   cfg = configlib.load_config(TINY, ["rl.kl_beta=0.5"])
-  d = configlib.config_to_dict(cfg)
+  d = configcheck.config_to_dict(cfg)
   assert d == json.loads(json.dumps(d))
   assert d["rl"]["kl_beta"] == 0.5 and d["model"]["mesh_shape"] == [1, -1, 1]
   assert d["rollout"]["max_episode_tokens"] is None
-  assert configlib.base_defaults() == configlib.config_to_dict(_base.get_config())
-  text = configlib.to_yaml(d)
+  assert configcheck.base_defaults() == configcheck.config_to_dict(_base.get_config())
+  text = configcheck.to_yaml(d)
   assert "  kl_beta: 0.5\n" in text and 'api_key_env: "OPENAI_API_KEY"' in text
   assert text.startswith("distributed:")
   yaml = pytest.importorskip("yaml")

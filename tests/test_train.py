@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from seekjax import configlib
+from seekjax import configcheck, configlib
 from seekjax.run.checkpoint import CheckpointMismatch
 from seekjax.train import WorkdirError, main, train
 
@@ -226,7 +226,7 @@ def test_every_config_loads_and_documents_itself(name):
   assert text.startswith('"""') and "What it is for" in text and "What it needs" in text
   assert cfg.rl.kl_method in ("k1", "k2", "k3") and cfg.rl.kl_in in ("loss", "reward")
   assert cfg.rl.questions_per_step * cfg.rl.group_size % cfg.rl.micro_batches == 0
-  configlib.config_to_dict(cfg)  # no secret values
+  configcheck.config_to_dict(cfg)  # no secret values
 
 
 # ----------------------------------------------------------------------------- resume formats

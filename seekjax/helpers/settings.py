@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import inspect
 
-from seekjax import configlib, protocol
+from seekjax import configcheck
+from seekjax import protocol
 from seekjax.helpers.openai_helper import OpenAIHelper
 
 ENDPOINT_KEYS = ("base_url", "model", "api_key_env")
@@ -30,7 +31,7 @@ def _as_dict(section) -> dict:
 
 def extra_body(text: str, key: str) -> dict:
   """The dict a `*.extra_body_json` key holds ({} for ""); SettingsError unless an object."""
-  value = configlib.json_object(text)
+  value = configcheck.json_object(text)
   if value is None:
     raise SettingsError(f"config.{key}: expected a JSON object such as "
                         """'{"chat_template_kwargs": {"enable_thinking": false}}'""")

@@ -21,7 +21,7 @@ import os
 import jax
 from etils import epath
 
-from seekjax import configlib
+from seekjax import configcheck
 
 URI_SCHEMES = ("gs://", "s3://", "az://", "hf://")
 RUN_KEY = "run"   # config.json's bookkeeping: {"steps_changed": [...], "forked_from": {...}}
@@ -140,7 +140,7 @@ def check_same_run(workdir, saved: dict | None, current: dict, *, overwrite: boo
   """Refuse (WorkdirError) a config that is not this workdir's run; returns the keys
   that differ and are allowed to (rl.steps; with --overwrite also OPERATIONAL).
 
-  `saved` is config.json with `configlib.fill_added_keys` applied. Without a checkpoint
+  `saved` is config.json with `configcheck.fill_added_keys` applied. Without a checkpoint
   there is no state to protect: `--overwrite` may then replace any key.
   """
   if saved is None:
@@ -199,7 +199,7 @@ def check_workdir(workdir: str, cfg, overwrite: bool, fork_from: str | None = No
   {saved, changed, created}. With `fork_from`, that workdir must hold a checkpoint.
   """
   created = not check_writable(workdir)
-  resolved = configlib.config_to_dict(cfg)
+  resolved = configcheck.config_to_dict(cfg)
   try:
     saved = read_config(workdir)
   except WorkdirError:
@@ -207,7 +207,7 @@ def check_workdir(workdir: str, cfg, overwrite: bool, fork_from: str | None = No
       raise
     saved = None   # --overwrite replaces an unreadable config.json
   if saved is not None:
-    saved = configlib.fill_added_keys(saved, resolved, configlib.base_defaults())
+    saved = configcheck.fill_added_keys(saved, resolved, configcheck.base_defaults())
   if fork_from is not None:
     if as_path(fork_from) == as_path(workdir):
       raise WorkdirError("--fork_from: names the --workdir itself; resume it without the flag")
@@ -224,11 +224,11 @@ def write_config(workdir: str, cfg, plan: dict, step: int | None = None,
   (an `rl.steps` change at the resumed `step`, a fork's source). Process 0 only."""
   if jax.process_index() != 0:
     return
-  record = run_record(plan["saved"], configlib.config_to_dict(cfg), plan["changed"], step,
+  record = run_record(plan["saved"], configcheck.config_to_dict(cfg), plan["changed"], step,
                       forked_from)
   path = as_path(workdir)
   write_text(path / "config.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
-  write_text(path / "config.yaml", configlib.to_yaml(record) + "\n")
+  write_text(path / "config.yaml", configcheck.to_yaml(record) + "\n")
 
 
 def prepare_workdir(workdir: str, cfg, overwrite: bool) -> None:
