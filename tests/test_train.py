@@ -297,11 +297,11 @@ def test_sigterm_before_the_rl_loop_exits_cleanly(phase, tmp_path, monkeypatch, 
     def sft_step_that_is_preempted(*a, **kw):
       step, calls = make_sft_step(*a, **kw), []
 
-      def wrapped(*args):
+      def wrapped(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
           _send_sigterm()
-        return step(*args)
+        return step(*args, **kwargs)
       return wrapped
     monkeypatch.setattr(sft_lib, "make_sft_step", sft_step_that_is_preempted)
   else:
