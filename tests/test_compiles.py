@@ -35,9 +35,10 @@ def test_rollout_widths_come_from_the_config_not_the_batch():
       32, 32, 64, 64, 128]
   # the update's widths: the buffer, and half of it when episodes can fit there
   assert update_widths(512, fixed) == (512,) and update_widths(1024, fixed) == (512, 1024)
-  assert update_widths(1024, free) == (1024,)
-  assert loss_positions(free) == 256                  # 3 turns of 64 tokens
-  assert loss_positions(rollout_config(max_turns=0, max_new_tokens=24)) == 32
+  assert update_widths(1024, free) == (64, 128, 256, 512, 1024)   # outside a run: any
+  assert loss_positions(fixed) == 256                 # 3 turns of 64 tokens
+  assert loss_positions(rollout_config(max_turns=0, max_new_tokens=24, prompt_width=64)) == 32
+  assert loss_positions(free) == 16                   # outside a run: each batch's count
 
 
 def test_sft_batches_with_different_loss_counts_compile_once():

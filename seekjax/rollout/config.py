@@ -68,9 +68,11 @@ def update_widths(cache_len: int, cfg) -> tuple[int, ...]:
   """The widths an RL update may take, each compiled once: the rollout's buffer length,
   and half of it where an episode can fit there (it is wider than the run's prompt
   width), so steps of short episodes do not pay for the full buffer. Without a run's
-  prompt width (0), the buffer length only."""
+  prompt width (0: rollouts outside a run), every power of two from 64 below it."""
   half, prompts = cache_len // 2, int(getattr(cfg, "prompt_width", 0) or 0)
-  return (half, cache_len) if prompts and half > prompts else (cache_len,)
+  if prompts:
+    return (half, cache_len) if half > prompts else (cache_len,)
+  return tuple(w for w in (64 << i for i in range(32)) if w < cache_len) + (cache_len,)
 
 
 def chunk_width(cfg) -> int:
@@ -83,7 +85,10 @@ def chunk_width(cfg) -> int:
 def loss_positions(cfg) -> int:
   """The loss positions (SLM-sampled tokens) an episode's update reads, bucketed: its
   turns' worth ((max_turns + 1) x max_new_tokens), at most the episode budget. An
-  episode with more (messages refused and retried) takes the next bucket up."""
+  episode with more (messages refused and retried) takes the next bucket up. Outside a
+  run (no prompt width, as in `update_widths`), 16: each batch's own count decides."""
+  if not int(getattr(cfg, "prompt_width", 0) or 0):
+    return 16
   return bucket(min((cfg.max_turns + 1) * cfg.max_new_tokens, episode_budget(cfg)), 16)
 
 
