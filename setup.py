@@ -16,6 +16,7 @@ setup(
         "optax>=0.2.5",
         "orbax-checkpoint>=0.11.20",
         "tensorstore>=0.1.71",
+        "etils[epath]>=1.15",   # workdirs (local or gs://) through etils.epath, as orbax does
         "ml-collections>=1.0",
         "grain>=0.2.10",
         "transformers>=4.51",
