@@ -150,7 +150,7 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
     return shares.gather_runs(baselines.run_methods(ctx, tuple(methods), log=log))
 
   para_ex = (setup.fit_to_context(world_paraphrase_examples(), model, parts.rollout_cfg,
-                                  "paraphrase") if cfg.eval.paraphrase else [])
+                                  "paraphrase")[0] if cfg.eval.paraphrase else [])
   try:
     runs = run_on(eval_ex, "eval")
     para_runs = run_on(para_ex, "paraphrase") if para_ex else None

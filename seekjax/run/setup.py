@@ -30,7 +30,7 @@ from seekjax.models.api import Model, load_model
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rl.settings import RLSettings, rl_settings
-from seekjax.rollout.config import episode_budget, from_run_config
+from seekjax.rollout.config import cache_length, episode_budget, from_run_config
 from seekjax.rollout.pool import run_coroutine
 from seekjax.run.metrics import log
 from seekjax.run import workdir as workdir_lib
@@ -348,30 +348,26 @@ def rollout_settings(cfg) -> ml_collections.ConfigDict:
   return from_run_config(cfg, group_size=cfg.rl.group_size)
 
 
-def fit_to_context(examples: list[dict], model, rollout_cfg, split: str) -> list[dict]:
-  """The examples whose prompt plus a full episode fits the model's context.
+def fit_to_context(examples: list[dict], model, rollout_cfg, split: str) -> tuple[list[dict], int]:
+  """(the examples whose prompt plus a full episode fits the model's context, the length of
+  the longest prompt kept; 0 when none is).
 
   The rollout refuses a batch holding one prompt that does not fit, so such a row (a
   1 MB question, say) is skipped here and counted in one log line, like a malformed row.
+  Each prompt is encoded once, as the rollout encodes it, and sized by the rollout's own
+  `cache_length`.
   """
-  budget, limit = episode_budget(rollout_cfg), model.config.max_position_embeddings
+  limit = model.config.max_position_embeddings
   system = {"system": rollout_cfg.system_prompt} if rollout_cfg.system_prompt else {}
-  kept = [ex for ex in examples if bucket(bucket(len(model.tokenizer.encode_chat(
-      protocol.slm_messages(ex["question"], **system)))) + budget, 64) <= limit]
+  lengths = [len(model.tokenizer.encode_chat(protocol.slm_messages(ex["question"], **system)))
+             for ex in examples]
+  fits = [cache_length([n], rollout_cfg) <= limit for n in lengths]
+  kept = [ex for ex, ok in zip(examples, fits) if ok]
   if len(kept) < len(examples):
     log(f"task: skipped {len(examples) - len(kept)} of {len(examples)} {split} examples whose "
-        f"prompt + episode ({budget} tokens) exceeds the model's context ({limit} tokens)")
-  return kept
-
-
-def run_prompt_width(examples: list[dict], model, rollout_cfg) -> int:
-  """The bucketed width of the longest prompt among the run's examples (0: none). Set as
-  rollout.prompt_width, it gives every rollout of the run one prompt width, hence one
-  cache length and one compiled decode loop, whichever questions a step draws."""
-  system = {"system": rollout_cfg.system_prompt} if rollout_cfg.system_prompt else {}
-  longest = max((len(model.tokenizer.encode_chat(protocol.slm_messages(ex["question"], **system)))
-                 for ex in examples), default=0)
-  return bucket(longest) if longest else 0
+        f"prompt + episode ({episode_budget(rollout_cfg)} tokens) exceeds the model's context "
+        f"({limit} tokens)")
+  return kept, max((n for n, ok in zip(lengths, fits) if ok), default=0)
 
 
 def split_validation(train: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -467,14 +463,18 @@ def build_parts(cfg, *, training: bool = True,
                         "(tokenizer.json); the rollout needs one")
   rollout_cfg = rollout_settings(cfg)
   train_ex, eval_ex = build_task(cfg, cfg.seed, workdir, should_stop)
-  train_ex = fit_to_context(train_ex, model, rollout_cfg, "train") if training else []
+  train_ex, train_longest = (fit_to_context(train_ex, model, rollout_cfg, "train") if training
+                              else ([], 0))
   train_ex, val_ex = split_validation(train_ex, cfg.task.val_size if training else 0, cfg.seed)
-  eval_ex = fit_to_context(eval_ex, model, rollout_cfg, "eval")
+  eval_ex, eval_longest = fit_to_context(eval_ex, model, rollout_cfg, "eval")
   if training and not train_ex:
     raise RunSetupError(f"config.task: task {cfg.task.name!r} left no training examples")
   if not training and not eval_ex:
     raise RunSetupError("config.task: the eval split is empty")
-  rollout_cfg.prompt_width = run_prompt_width(train_ex + val_ex + eval_ex, model, rollout_cfg)
+  # One prompt width for every rollout of the run (hence one cache length and one compiled
+  # decode loop, whichever questions a step draws): the longest prompt, bucketed.
+  longest = max(train_longest, eval_longest)
+  rollout_cfg.prompt_width = bucket(longest) if longest else 0
   log(f"task {cfg.task.name}: " + (f"{len(train_ex)} train / " if training else "")
       + (f"{len(val_ex)} validation / " if val_ex else "") + f"{len(eval_ex)} eval examples")
   helper = build_helper(cfg.helper, model)
@@ -490,4 +490,4 @@ __all__ = ["Parts", "RunSetupError", "WORLD_QTYPES", "apply_privacy", "build_hel
            "make_rl_optimizer", "make_step",
            "maybe_initialize_distributed", "openai_helper_kwargs", "privacy_backend",
            "privacy_cache_path", "privacy_rows", "probe_helpers", "rl_updates", "rollout_settings",
-           "run_prompt_width", "split_validation", "trainable_spec"]
+           "split_validation", "trainable_spec"]
