@@ -272,7 +272,7 @@ def test_knowledge_helper_is_fast_on_a_large_fact_base():
 
 # LocalLMHelper --------------------------------------------------------------------------
 
-def test_local_lm_helper_runs_jax_on_its_own_thread(tiny_model, monkeypatch):
+def test_local_lm_helper_runs_jax_on_its_own_thread(tiny_model, monkeypatch, request):
   from seekjax.helpers.local_lm import LocalLMHelper, facts_prompt
   from seekjax.models import generate as gen
   threads, durations, original = [], [], gen.generate_ids
@@ -286,6 +286,12 @@ def test_local_lm_helper_runs_jax_on_its_own_thread(tiny_model, monkeypatch):
       durations.append(time.perf_counter() - t0)
 
   monkeypatch.setattr(gen, "generate_ids", spy)
+  # The first generate call must really compile (seconds), not read the persistent
+  # compilation cache that an earlier run's set-up turned on in this process.
+  import jax  # pylint: disable=import-outside-toplevel
+  enabled = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)
+  request.addfinalizer(lambda: jax.config.update("jax_enable_compilation_cache", enabled))
   helper = LocalLMHelper(tiny_model, facts=FACTS, top_k=1, max_new_tokens=8)
   assert helper.retrieve("capital of Bhutan?") == ["The capital of Bhutan is Thimphu."]
   assert "- The capital of Bhutan is Thimphu." in facts_prompt("S", helper.retrieve("Bhutan"))
