@@ -183,3 +183,17 @@ def test_cost_gate_is_a_config_key_read_into_the_settings():
   with pytest.raises(configlib.ConfigError, match="cost_gate"):
     configlib.apply_overrides(configlib.load_config(
         os.path.join(ROOT, "configs", "smollm2_worldfacts.py")), ["reward.cost_gate=always"])
+
+
+def test_group_spread_counts_groups_without_signal():
+  from seekjax.rl.rewards import group_spread
+  # group 0: all equal (no signal); group 1: rewards 0,1,0,1 -> std 0.5;
+  # group 2: one valid episode only -> counts as zero-advantage, std 0
+  rewards = np.array([.3, .3, .3, .3, 0., 1., 0., 1., 5., 0., 0., 0.])
+  valid = np.array([1] * 8 + [1, 0, 0, 0], np.float32)
+  out = group_spread(rewards, 4, valid)
+  assert out["groups_zero_advantage"] == pytest.approx(2 / 3)
+  assert out["group_reward_std"] == pytest.approx((0 + .5 + 0) / 3)
+  assert group_spread(rewards, 4)["groups_zero_advantage"] == pytest.approx(1 / 3)
+  with pytest.raises(ValueError, match="groups of 5"):
+    group_spread(rewards, 5)

@@ -235,6 +235,7 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
       valid_fraction=float(np.mean(valid)),
       groups_without_correct=float(np.mean(
           rewards_lib.group_success(correct, rl.group_size, valid) == 0)),
+      **rewards_lib.group_spread(rewards, rl.group_size, valid),
       time_rollout=t_rollout, time_helper_wait=float(episodes.helper_wait_time),
       time_reference=t_ref, time_update=t_update,
       step_time=time.perf_counter() - t0,

@@ -115,6 +115,24 @@ def group_success(correct, group_size: int, valid=None):
   return (hits / np.maximum(v.reshape(-1, group_size).sum(axis=1), 1.0)).astype(np.float32)
 
 
+def group_spread(rewards, group_size: int, valid=None) -> dict:
+  """How much signal GRPO's groups carry: {"groups_zero_advantage": the share of groups
+  whose valid episodes all got the same reward (a group-relative advantage of 0 for every
+  one), "group_reward_std": the mean over groups of the reward's standard deviation among
+  its valid episodes}. Groups with fewer than two valid episodes count as zero-advantage."""
+  r = np.asarray(rewards, np.float64)
+  v = np.ones_like(r) if valid is None else np.asarray(valid, np.float64)
+  if r.ndim != 1 or v.shape != r.shape or group_size < 1 or r.shape[0] % group_size:
+    raise ValueError(f"group_spread: {r.shape[0]} rewards do not split into groups of "
+                     f"{group_size}")
+  r, v = r.reshape(-1, group_size), v.reshape(-1, group_size)
+  n = v.sum(axis=1)
+  mean = (r * v).sum(axis=1) / np.maximum(n, 1.0)
+  std = np.sqrt(((r - mean[:, None]) ** 2 * v).sum(axis=1) / np.maximum(n, 1.0))
+  zero = (std < 1e-6) | (n < 2)
+  return {"groups_zero_advantage": float(zero.mean()), "group_reward_std": float(std.mean())}
+
+
 def cost_scale(success, gate: str):
   """float32[N]: the factor on each group's gated costs. none: 1; any_correct: 1 when
   the group has a correct episode, else 0; scaled: the group's success rate."""
