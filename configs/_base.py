@@ -150,6 +150,10 @@ SCHEMA = dict(
         kl_method=("k3", ("k1", "k2", "k3")),
         kl_beta=(0.02, ">= 0"),
         kl_in=("loss", ("loss", "reward")),
+        # top_n: keep the frozen layers' output of every token the training rollout writes
+        # and train on it, instead of running those layers again (costs B x L x D x the
+        # model dtype's bytes more rollout memory: rows x cache length x hidden size)
+        reuse_rollout_hidden=(True, None),
     ),
     sft=dict(
         steps=(40, ">= 0"),

@@ -23,6 +23,8 @@ under the gradient (top_n: top_n, else L); d, f, H, Kv, hd, V as in config.json.
                       device gathers the whole model); else a merged copy for top_n/LoRA
     kv cache          2 * L * Kv/t * hd * p * r * T, r = ceil(R / (data*fsdp)) rows per
                       device, or rollout.max_rows_per_device when smaller (waves)
+    frozen output     top_n with rl.reuse_rollout_hidden: r * T * d * p, the frozen layers'
+                      output of every token, kept for the update
   update (one micro-batch of b = ceil(R / mini_batches / micro_batches / (data*fsdp)) rows):
     gradients         2 * Pt * p / shards  (the accumulator and one micro-batch's)
     activations       per layer and token, a layer keeps for its backward about
@@ -208,6 +210,7 @@ def plan(cfg, devices: int, prompt_tokens: int = 256) -> tuple[list[Row], dict]:
   layer_weights = (model.num_params - model.vocab_size * d * (1 if model.tie_embeddings else 2)
                    ) // model.num_layers
   hidden = rows_dev * t * d * p if m.trainable == "top_n" else 0
+  reuse = m.trainable == "top_n" and rl.get("reuse_rollout_hidden", True)
   act = saved + b * h * t * t * 16 + 2 * layer_weights * p // tp + hidden
   shrink_t = "lower rollout.max_new_tokens, rollout.max_turns or rollout.max_feedback_tokens"
   micro = "raise rl.micro_batches" if b > 1 else shrink_t
@@ -220,6 +223,8 @@ def plan(cfg, devices: int, prompt_tokens: int = 256) -> tuple[list[Row], dict]:
       Row("kv cache", 2 * model.num_layers * kv * hd * p * rollout_rows * t, "rollout",
           "set rollout.max_rows_per_device (waves), lower rl.group_size or "
           "rl.questions_per_step, or use more devices"),
+      Row("frozen output", rollout_rows * t * d * p if reuse else 0, "rollout",
+          "set rl.reuse_rollout_hidden=False or rollout.max_rows_per_device (waves)"),
       Row("gradients", 2 * train, "update", fsdp_key),
       Row("activations", act, "update", micro + ("" if m.remat else " or set model.remat=True")),
       Row("logits", 3 * b * k * v * 4, "update", micro),

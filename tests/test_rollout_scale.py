@@ -75,6 +75,19 @@ SCRIPT = textwrap.dedent("""
     assert whole.transcripts == waved.transcripts
     print("ok waves equal one wave")
 
+    # The frozen layers' output the rollout keeps, decoded per shard and in waves, equals
+    # the bottom layer's forward on the episodes' tokens.
+    assert engine.per_shard_mesh(mesh) is not None
+    held = rollout(eight, questions, Echo(), sampled, 3, capture_layer=1)
+    np.testing.assert_array_equal(held.tokens, waved.tokens)
+    bottom = trainable_lib.init(trainable_lib.Trainable(mode="top_n", top_n=1), one.params,
+                                jax.random.PRNGKey(0))[1]
+    want = np.asarray(step_lib.bottom_hidden(bottom, held.tokens, cfg=one.config))
+    for i, n in enumerate(held.lengths):
+      np.testing.assert_allclose(held.hidden[i, :n], want[i, :n], rtol=1e-5,
+                                 atol=1e-5 * np.abs(want).max())
+    print("ok frozen output per shard and in waves")
+
     # Reference pass: 4 micro-batches over the mesh equal one unbatched pass.
     spec = trainable_lib.Trainable(mode="full")
     rng = np.random.default_rng(0)
@@ -100,7 +113,7 @@ def test_rollout_over_8_devices_waves_cache_and_reference():
   r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env,
                      timeout=600, check=False, cwd=ROOT)
   assert r.returncode == 0, r.stderr[-3000:]
-  assert r.stdout.count("ok ") == 4, r.stdout
+  assert r.stdout.count("ok ") == 5, r.stdout
 
 
 def test_waves_bound_rows_per_device():

@@ -217,7 +217,8 @@ def lm_head(params, cfg: ModelConfig, x):
 
 
 def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache | None = None,
-                  key_mask=None, remat: bool = False, inputs=None, final_norm: bool = True):
+                  key_mask=None, remat: bool = False, inputs=None, final_norm: bool = True,
+                  capture: int | None = None):
   """Run the decoder stack up to the final norm.
 
   Args:
@@ -231,14 +232,24 @@ def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache
     inputs: optional residual stream [B, T, D] to start from instead of embedding
       `tokens` (runs only `params["layers"]` on top of earlier layers' output).
     final_norm: apply the final RMSNorm (False returns the raw residual stream).
+    capture: optional layer count c (cache mode only): also return the residual stream
+      after the first c layers, as the remaining layers receive it (the rollout keeps it
+      so that top_n training need not run the frozen bottom layers again).
 
   Returns:
-    (hidden [B, T, D], new cache or None).
+    (hidden [B, T, D], new cache or None), plus captured [B, T, D] when `capture` is set.
   """
   dtype = cfg.jnp_dtype
   x = params["embed"][tokens].astype(dtype) if inputs is None else inputs.astype(dtype)
+  if capture is not None:
+    if cache is None:
+      raise ValueError("capture needs a cache (it is the rollout's cached layer loop)")
+    x, cache, captured = _cached_layers(params, cfg, x, positions, cache, remat, capture)
+    if final_norm:
+      x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
+    return x, cache, captured
   if cache is not None:
-    x, cache = _cached_layers(params, cfg, x, positions, cache, remat)
+    x, cache, _ = _cached_layers(params, cfg, x, positions, cache, remat)
   elif isinstance(params["layers"], (list, tuple)):
     layer = _layer_fn(cfg, positions, key_mask, remat)
     for lp in params["layers"]:
@@ -265,8 +276,14 @@ def _layer_fn(cfg, positions, key_mask, remat):
   return jax.checkpoint(layer, prevent_cse=False) if remat else layer
 
 
-def _cached_layers(params, cfg, x, positions, cache, remat):
-  """The layer loop with a cache, unrolled: writes and reads each layer's own buffers."""
+def _cached_layers(params, cfg, x, positions, cache, remat, capture=None):
+  """The layer loop with a cache, unrolled: writes and reads each layer's own buffers.
+
+  Returns (x, new cache, the residual after `capture` layers or None).
+  """
+  layer_params = _layer_list(params)
+  if capture is not None and not 0 <= capture <= len(layer_params):
+    raise ValueError(f"capture={capture} must be in [0, {len(layer_params)}] (layers)")
   windows = attention_windows(cache.size)
   index = _window_index(windows, positions)
 
@@ -282,11 +299,14 @@ def _cached_layers(params, cfg, x, positions, cache, remat):
   if remat:
     layer = jax.checkpoint(layer, prevent_cse=False)
   ks, vs = [], []
-  for i, lp in enumerate(_layer_list(params)):
+  captured = x if capture == 0 else None
+  for i, lp in enumerate(layer_params):
     x, k_buf, v_buf = layer(x, lp, cache.k[i], cache.v[i])
     ks.append(k_buf)
     vs.append(v_buf)
-  return x, KVCache(k=tuple(ks), v=tuple(vs))
+    if capture == i + 1:
+      captured = x
+  return x, KVCache(k=tuple(ks), v=tuple(vs)), captured
 
 
 def positions_from_mask(attention_mask):

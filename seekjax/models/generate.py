@@ -18,26 +18,32 @@ from seekjax.models.sampling import sample_token
 from seekjax.shapes import bucket
 
 
-def prefill_chunk(params, cfg: ModelConfig, cache, chunk, chunk_len, start):
+def prefill_chunk(params, cfg: ModelConfig, cache, chunk, chunk_len, start, capture=None):
   """Write a right-padded chunk into the cache at per-row offsets and score its last token.
 
   chunk: int32[B, C], chunk_len: int32[B] (0 = row untouched), start: int32[B].
-  Returns (logits float32[B, V] at each row's last valid chunk token, new cache).
+  Returns (logits float32[B, V] at each row's last valid chunk token, new cache), plus
+  the residual after `capture` layers [B, C, D] when set (`decoder.hidden_states`).
   Rows with chunk_len == 0 write only past their end (harmless: never attended, later
   overwritten) and their logits are meaningless.
   """
   c = chunk.shape[1]
   positions = start[:, None] + jnp.arange(c)[None, :]
-  x, cache = decoder.hidden_states(params, cfg, chunk, positions, cache=cache)
+  out = decoder.hidden_states(params, cfg, chunk, positions, cache=cache, capture=capture)
+  x, cache = out[:2]
   last = jnp.clip(chunk_len - 1, 0, c - 1)
   x_last = jnp.take_along_axis(x, last[:, None, None], axis=1)  # [B, 1, D]
-  return decoder.lm_head(params, cfg, x_last)[:, 0], cache
+  logits = decoder.lm_head(params, cfg, x_last)[:, 0]
+  return (logits, cache) if capture is None else (logits, cache, out[2])
 
 
-def decode_step(params, cfg: ModelConfig, cache, token, position):
-  """One token per row. token, position: int32[B]. Returns (logits float32[B, V], cache)."""
-  logits, cache = decoder.forward(params, cfg, token[:, None], position[:, None], cache=cache)
-  return logits[:, 0], cache
+def decode_step(params, cfg: ModelConfig, cache, token, position, capture=None):
+  """One token per row. token, position: int32[B]. Returns (logits float32[B, V], cache),
+  plus the residual after `capture` layers [B, D] when set (`decoder.hidden_states`)."""
+  out = decoder.hidden_states(params, cfg, token[:, None], position[:, None], cache=cache,
+                              capture=capture)
+  logits = decoder.lm_head(params, cfg, out[0])[:, 0]
+  return (logits, out[1]) if capture is None else (logits, out[1], out[2][:, 0])
 
 
 @struct.dataclass

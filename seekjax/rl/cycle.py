@@ -117,8 +117,23 @@ def score_episodes(episodes, examples, score: str, judge, should_stop=None) -> d
 
 
 def _fit(x, width):
-  """x [B, L] -> [B, width]: cut, or zero-padded on the right."""
-  return np.pad(x[:, :width], ((0, 0), (0, max(width - x.shape[1], 0))))
+  """x [B, L, ...] -> [B, width, ...]: cut, or zero-padded on the right."""
+  pad = [(0, 0), (0, max(width - x.shape[1], 0))] + [(0, 0)] * (x.ndim - 2)
+  return np.pad(x[:, :width], pad)
+
+
+def frozen_layers(spec: trainable_lib.Trainable, num_layers: int) -> int | None:
+  """How many bottom layers stay frozen (top_n mode: the first L - top_n), else None."""
+  return num_layers - spec.top_n if spec.mode == "top_n" else None
+
+
+def rollout_capture_layer(ctx: RunContext) -> int | None:
+  """The layer count the training rollout keeps the residual stream after (top_n with
+  rl.reuse_rollout_hidden): the frozen bottom's output, which the rollout computed while
+  it sampled, so the reference and the update need not run those layers again."""
+  if not ctx.settings.reuse_rollout_hidden:
+    return None
+  return frozen_layers(ctx.spec, ctx.model.config.num_layers)
 
 
 def reference_micro_batches(rows: int, rl: RLSettings) -> int:
@@ -152,7 +167,7 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   policy = rollout_policy(ctx, trainable)
   rng = jax.random.fold_in(rng, jax.process_index())
   episodes = rollout(policy, [e["question"] for e in examples], ctx.helper, ctx.rollout_cfg, rng,
-                     should_stop=ctx.should_stop)
+                     should_stop=ctx.should_stop, capture_layer=rollout_capture_layer(ctx))
   del policy
   t_rollout = time.perf_counter() - t0
   check_helper_failures(episodes.helper_faults, rl.max_error_share)
@@ -179,7 +194,11 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
 
   t1 = time.perf_counter()
   hidden = None
-  if ctx.spec.mode == "top_n":  # frozen bottom layers: run them once for ref and all epochs
+  if episodes.hidden is not None:  # the frozen bottom's output, as the rollout computed it
+    (hidden,) = distributed.global_batch(ctx.mesh, (_fit(episodes.hidden, width),))
+    hidden = jnp.asarray(hidden)
+    episodes = dataclasses.replace(episodes, hidden=None)   # [B, L, D]: not kept past here
+  elif ctx.spec.mode == "top_n":  # frozen bottom layers: run them once for ref and all epochs
     hidden = bottom_hidden(ctx.frozen, tokens, cfg=ctx.model.config)
   ref_lp = reference_logprobs(ref_trainable, ctx.frozen, tokens, hidden,
                               spec_trainable=ctx.spec, cfg=ctx.model.config, targets=targets_g,

@@ -43,6 +43,9 @@ class RLSettings:
   score: str                # the task score the reward starts from: em | f1 | task
   max_error_share: float    # a step with a larger share of failed helper calls stops
   reward: RewardWeights
+  # top_n: the update reads the frozen bottom layers' output from the rollout instead of
+  # running them again (`cycle.rollout_capture_layer`)
+  reuse_rollout_hidden: bool = True
 
   @property
   def kl_loss_beta(self) -> float:
@@ -68,4 +71,5 @@ def rl_settings(cfg) -> RLSettings:
                            lambda_helper_tokens=w.lambda_helper_tokens,
                            lambda_leak=w.lambda_leak, format_penalty=w.format_penalty,
                            helper_error_policy=w.helper_error_policy,
-                           cost_gate=w.cost_gate, gate_leak=w.gate_leak))
+                           cost_gate=w.cost_gate, gate_leak=w.gate_leak),
+      reuse_rollout_hidden=r.reuse_rollout_hidden)

@@ -34,9 +34,9 @@ class Batch:
   old_logprobs: jax.Array    # float32[B, T]  behaviour-policy log-probs (sampler)
   ref_logprobs: jax.Array    # float32[B, T]  frozen reference policy
   advantages: jax.Array      # float32[B]
-  hidden: jax.Array | None = None  # float32[B, T, D] output of the frozen bottom layers
-                                   # (top_n mode: computed once per batch, shared by the
-                                   # reference and every PPO epoch)
+  hidden: jax.Array | None = None  # dtype[B, T, D] output of the frozen bottom layers
+                                   # (top_n mode: kept by the rollout, or computed once
+                                   # per batch; shared by the reference and every epoch)
   targets: jax.Array | None = None  # int32[B, K] (`compact_positions`): the positions the
                                     # loss reads. When set, loss_mask / old_logprobs /
                                     # ref_logprobs are [B, K], aligned with it, and the LM

@@ -49,6 +49,9 @@ class Episodes:
   helper_wait_time: float = 0.0  # seconds the host loop sat idle waiting for replies
   helper_faults: dict = dataclasses.field(default_factory=dict)  # pool.stats(): calls,
   # attempts, faults by kind, outages
+  # dtype[B, L, D]: the residual stream after the first `capture_layer` layers at each
+  # slot (zero past each row's length), as the sampler computed it; None unless asked for
+  hidden: np.ndarray | None = None
 
   def __len__(self):
     return len(self.answers)
@@ -167,7 +170,8 @@ def _forced_prefixes(tok, pool, forced, max_feedback_tokens):
 
 
 def rollout(model, questions: list[str], helper, cfg, rng, *, forced=None,
-            verbose: bool = False, should_stop=None) -> Episodes:
+            verbose: bool = False, should_stop=None, capture_layer: int | None = None
+            ) -> Episodes:
   """Generate `group_size` episodes per question, asking `helper` when the SLM messages it.
 
   rng: a jax PRNGKey (or an int seed).
@@ -176,6 +180,9 @@ def rollout(model, questions: list[str], helper, cfg, rng, *, forced=None,
     and counts as a message; these tokens are context (loss_mask 0), not samples.
   should_stop: None, or a callable that raises to abandon the rollout (a stop signal);
     it is checked while waiting on the helper, whose pending calls are then cancelled.
+  capture_layer: None, or a layer count c: the episodes then carry `hidden`, the
+    residual stream after the model's first c layers at every token (top_n training
+    reuses it instead of running its frozen bottom layers again).
   Returns Episodes (see its fields).
   """
   validate(cfg)
@@ -189,7 +196,8 @@ def rollout(model, questions: list[str], helper, cfg, rng, *, forced=None,
     raise ValueError(f"forced has {len(forced)} entries for {len(questions)} questions")
   pool = HelperPool.from_config(helper, cfg, should_stop=should_stop)
   try:
-    return _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start)
+    return _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start,
+                    capture_layer)
   finally:
     pool.close()
 
@@ -204,7 +212,8 @@ def waves(num_questions: int, group: int, divisor: int, max_rows_per_device: int
   return [(a, min(a + per_wave, num_questions)) for a in range(0, num_questions, per_wave)]
 
 
-def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start) -> Episodes:
+def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start,
+             capture_layer=None) -> Episodes:
   prefixes = None
   if forced is not None:
     prefixes = _forced_prefixes(tok, pool, forced, cfg.max_feedback_tokens)
@@ -218,11 +227,15 @@ def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start) -> E
                      f"({budget}) exceeds the model's context "
                      f"({model.config.max_position_embeddings})")
   per_shard = engine.per_shard_mesh(model.mesh) if cfg.per_shard_decode else None
+  if capture_layer is not None and not 0 <= capture_layer <= model.config.num_layers:
+    raise ValueError(f"capture_layer={capture_layer} must be in [0, "
+                     f"{model.config.num_layers}] (the model's layers)")
   spec = engine.EngineSpec(
       model=model.config, max_len=max_len, turn_window=int(cfg.max_new_tokens),
       episode_budget=budget, max_steps=int(cfg.max_steps_per_call),
       temperature=float(cfg.temperature), top_k=int(cfg.top_k), top_p=float(cfg.top_p),
-      eos_ids=tuple(int(i) for i in tok.eos_ids), mesh=per_shard, rows_mesh=model.mesh)
+      eos_ids=tuple(int(i) for i in tok.eos_ids), mesh=per_shard, rows_mesh=model.mesh,
+      capture_layer=None if capture_layer is None else int(capture_layer))
   v = model.config.vocab_size
   mn, mh = tagmatch.tag_tables(tok, v, protocol.MESSAGE_CLOSE)
   an, ah = tagmatch.tag_tables(tok, v, protocol.ANSWER_CLOSE)
@@ -358,6 +371,10 @@ def _collect(tok, state, host, keep, group, wall, forced_len) -> Episodes:
   tokens = np.where(past, 0, tokens)
   loss_mask = np.where(past, 0, np.asarray(state.loss_mask)[keep])
   logprobs = np.where(past, 0.0, np.asarray(state.logprobs)[keep]).astype(np.float32)
+  hidden = None
+  if state.hidden is not None:
+    hidden = np.asarray(state.hidden)[keep]   # a copy (fancy index), in the model's dtype
+    hidden[past] = 0
   finish = np.asarray(state.finish)[keep]
   turn_start = np.asarray(state.turn_start)[keep]
   answers, transcripts = [], []
@@ -380,4 +397,4 @@ def _collect(tok, state, host, keep, group, wall, forced_len) -> Episodes:
       messages=[host.messages[i] for i in keep], replies=replies, transcripts=transcripts,
       finish=[engine.FINISH_NAMES[int(f)] for f in finish],
       refusals=[host.refusals[i] for i in keep], wall_time=wall, helper_wait_time=host.wait_time,
-      helper_faults=host.pool.stats())
+      helper_faults=host.pool.stats(), hidden=hidden)

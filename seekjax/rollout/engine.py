@@ -50,6 +50,9 @@ class SamplingState:
   first_row: jax.Array   # int32[]       episode id of row 0 (a wave's first row; see
                          #               `driver.waves`): sampling keys use first_row + row
   steps: jax.Array       # int32[]       decode steps taken in the current call
+  # dtype[B, L, D] the residual stream after the first `EngineSpec.capture_layer` layers of
+  # the token at each slot (as tokens: valid for slots [0, length)); None when not captured
+  hidden: jax.Array | None = None
 
 
 @struct.dataclass
@@ -81,6 +84,10 @@ class EngineSpec:
   # The mesh the rows are split over (its batch axes), with or without per-shard decode;
   # None: wherever XLA puts them (one device).
   rows_mesh: Mesh | None = None
+  # Layers after which every written token's residual stream is kept in
+  # `SamplingState.hidden` (top_n training reuses it for the frozen bottom layers instead
+  # of running them again); None: not kept, no buffer and no cost.
+  capture_layer: int | None = None
 
 
 def per_shard_mesh(mesh: Mesh | None) -> Mesh | None:
@@ -135,8 +142,15 @@ def prefill(params, prompts, prompt_len, rng, first_row, *, spec: EngineSpec, gr
   mesh = spec.rows_mesh
   cache = decoder.init_cache(cfg, n, spec.max_len).map_layers(
       lambda a: _split_rows(a, mesh, cache=True))
-  logits, cache = prefill_chunk(params, cfg, cache, prompts, prompt_len, jnp.zeros_like(prompt_len))
+  out = prefill_chunk(params, cfg, cache, prompts, prompt_len, jnp.zeros_like(prompt_len),
+                      capture=spec.capture_layer)
+  logits, cache = out[:2]
   b = n * group
+  hidden = None
+  if spec.capture_layer is not None:  # slots past a prompt's end are rewritten later
+    hidden = jnp.zeros((b, spec.max_len, cfg.hidden_size), cfg.jnp_dtype).at[:, :p].set(
+        _repeat_rows(out[2], group))
+    hidden = _split_rows(hidden, mesh)
   cache = cache.map_layers(lambda a: _split_rows(_repeat_rows(a, group), mesh, cache=True))
   tokens = jnp.zeros((b, spec.max_len), jnp.int32).at[:, :p].set(_repeat_rows(prompts, group))
   length = _repeat_rows(prompt_len, group)
@@ -148,7 +162,7 @@ def prefill(params, prompts, prompt_len, rng, first_row, *, spec: EngineSpec, gr
       logits=_split_rows(_repeat_rows(logits, group), mesh), length=_split_rows(length, mesh),
       prompt_len=_split_rows(length, mesh), turn_start=_split_rows(length, mesh),
       status=zeros, finish=zeros, msg_q=zeros, ans_q=zeros, rng=rng,
-      first_row=jnp.asarray(first_row, jnp.int32), steps=jnp.int32(0))
+      first_row=jnp.asarray(first_row, jnp.int32), steps=jnp.int32(0), hidden=hidden)
 
 
 def _turn_window(tokens, turn_start, width):
@@ -240,11 +254,16 @@ def _decode_loop(params, tables, state, host_id, offset, *, spec, ordered):
     status = jnp.where(done_now, DONE, jnp.where(closed & (accepted > 0), PARKED, s.status))
     # Every row forwards its token (static shapes); only RUNNING rows' writes are kept:
     # others write past their end, which is never attended and later overwritten.
-    logits, cache = decode_step(params, cfg, s.cache, ids, s.length)
+    out = decode_step(params, cfg, s.cache, ids, s.length, capture=spec.capture_layer)
+    logits, cache = out[:2]
+    hidden = s.hidden
+    if spec.capture_layer is not None:  # the sampled token's residual, at its own slot
+      hidden = hidden.at[rows, slot].set(out[2], mode="drop")
     return SamplingState(tokens=tokens, loss_mask=loss_mask, logprobs=logprobs, cache=cache,
                          logits=logits, length=length, prompt_len=s.prompt_len,
                          turn_start=s.turn_start, status=status, finish=finish, msg_q=msg_q,
-                         ans_q=ans_q, rng=s.rng, first_row=s.first_row, steps=s.steps + 1)
+                         ans_q=ans_q, rng=s.rng, first_row=s.first_row, steps=s.steps + 1,
+                         hidden=hidden)
 
   state = state.replace(steps=jnp.int32(0))
   return jax.lax.while_loop(cond, body, state)
@@ -258,14 +277,20 @@ def append_chunk(params, state: SamplingState, chunk, chunk_len, *, spec: Engine
   tokens get loss_mask 0; rows that received a chunk go back to RUNNING with a new turn.
   """
   max_len = spec.max_len
-  logits, cache = prefill_chunk(params, spec.model, state.cache, chunk, chunk_len, state.length)
+  out = prefill_chunk(params, spec.model, state.cache, chunk, chunk_len, state.length,
+                      capture=spec.capture_layer)
+  logits, cache = out[:2]
   c = chunk.shape[1]
   rows = jnp.arange(chunk.shape[0])[:, None]
   valid = jnp.arange(c)[None, :] < chunk_len[:, None]
   slot = jnp.where(valid, state.length[:, None] + jnp.arange(c)[None, :], max_len)
   has = chunk_len > 0
   length = state.length + chunk_len
+  hidden = state.hidden
+  if spec.capture_layer is not None:
+    hidden = hidden.at[rows, slot].set(out[2], mode="drop")
   return state.replace(
+      hidden=hidden,
       tokens=state.tokens.at[rows, slot].set(chunk, mode="drop"),
       loss_mask=state.loss_mask.at[rows, slot].set(0, mode="drop"),
       logprobs=state.logprobs.at[rows, slot].set(0.0, mode="drop"),
