@@ -67,3 +67,50 @@ def test_study_cell_lists_parse_and_refuse_bad_ones():
     with pytest.raises(argparse.ArgumentTypeError, match="pairs"):
       parse("0.1")
   assert set(scaling.AXES) == {"layers", "knowledge"}
+
+
+def _write_metrics(path, rows):
+  path.mkdir(parents=True, exist_ok=True)
+  with open(path / "metrics.jsonl", "w") as f:
+    for r in rows:
+      f.write(json.dumps(r) + "\n")
+    f.write('{"step": 9, "rew')   # a killed run's partial last line is skipped
+
+
+def _rl_rows():
+  rows = [{"step": 0, "val/em": 0.25, "val/messages_per_episode": 1.0}]
+  for s in range(1, 5):
+    rows.append({"step": s, "reward": 0.1 * s, "em": 0.1 * s, "messages_per_episode": 1.0,
+                 "leak_rate": 0.0, "groups_zero_advantage": 0.5 if s <= 2 else 0.0,
+                 "group_reward_std": 0.2, "groups_without_correct": 0.5, "kl": 0.01 * s,
+                 "step_time": 10.0})
+  rows[2]["val/em"] = 0.5   # step 2 also validated
+  return rows
+
+
+def test_train_report_summarizes_windows_of_steps(tmp_path):
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import train_report  # pylint: disable=import-outside-toplevel
+  _write_metrics(tmp_path / "run", _rl_rows())
+  rows = train_report.read_metrics(str(tmp_path / "run"))
+  first, second = train_report.windows(rows, 2)
+  assert first["steps"] == "1-2" and second["steps"] == "3-4"
+  assert first["em"] == pytest.approx(0.15) and second["em"] == pytest.approx(0.35)
+  assert first["groups_zero_advantage"] == 0.5 and second["groups_zero_advantage"] == 0.0
+  assert first["kl"] == pytest.approx(0.02) and second["kl"] == pytest.approx(0.04)
+  assert first["val"] == "0.500 @ 2" and second["val"] == "–"
+  with pytest.raises(ValueError, match="--window"):
+    train_report.windows(rows, 0)
+
+
+def test_levers_summary_reads_the_validation_curve_and_diagnostics(tmp_path):
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import levers  # pylint: disable=import-outside-toplevel
+  _write_metrics(tmp_path / "lever", _rl_rows())
+  row = levers.summarize("x", str(tmp_path / "lever"), ["python", "-m", "seekjax.train"], 42.0)
+  assert row["val_curve"] == [(0, 0.25), (2, 0.5)]
+  assert row["val_em_start"] == 0.25 and row["val_em_end"] == 0.5
+  assert row["steps"] == 4 and row["kl_end"] == pytest.approx(0.04)
+  assert row["groups_zero_advantage"] == pytest.approx(0.25)
+  text = levers.write_report(str(tmp_path), [row], "note")
+  assert "| x | 0.250 | 0.500 |" in text and (tmp_path / "levers.json").exists()
