@@ -19,6 +19,11 @@ tok/s = batch * new / median wall seconds; `speed_vs_seekjax` = system tok/s / s
 (above 1: faster than seekjax); `agree_first` = how many of the first --agree greedy tokens
 of row 0 equal seekjax's before the first difference.
 
+On a loaded machine the numbers say more about scheduling than about decoders: llama.cpp
+(and torch) synchronise their --threads with spinning barriers at every op, so when another
+process holds the cores a 2-thread run can be 10-100x slower from one rep to the next (see
+the per-rep `seconds` and `loadavg_1m` in the JSON before trusting a median).
+
 Build the peer venvs once (outside the repo; they are not project dependencies):
 
   python3 -m venv /work/bench-venvs/tunix && /work/bench-venvs/tunix/bin/pip install -U pip
