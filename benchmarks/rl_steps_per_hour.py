@@ -1,0 +1,137 @@
+"""RL steps per hour on the embedded default: this tree against a git worktree of an older
+commit, side by side, with each step's split (rollout, reference, update, helper wait,
+compile).
+
+    .venv/bin/python benchmarks/rl_steps_per_hour.py [--base 9461232] [--steps 8]
+        [--out benchmarks/results/rl_steps_per_hour.json]
+
+Both trees run the same command, `python -m seekjax.train` on
+configs/smollm2_worldfacts.py with `rl.steps=STEPS` (the default's own cold start, so the
+episodes ask and read feedback as the default's do), each from its own tree (so each imports its own seekjax) with
+the same venv, at the same time: they share the machine's load, so the ratio compares
+like with like on a noisy box. Each run gets a fresh workdir and no persistent JAX
+compilation cache, so the first steps pay their compiles as a first `make run` does.
+
+From each run's metrics.jsonl: seconds per step (the trainer's step_time), steps per
+hour over all steps (compiles included) and over the steps after the first two (warm),
+and the median split of a step. The worktree is made once under /tmp and reused.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PHASES = ("time_rollout", "time_reference", "time_update", "time_helper_wait")
+
+
+def worktree(base: str) -> str:
+  """A detached git worktree of `base` under /tmp (made once)."""
+  sha = subprocess.run(["git", "rev-parse", "--short", base], cwd=ROOT, check=True,
+                       capture_output=True, text=True).stdout.strip()
+  path = f"/tmp/seekjax-base-{sha}"
+  if not os.path.isdir(path):
+    subprocess.run(["git", "worktree", "add", "--detach", path, base], cwd=ROOT, check=True)
+  return path
+
+
+def command(steps: int, workdir: str) -> list[str]:
+  return [sys.executable, "-m", "seekjax.train", "--config=configs/smollm2_worldfacts.py",
+          f"--workdir={workdir}", f"--config.rl.steps={steps}"]
+
+
+def read_steps(workdir: str) -> list[dict]:
+  rows = []
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except ValueError:
+        continue
+      if "step_time" in row:
+        rows.append(row)
+  return sorted(rows, key=lambda r: r["step"])
+
+
+def summarize(rows: list[dict]) -> dict:
+  """Steps per hour (all steps; steps 3+) and the median split of the warm steps."""
+  times = [r["step_time"] for r in rows]
+  warm = rows[2:] or rows
+  out = {
+      "steps": len(rows),
+      "step_times": times,
+      "steps_per_hour_all": 3600 * len(times) / sum(times),
+      "steps_per_hour_warm": 3600 * len(warm) / sum(r["step_time"] for r in warm),
+      "median_step_warm": statistics.median(r["step_time"] for r in warm),
+  }
+  for k in PHASES:
+    vals = [r[k] for r in warm if isinstance(r.get(k), (int, float))]
+    out["median_" + k] = statistics.median(vals) if vals else None
+  compiles = [r.get("compiles") for r in rows]
+  out["compiles_per_step"] = compiles if any(c is not None for c in compiles) else None
+  return out
+
+
+def main() -> int:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--base", default="9461232", help="the older commit to compare against")
+  ap.add_argument("--steps", type=int, default=8)
+  ap.add_argument("--scratch", default="/tmp/rl_steps_per_hour")
+  ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
+                                                "rl_steps_per_hour.json"))
+  args = ap.parse_args()
+  if args.steps < 3:
+    ap.error("--steps must be >= 3 (the first two steps compile)")
+  trees = {"base": worktree(args.base), "head": ROOT}
+  shutil.rmtree(args.scratch, ignore_errors=True)
+  procs, logs = {}, {}
+  load_before = os.getloadavg()
+  t0 = time.perf_counter()
+  for name, tree in trees.items():
+    workdir = os.path.join(args.scratch, name)
+    # no persistent compilation cache: every compile is paid, as in a first `make run`
+    # (the model files under $SEEKJAX_CACHE are shared)
+    env = dict(os.environ, SEEKJAX_COMPILE_CACHE="0")
+    os.makedirs(args.scratch, exist_ok=True)
+    logs[name] = open(os.path.join(args.scratch, f"{name}.log"), "w")
+    print(f"[rl_steps_per_hour] {name}: {tree}", file=sys.stderr, flush=True)
+    procs[name] = subprocess.Popen(command(args.steps, workdir), cwd=tree, env=env,
+                                   stdout=logs[name], stderr=subprocess.STDOUT)
+  for name, p in procs.items():
+    if p.wait():
+      raise SystemExit(f"{name} run failed; see {args.scratch}/{name}.log")
+  wall = time.perf_counter() - t0
+  result = {
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "base": args.base, "head": subprocess.run(
+          ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+          text=True).stdout.strip(),
+      "command": " ".join(command(args.steps, "WORKDIR")[1:]),
+      "load_before": load_before, "load_after": os.getloadavg(), "wall_s": wall,
+      "runs": {name: summarize(read_steps(os.path.join(args.scratch, name))) for name in trees},
+  }
+  b, h = result["runs"]["base"], result["runs"]["head"]
+  result["ratio_steps_per_hour_all"] = h["steps_per_hour_all"] / b["steps_per_hour_all"]
+  result["ratio_steps_per_hour_warm"] = h["steps_per_hour_warm"] / b["steps_per_hour_warm"]
+  os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(result, f, indent=2)
+  print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
+  for name in trees:
+    r = result["runs"][name]
+    split = ", ".join(f"{k[5:]} {r['median_' + k]:.1f}" for k in PHASES
+                      if r["median_" + k] is not None)
+    print(f"{name}: {r['steps_per_hour_all']:.0f} steps/h all, {r['steps_per_hour_warm']:.0f} "
+          f"warm; median warm step {r['median_step_warm']:.1f} s ({split})")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
