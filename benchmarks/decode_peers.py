@@ -26,18 +26,18 @@ the per-rep `seconds` and `loadavg_1m` in the JSON before trusting a median).
 
 Build the peer venvs once (outside the repo; they are not project dependencies):
 
-  python3 -m venv /work/bench-venvs/tunix && /work/bench-venvs/tunix/bin/pip install -U pip
-  nice -n 19 /work/bench-venvs/tunix/bin/pip install google-tunix==0.1.7 \\
+  python3 -m venv $SEEKJAX_CACHE/bench/venvs/tunix && $SEEKJAX_CACHE/bench/venvs/tunix/bin/pip install -U pip
+  nice -n 19 $SEEKJAX_CACHE/bench/venvs/tunix/bin/pip install google-tunix==0.1.7 \\
       jax==0.10.2 jaxlib==0.10.2 flax==0.12.8 numpy==2.4.6
-  python3 -m venv /work/bench-venvs/llama && /work/bench-venvs/llama/bin/pip install -U pip
-  CMAKE_ARGS="-DGGML_NATIVE=ON" nice -n 19 /work/bench-venvs/llama/bin/pip install \\
+  python3 -m venv $SEEKJAX_CACHE/bench/venvs/llama && $SEEKJAX_CACHE/bench/venvs/llama/bin/pip install -U pip
+  CMAKE_ARGS="-DGGML_NATIVE=ON" nice -n 19 $SEEKJAX_CACHE/bench/venvs/llama/bin/pip install \\
       --no-binary llama-cpp-python "llama-cpp-python>=0.3,<0.4" numpy   # compiles: ~20 min on 2 cores
 
 Then:
 
   nice -n 10 .venv/bin/python benchmarks/decode_peers.py --batches 1,16 --threads 2 --reps 3
 
-Derived inputs are made on first use in --cache (default /work/bench-cache, never the repo):
+Derived inputs are made on first use in --cache (default $SEEKJAX_CACHE/bench/cache, never the repo):
 <model>-hf-f32.npz + <model>-config.json (tunix), <model>-f32.gguf (peers/gguf_f32.py) and
 <model>-q8_0.gguf (llama_worker.py quantize). Worker logs go to --cache/decode_peers_*.log.
 """
@@ -57,6 +57,9 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# peer venvs and derived weights live beside the model cache, outside the repo
+BENCH_DIR = os.path.join(os.environ.get("SEEKJAX_CACHE")
+                         or os.path.join(os.path.expanduser("~"), ".cache", "seekjax"), "bench")
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(HERE, "peers"))
 
@@ -177,9 +180,10 @@ def main(argv=None):
   ap.add_argument("--agree", type=int, default=16, help="compare the first N greedy tokens")
   ap.add_argument("--threads", type=int, default=os.cpu_count(),
                   help="threads for every system (torch, llama.cpp; XLA below the core count)")
-  ap.add_argument("--tunix-venv", default="/work/bench-venvs/tunix")
-  ap.add_argument("--llama-venv", default="/work/bench-venvs/llama")
-  ap.add_argument("--cache", default="/work/bench-cache", help="derived weights, worker logs")
+  ap.add_argument("--tunix-venv", default=os.path.join(BENCH_DIR, "venvs", "tunix"))
+  ap.add_argument("--llama-venv", default=os.path.join(BENCH_DIR, "venvs", "llama"))
+  ap.add_argument("--cache", default=os.path.join(BENCH_DIR, "cache"),
+                  help="derived weights, worker logs")
   ap.add_argument("--out", default=os.path.join(HERE, "results", "decode_peers.json"))
   args = ap.parse_args(argv)
   batches = [int(b) for b in args.batches.split(",")]

@@ -26,6 +26,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,7 +37,7 @@ def worktree(base: str) -> str:
   """A detached git worktree of `base` under /tmp (made once)."""
   sha = subprocess.run(["git", "rev-parse", "--short", base], cwd=ROOT, check=True,
                        capture_output=True, text=True).stdout.strip()
-  path = f"/tmp/seekjax-base-{sha}"
+  path = os.path.join(tempfile.gettempdir(), f"seekjax-base-{sha}")
   if not os.path.isdir(path):
     subprocess.run(["git", "worktree", "add", "--detach", path, base], cwd=ROOT, check=True)
   return path
@@ -83,7 +84,7 @@ def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--base", default="9461232", help="the older commit to compare against")
   ap.add_argument("--steps", type=int, default=8)
-  ap.add_argument("--scratch", default="/tmp/rl_steps_per_hour")
+  ap.add_argument("--scratch", default=os.path.join(tempfile.gettempdir(), "rl_steps_per_hour"))
   ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                 "rl_steps_per_hour.json"))
   args = ap.parse_args()

@@ -1,7 +1,7 @@
 """The RL levers of issue #16, each a short RL phase from one shared cold start, compared
 on the validation curve (never on held-out).
 
-    .venv/bin/python experiments/levers.py --out /work/sweep [--steps 8] [--only a,b]
+    .venv/bin/python experiments/levers.py --out runs/levers [--steps 8] [--only a,b]
 
 One cold start (the default config with `task.val_size` questions set aside, trained to
 RL step 0) is shared by every lever: each lever is a `--fork_from` of it with its own
@@ -23,8 +23,10 @@ import subprocess
 import sys
 import time
 
+from train_report import read_rows   # experiments/ is on sys.path when run as a script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(ROOT, "configs", "smollm2_worldfacts.py")
+CONFIG = "configs/smollm2_worldfacts.py"   # the subprocesses run in ROOT
 
 # name -> overrides on top of the shared settings; each row adds one lever to a parent.
 LEVERS = {
@@ -54,19 +56,6 @@ def train_command(workdir: str, overrides: list[str], fork_from: str | None = No
   if fork_from:
     cmd.append(f"--fork_from={fork_from}")
   return cmd + [f"--config.{o}" for o in overrides]
-
-
-def read_rows(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  rows = []
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          rows.append(json.loads(line))
-        except ValueError:
-          pass   # a partial last line of a killed run
-  return rows
 
 
 def mean(rows: list[dict], key: str):

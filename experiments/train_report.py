@@ -24,18 +24,25 @@ TRAIN_KEYS = (("em", "train EM"), ("messages_per_episode", "train msgs/ep"),
               ("groups_without_correct", "groups w/o correct"), ("step_time", "s/step"))
 
 
-def read_metrics(workdir: str) -> list[dict]:
+def read_rows(workdir: str) -> list[dict]:
+  """The rows of WORKDIR/metrics.jsonl ([] when there is none); a killed run's partial
+  last line is skipped."""
   path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    raise SystemExit(f"train_report: no metrics.jsonl in {workdir}")
   rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except ValueError:
-        pass   # a partial last line of a killed run
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          rows.append(json.loads(line))
+        except ValueError:
+          pass
   return rows
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+    raise SystemExit(f"train_report: no metrics.jsonl in {workdir}")
+  return read_rows(workdir)
 
 
 def windows(rows: list[dict], size: int) -> list[dict]:

@@ -7,9 +7,9 @@ row gets exactly --new tokens. Batch 1 is the same loop with one sequence. The c
 n_seq_max = batch and a per-sequence KV cache of 256 cells (n_ctx = 256 * batch, not unified);
 the KV memory is cleared before every run.
 
-  /work/bench-venvs/llama/bin/python benchmarks/peers/llama_worker.py \
+  $SEEKJAX_CACHE/bench/venvs/llama/bin/python benchmarks/peers/llama_worker.py \
       --gguf M.gguf --prompt-ids 1,2,3 --batch 16 --new 128 --threads 2
-  /work/bench-venvs/llama/bin/python benchmarks/peers/llama_worker.py quantize SRC DST [Q8_0]
+  $SEEKJAX_CACHE/bench/venvs/llama/bin/python benchmarks/peers/llama_worker.py quantize SRC DST [Q8_0]
 """
 from __future__ import annotations
 

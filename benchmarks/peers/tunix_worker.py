@@ -9,7 +9,7 @@ tunix 0.1.7's Llama3 attention calls `apply_rope` without the config's `rope_the
 back to 1e6); SmolLM2 needs 1e5, so this worker binds the config's theta into that module
 function before building the model (reported as `patches` in the JSON).
 
-  /work/bench-venvs/tunix/bin/python benchmarks/peers/tunix_worker.py \
+  $SEEKJAX_CACHE/bench/venvs/tunix/bin/python benchmarks/peers/tunix_worker.py \
       --weights W.npz --config C.json --prompt-ids 1,2,3 --batch 1 --new 128 --threads 2
 """
 from __future__ import annotations
