@@ -253,6 +253,46 @@ def test_gate_rules():
   pool.close()
 
 
+def test_last_failure_waits_while_an_outage_forms():
+  """A call out of retries on a 5xx waits while a run of failures forms: it retries if
+  the run becomes an outage, and gives up once a fresh answer ends the run (a stale answer,
+  to an attempt sent before the run began, does not)."""
+  stats = faults.FaultStats()
+  gate = faults.OutageGate(faults.OutagePolicy(failures=3, after=2.0), stats)
+  last, other = (faults.CallContext(f"1:{k}:0", k, gate) for k in (0, 1))
+  for _ in range(3):
+    stats.enter()   # calls in flight besides the one that holds
+
+  async def scenario(end_run):
+    other.attempt_start = time.monotonic() - 60.0     # sent long before the run
+    last.attempt_start = time.monotonic()
+    gate.after_attempt(last, "http_503")               # run 1 of 3: no outage yet
+    held = asyncio.ensure_future(last.hold_last_failure("http_503"))
+    await asyncio.sleep(0.05)
+    gate.after_attempt(other, None)                     # stale answer: the run stays open
+    await asyncio.sleep(0.05)
+    assert not held.done()
+    other.attempt_start = time.monotonic()
+    if end_run:
+      gate.after_attempt(other, None)                   # fresh answer: endpoint is up
+    else:
+      gate.after_attempt(other, "http_503")
+      gate.after_attempt(other, "connection")          # run 3 of 3: an outage starts
+    return await asyncio.wait_for(held, 1.0)
+
+  assert asyncio.run(scenario(end_run=False)) is True and gate.in_outage
+  other.attempt_start = time.monotonic()
+  gate.after_attempt(other, None)                       # the outage ends
+  assert not gate.in_outage
+  assert asyncio.run(scenario(end_run=True)) is False
+  # Not an outage-type error, or nothing else in flight: give up at once.
+  assert asyncio.run(last.hold_last_failure("timeout")) is False
+  for _ in range(3):
+    stats.leave()
+  gate.after_attempt(last, "http_500")
+  assert asyncio.run(last.hold_last_failure("http_500")) is False
+
+
 def test_rollout_rows_count_every_failed_call(tiny_model, server, capfd):
   """Each row's helper_errors equals the failed calls the server saw for that row.
 

@@ -10,7 +10,9 @@ when the attempt ends. For any other helper, the pool counts one attempt per cal
 Outage: an outage starts after a run of consecutive outage-type failures (connection
 errors, HTTP 5xx). The run must be `failures` long, or hold at least two failures and
 span more than `after` seconds. During an outage, one probe attempt at a time goes
-through. Probes are spaced by a backoff that grows from `probe_min` to `probe_max`
+through. (A call whose retries run out on such a failure while a run is forming, and
+other calls are in flight, waits up to `after` seconds to see whether it becomes an
+outage.) Probes are spaced by a backoff that grows from `probe_min` to `probe_max`
 seconds, and that also honours any Retry-After. The outage ends at the first success of
 an attempt that started after the outage began. Other attempts are handled by the
 `on_outage` policy:
@@ -126,6 +128,11 @@ class FaultStats:
     with self._lock:
       self._in_flight -= 1
 
+  def in_flight(self) -> int:
+    """Calls holding a concurrency slot now."""
+    with self._lock:
+      return self._in_flight
+
   def snapshot(self) -> dict:
     """Counters as a plain dict (ints, and floats for the *_seconds keys)."""
     with self._lock:
@@ -156,6 +163,10 @@ class CallContext:
   def after_attempt(self, error: str | None, retry_after: float | None = None) -> bool:
     """Report how the attempt ended; True means retry now, the gate paces it."""
     return self.gate.after_attempt(self, error, retry_after)
+
+  async def hold_last_failure(self, error: str) -> bool:
+    """The call is about to give up on `error`; True means retry instead (see the gate)."""
+    return await self.gate.hold_last_failure(self, error)
 
 
 CURRENT_CALL: contextvars.ContextVar = contextvars.ContextVar("seekjax_helper_call",
@@ -253,7 +264,11 @@ class OutageGate:
     was_probe = self._prober is call
     self.release(call)
     if endpoint_answered(error):
-      self._run = 0
+      # An answer to an attempt sent before the run of failures began says nothing about
+      # the endpoint now (a slow reply can land inside an outage): it does not end the run.
+      if self._run and call.attempt_start >= self._run_start:
+        self._run = 0
+        self._changed()
       if self._since is not None and call.attempt_start >= self._since:
         self._end(now)
       return False
@@ -272,6 +287,30 @@ class OutageGate:
       self._changed()
     return (is_outage_error(error) and self.policy.on_outage == "wait"
             and not self._degraded)
+
+  async def hold_last_failure(self, call: CallContext, error: str) -> bool:
+    """A call's last allowed attempt failed with `error`: wait while an outage may be forming.
+
+    Without this, a call whose retries run out on a 5xx just before the run of failures
+    reaches `failures` would fail, although the outage it hit is about to be waited out.
+    The call waits (up to `after` seconds) while other calls are in flight and the run is
+    open. Returns True (retry; the gate paces it) once an outage under policy "wait" is
+    on, and False (give up) when the endpoint answers again, nothing else is in flight,
+    or the wait runs out.
+    """
+    if not is_outage_error(error):
+      return False
+    deadline = self.clock() + self.policy.after
+    while self._since is None:
+      now = self.clock()
+      if self._run == 0 or self.stats.in_flight() <= 1 or now >= deadline:
+        return False
+      wake = self._wake
+      try:
+        await asyncio.wait_for(wake.wait(), deadline - now)
+      except asyncio.TimeoutError:
+        pass
+    return self.policy.on_outage == "wait" and not self._degraded
 
   def release(self, call: CallContext) -> None:
     """Free the probe slot if `call` holds it (its attempt ended, or it was cancelled)."""

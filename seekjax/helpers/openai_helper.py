@@ -235,7 +235,11 @@ class OpenAIHelper(Helper):
         break
       if paced:   # the endpoint is down: the gate decides when this goes out again
         continue
-      if attempt == self.max_retries or (retry_after or 0.0) > self.max_retry_after:
+      if (retry_after or 0.0) > self.max_retry_after:
+        break
+      if attempt == self.max_retries:
+        if call is not None and await call.hold_last_failure(error):
+          continue   # an outage was declared meanwhile: the gate paces the retry
         break
       delay = self._backoff(attempt, retry_after)
       log.info("helper call failed (%s); retry %d/%d in %.2fs", error, attempt + 1,

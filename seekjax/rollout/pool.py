@@ -185,7 +185,11 @@ class HelperPool:
         raise
       except Exception as e:  # noqa: BLE001 - a helper bug must not kill the rollout
         reply = HelperReply("info", "", error=f"exception:{type(e).__name__}")
-      if reports or not call.after_attempt(reply.error):
+      if reports:
+        return reply
+      if call.after_attempt(reply.error):
+        continue   # an outage is on: the gate paces the retry
+      if reply.error is None or not await call.hold_last_failure(reply.error):
         return reply
 
   def submit(self, key: int, message: str, history: list) -> None:
