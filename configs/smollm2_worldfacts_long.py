@@ -12,14 +12,9 @@ moved validation EM within 8 steps, so the choice rests on the training diagnost
   most groups hold none, and there the cost alone used to teach the policy to stop asking;
 - groups of 8 over 2 questions a step (16 episodes, as the default): fewer groups in which
   every episode gets the same reward;
+- lr 1e-4: at the default 2e-5 the KL to the reference stays near 0;
 - sampling temperature 0.7: more sampled episodes are correct (0.18 against 0.12 at 1.0),
-  so more groups carry a signal;
-- lr 3e-4: at the default 2e-5 the KL to the reference stays near 0, and 80 steps at 1e-4
-  ended at a KL of 0.01-0.03 with a flat validation curve (0.271 at steps 0 and 80). In
-  16-step forks of the cold start, lr 3e-4 ended at validation EM 0.292 and two PPO
-  epochs of two mini-batches at lr 1e-4 at 0.229 (from 0.271; docs/results/levers.md).
-The held-out split is 192 questions (task.max_eval), so that the paired intervals against
-cold_start and static_interaction are narrower than at the default's 96.
+  so more groups carry a signal.
 """
 from configs.smollm2_worldfacts import get_config as parent
 
@@ -31,8 +26,7 @@ def get_config(arg: str = ""):
   c.reward.cost_gate = "any_correct"
   c.rl.group_size = 8
   c.rl.questions_per_step = 2
-  c.optim.lr = 3e-4
-  c.task.max_eval = 192
+  c.optim.lr = 1e-4
   c.rollout.temperature = 0.7
   c.rl.steps = 80
   c.train.checkpoint_every = 10

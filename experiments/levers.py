@@ -2,6 +2,7 @@
 on the validation curve (never on held-out).
 
     .venv/bin/python experiments/levers.py --out runs/levers [--steps 8] [--only a,b]
+        [--schedule_steps 80]
 
 One cold start (the default config with `task.val_size` questions set aside, trained to
 RL step 0) is shared by every lever: each lever is a `--fork_from` of it with its own
@@ -63,6 +64,19 @@ def train_command(workdir: str, overrides: list[str], fork_from: str | None = No
   if fork_from:
     cmd.append(f"--fork_from={fork_from}")
   return cmd + [f"--config.{o}" for o in overrides]
+
+
+def lever_command(workdir: str, lever: str, common: list[str], steps: int, schedule_steps: int,
+                  cold: str) -> list[str]:
+  """The fork that runs `lever` for `steps` RL steps of a `schedule_steps`-step run.
+
+  The optimizer's warmup + cosine schedule spans rl.steps, so a short fork of a long run
+  must keep the long run's rl.steps and stop early (--stop_after); a fork with
+  rl.steps=steps would decay its lr `schedule_steps / steps` times faster.
+  """
+  total = max(schedule_steps, steps)
+  cmd = train_command(workdir, common + [f"rl.steps={total}"] + LEVERS[lever], cold)
+  return cmd + ([f"--stop_after={steps}"] if total > steps else [])
 
 
 def mean(rows: list[dict], key: str):
@@ -133,6 +147,9 @@ def main() -> int:
   ap.add_argument("--steps", type=int, default=8)
   ap.add_argument("--eval_every", type=int, default=4)
   ap.add_argument("--val_size", type=int, default=48)
+  ap.add_argument("--schedule_steps", type=int, default=0,
+                  help="the lr schedule's length (rl.steps) when it is longer than --steps: "
+                       "each lever then runs the first --steps steps of that run")
   ap.add_argument("--only", default="", help="comma-separated lever names (default: DEFAULT_LEVERS)")
   args = ap.parse_args()
   names = [n for n in args.only.split(",") if n] or list(DEFAULT_LEVERS)
@@ -150,7 +167,7 @@ def main() -> int:
   times = json.load(open(times_path)) if os.path.exists(times_path) else {}
   for i, name in enumerate(names):
     workdir = os.path.join(args.out, name)
-    cmd = train_command(workdir, common + [f"rl.steps={args.steps}"] + LEVERS[name], cold)
+    cmd = lever_command(workdir, name, common, args.steps, args.schedule_steps, cold)
     done = any(r.get("step") == args.steps and "reward" in r for r in read_rows(workdir))
     if not done:
       print(f"[levers] {i + 1}/{len(names)} {name}: {' '.join(LEVERS[name]) or '(defaults)'}",
@@ -165,7 +182,9 @@ def main() -> int:
       with open(times_path, "w") as f:
         json.dump(times, f)
     rows.append(summarize(name, workdir, cmd, times.get(name)))
-    note = (f"Each lever: {args.steps} RL steps forked from one cold start ({cold}), "
+    of = (f" (the first {args.steps} of a {args.schedule_steps}-step lr schedule)"
+          if args.schedule_steps > args.steps else "")
+    note = (f"Each lever: {args.steps} RL steps{of} forked from one cold start ({cold}), "
             f"validation = {args.val_size} questions set aside from the train split, greedy, "
             f"every {args.eval_every} steps. Diagnostics are means over the training steps.")
     print(write_report(args.out, rows, note), flush=True)

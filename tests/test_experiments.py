@@ -114,3 +114,15 @@ def test_levers_summary_reads_the_validation_curve_and_diagnostics(tmp_path):
   assert row["groups_zero_advantage"] == pytest.approx(0.25)
   text = levers.write_report(str(tmp_path), [row], "note")
   assert "| x | 0.250 | 0.500 |" in text and (tmp_path / "levers.json").exists()
+
+
+def test_lever_forks_keep_the_long_runs_lr_schedule():
+  """A short fork of a long run keeps its rl.steps (the cosine schedule's length) and
+  stops early; without --schedule_steps the fork's schedule is its own length."""
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import levers  # pylint: disable=import-outside-toplevel
+  cmd = levers.lever_command("w", "long_lr3e-4", ["task.val_size=48"], 16, 80, "cold")
+  assert "--config.rl.steps=80" in cmd and cmd[-1] == "--stop_after=16"
+  assert "--fork_from=cold" in cmd and "--config.optim.lr=3e-4" in cmd
+  short = levers.lever_command("w", "default", [], 8, 0, "cold")
+  assert "--config.rl.steps=8" in short and not any(c.startswith("--stop_after") for c in short)
