@@ -166,6 +166,9 @@ SCHEMA = dict(
         knowledge_steps=(150, ">= 0"),        # fact-only steps first (then one per demo step)
         knowledge_batch=(64, COUNT),
         decompose=(False, None),              # two-hop demos ask one fact at a time
+        # the answer turn's think quotes the reply's sentence that holds the answer
+        # ("The helper says: ..."), instead of one fixed sentence for every demo
+        restate_reply=(False, None),
         # demonstrations from this JSONL file instead of the helper (row format:
         # seekjax/coldstart/demo_store.py); "" builds them with the helper
         demos_path=("", None),

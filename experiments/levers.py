@@ -2,7 +2,7 @@
 on the validation curve (never on held-out).
 
     .venv/bin/python experiments/levers.py --out runs/levers [--steps 8] [--only a,b]
-        [--schedule_steps 80]
+        [--schedule_steps 80] [--set sft.restate_reply=true ...]
 
 One cold start (the default config with `task.val_size` questions set aside, trained to
 RL step 0) is shared by every lever: each lever is a `--fork_from` of it with its own
@@ -13,6 +13,8 @@ killed sweep continues. OUT/levers.md and OUT/levers.json hold, per lever: the c
 the validation curve's start and end point (EM, messages/episode, leak, format failures),
 the training diagnostics over its steps (share of zero-advantage groups, reward std per
 group, KL to the reference at the end, messages per training episode), and its wall time.
+`--set KEY=VALUE` (repeatable) overrides the config of the cold start and of every lever:
+a sweep with another cold start goes in its own --out.
 """
 from __future__ import annotations
 
@@ -150,13 +152,18 @@ def main() -> int:
   ap.add_argument("--schedule_steps", type=int, default=0,
                   help="the lr schedule's length (rl.steps) when it is longer than --steps: "
                        "each lever then runs the first --steps steps of that run")
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="a config override for the cold start and every lever")
   ap.add_argument("--only", default="", help="comma-separated lever names (default: DEFAULT_LEVERS)")
   args = ap.parse_args()
   names = [n for n in args.only.split(",") if n] or list(DEFAULT_LEVERS)
   unknown = [n for n in names if n not in LEVERS]
   if unknown:
     ap.error(f"unknown levers {unknown}; known: {', '.join(LEVERS)}")
-  common = shared(args.val_size, args.eval_every)
+  bad = [o for o in args.set if "=" not in o]
+  if bad:
+    ap.error(f"--set takes KEY=VALUE, got {bad}")
+  common = shared(args.val_size, args.eval_every) + args.set
   os.makedirs(args.out, exist_ok=True)
   cold = os.path.join(args.out, "cold")
   if not os.path.isdir(os.path.join(cold, "checkpoints")):

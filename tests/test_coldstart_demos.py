@@ -1,6 +1,7 @@
 """Cold-start demonstrations for every task: from the helper's own replies (QA files,
 reasoning-gym), kept only when gold; from a JSONL file; cached in the workdir."""
 import asyncio
+import dataclasses
 import json
 import os
 import pathlib
@@ -380,3 +381,47 @@ def test_a_stopped_cold_start_keeps_the_demos_it_paid_for(tmp_path):
   got = cold_start_lib.demonstrations(cfg, examples, helper, WordTokenizer(), workdir=workdir)
   assert [d.question for d in got] == [e["question"] for e in examples]
   assert {c.split(" End your")[0] for c in helper.calls} == slow
+
+
+# ----------------------------------------------------------------------------- restating
+
+
+def test_restate_reply_quotes_the_sentence_that_holds_the_answer():
+  demo = demos.Demo(
+      "My aunt owes money in the currency of Wallis and Futuna. Which currency?",
+      ["<think>I ask.</think><message>What is the currency of Wallis and Futuna?</message>",
+       "<think>The helper's information answers it.</think><answer>CFP franc</answer>"],
+      ["<feedback><info>The capital of Wallis and Futuna is Mata-Utu. The currency of "
+       "Wallis and Futuna is the CFP franc (XPF). Its region is Oceania.</info></feedback>"],
+      ["info"])
+  got = demos.restate_reply(demo)
+  assert got.turns[0] == demo.turns[0] and got.feedbacks == demo.feedbacks
+  assert got.turns[-1] == ("<think>The helper says: The currency of Wallis and Futuna is the "
+                           "CFP franc (XPF).</think><answer>CFP franc</answer>")
+  assert demo_store.demo_errors(got) is None
+  # a word inside another word is not the answer ("Asia" in "Eurasian"), case folds
+  assert demos.answer_sentence("<feedback><info>Eurasian plate. It lies in ASIA.</info>"
+                               "</feedback>", "Asia") == "It lies in ASIA."
+  # unchanged: an answer without asking; a reply no single sentence of which holds it
+  alone = demos.Demo("What is 2+2?", ["<think>I know.</think><answer>4</answer>"], [])
+  assert demos.restate_reply(alone) is alone
+  split = dataclasses.replace(demo, feedbacks=["<feedback><info>It is the CFP. Franc."
+                                               "</info></feedback>"])
+  assert demos.restate_reply(split) is split
+
+
+def test_restate_reply_is_a_config_switch_on_the_cold_starts_demos(tmp_path):
+  row = {"question": "Capital of Peru?", "turns": [
+      "<think>I ask.</think><message>What is the capital of Peru?</message>",
+      "<think>Fixed.</think><answer>Lima</answer>"],
+         "feedbacks": ["<feedback><info>Peru is in South America. Its capital is Lima."
+                       "</info></feedback>"]}
+  path = tmp_path / "d.jsonl"
+  path.write_text(json.dumps(row) + "\n")
+  plain = cold_start_lib.demonstrations(_cfg(f"sft.demos_path={path}"), [], None,
+                                        WordTokenizer())
+  assert plain[0].turns[-1] == "<think>Fixed.</think><answer>Lima</answer>"
+  quoted = cold_start_lib.demonstrations(
+      _cfg(f"sft.demos_path={path}", "sft.restate_reply=true"), [], None, WordTokenizer())
+  assert quoted[0].turns[-1] == ("<think>The helper says: Its capital is Lima.</think>"
+                                 "<answer>Lima</answer>")

@@ -162,7 +162,10 @@ def demonstrations(cfg, examples, helper, tokenizer, known=frozenset(), workdir=
         + (f" ({demo_store.count_line(dropped)})" if dropped else "")
         + ("; its rows are described in seekjax/coldstart/demo_store.py" if s.demos_path else
            "; check the helper's replies, or give sft.demos_path, or set sft.steps=0"))
-  return demo_list[: s.num_demos]
+  demo_list = demo_list[: s.num_demos]
+  if s.restate_reply:
+    demo_list = [demos.restate_reply(d) for d in demo_list]
+  return demo_list
 
 
 def cold_start(cfg, model, spec, trainable, frozen, train_examples, helper,

@@ -27,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import dataclasses
 import random
+import re
 
 from seekjax.coldstart import helper_demos
 from seekjax.coldstart.sft import Demo
@@ -41,6 +43,36 @@ def _mentions_answer(text: str, answers) -> bool:
 
 
 _ask = helper_demos.ask_helper
+
+_FINAL = re.compile(r"^<think>.*?</think>(<answer>(.*?)</answer>)$", re.S)
+_REPLY = re.compile(r"<(?:info|need)>(.*?)</(?:info|need)>", re.S)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def answer_sentence(feedback: str, answer: str, max_words: int = 40) -> str | None:
+  """The first sentence of a formatted feedback whose words contain `answer`, or None (no
+  such sentence, or a longer one than `max_words`)."""
+  body = _REPLY.search(feedback)
+  text = body.group(1) if body else feedback
+  for sentence in _SENTENCE_END.split(text.strip()):
+    if _mentions_answer(sentence, [answer]) and len(sentence.split()) <= max_words:
+      return sentence.strip()
+  return None
+
+
+def restate_reply(demo: Demo) -> Demo:
+  """`demo` with its answer turn's think quoting the last reply's sentence that holds the
+  answer ("The helper says: <sentence>"), so the cold start ties the answer to the part
+  of the reply it comes from rather than to a fixed phrase. Demos that answer without
+  asking, or whose answer no single sentence of the reply holds, come back unchanged."""
+  final = _FINAL.match(demo.turns[-1]) if demo.turns else None
+  if not demo.feedbacks or final is None:
+    return demo
+  sentence = answer_sentence(demo.feedbacks[-1], final.group(2))
+  if sentence is None:
+    return demo
+  turns = demo.turns[:-1] + [f"<think>The helper says: {sentence}</think>{final.group(1)}"]
+  return dataclasses.replace(demo, turns=turns)
 
 
 def run_sync(coro, should_stop=None):
