@@ -193,6 +193,10 @@ SCHEMA = dict(
         # every this many RL steps (and before the first), the policy answers the
         # validation set (task.val_size) greedily: val/* metrics and val_curve.png; 0: off
         eval_every=(0, ">= 0"),
+        # the policy `evaluate` answers the held-out split with: "last" (the latest
+        # checkpoint) or "best_val" (the best point of the validation curve, kept in
+        # WORKDIR/best_checkpoint: highest val EM, then fewest messages; needs eval_every)
+        select_checkpoint=("last", ("last", "best_val")),
     ),
     eval=dict(
         redact_private=(True, None),          # evaluation transcripts hide private facts

@@ -57,16 +57,26 @@ def eval_rollout_config(rollout_cfg):
 
 
 def restore_policy(cfg, workdir: str, model) -> dict:
-  """{trainable, ref_trainable, frozen, spec, step} of DIR's latest checkpoint.
+  """{trainable, ref_trainable, frozen, spec, step} of DIR's latest checkpoint, or with
+  train.select_checkpoint="best_val" of its best validation point (checkpoint.BEST).
 
-  Without one, both policies are the base weights and step is None.
+  Without a checkpoint, both policies are the base weights and step is None; a trained
+  workdir without the best point asked for is a CheckpointError.
   """
+  root = workdir_lib.as_path(workdir)
+  name = checkpoint.BEST if cfg.train.select_checkpoint == "best_val" else checkpoint.LATEST
+  if (root / checkpoint.LATEST).is_dir() and not (root / name).is_dir():
+    raise checkpoint.CheckpointError(
+        f'{root / name}: no best validation checkpoint (train.select_checkpoint="best_val" '
+        "keeps one while training with it); evaluate the latest with "
+        "--config.train.select_checkpoint=last")
   spec = setup.trainable_spec(cfg)
   trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(cfg.seed + 1))
   out = dict(trainable=trainable, ref_trainable=trainable, frozen=frozen, spec=spec, step=None)
-  if not (workdir_lib.as_path(workdir) / "checkpoints").is_dir():
+  if not (root / checkpoint.LATEST).is_dir():
     return out
-  ckpt = checkpoint.Checkpointer(workdir, keep=cfg.train.keep_checkpoints, async_save=False)
+  ckpt = checkpoint.Checkpointer(workdir, keep=cfg.train.keep_checkpoints, async_save=False,
+                                 name=name)
   try:
     if ckpt.latest_step() is None:
       return out
@@ -131,7 +141,8 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
                                                          policy["frozen"]))
   if distributed.multiprocess():   # each process answers on its own devices
     models = local_models(models, parts.mesh, rcfg)
-  log("dynamic policy: " + (f"checkpoint step {step}" if step is not None else
+  chosen = " (best validation point)" if cfg.train.select_checkpoint == "best_val" else ""
+  log("dynamic policy: " + (f"checkpoint step {step}{chosen}" if step is not None else
                             "base weights (no checkpoint in the workdir)") +
       f"; baselines on the {baselines_on} weights")
 
@@ -159,6 +170,7 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
 
   meta = dict(model=cfg.model.path, task=cfg.task.name, split="eval", helper=cfg.helper.kind,
               judge="rule+llm" if llm_judge is not None else "rule", checkpoint_step=step,
+              checkpoint_selected=cfg.train.select_checkpoint,
               baselines_on=baselines_on if step is not None else f"{baselines_on} (= base: "
               "no checkpoint)", seed=cfg.seed, rollout=configcheck.config_to_dict(rcfg))
   results, paths = None, {}

@@ -16,6 +16,7 @@ gradient norm or reward is not finite stops the run before that state is saved
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
 
@@ -83,21 +84,24 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
   fingerprint = checkpoint.model_fingerprint(model.config, spec)
   data = iter(make_pipeline(parts.train_examples, batch_size=cfg.rl.questions_per_step,
                             seed=cfg.seed))
-  ckpt = None
+  ckpt = best = None
 
-  def save(step, trainable, ref_trainable, opt_state):
+  def save(step, trainable, ref_trainable, opt_state, into=None):
     if not finite.all_finite((trainable, opt_state)):
       raise finite.NonFiniteError(f"step {step}: non-finite params; stopped without saving "
                                   f"them (latest checkpoint: {ckpt.latest_step()})")
-    ckpt.save(step, distributed.to_global(mesh, checkpoint.train_state(
+    (into or ckpt).save(step, distributed.to_global(mesh, checkpoint.train_state(
         trainable, ref_trainable, opt_state, step)), checkpoint.data_states(data), fingerprint,
-             force=True)
+        force=True)
 
   try:
     stop.check()
     # Set-up succeeded: from here on the workdir is written.
     ckpt = checkpoint.Checkpointer(workdir, keep=cfg.train.keep_checkpoints,
                                    async_save=cfg.train.async_checkpoint)
+    if cfg.train.select_checkpoint == "best_val":
+      best = checkpoint.Checkpointer(workdir, keep=1, async_save=cfg.train.async_checkpoint,
+                                     name=checkpoint.BEST)
     source = fork_from if fork_from is not None and not ckpt.all_steps() else None
     restored = None
     if source is not None or ckpt.all_steps():
@@ -129,17 +133,21 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
         log(f"forked from step {start} of {source}")
       else:
         log(f"resumed from step {start} ({ckpt.directory})")
+    if best is not None:   # a best point saved after `start` is replayed, not kept
+      best.drop_after(start)
     ctx = cycle.RunContext(settings=parts.settings, model=model, spec=spec, frozen=frozen,
                            helper=parts.helper, judge=parts.judge, rollout_cfg=parts.rollout_cfg,
                            train_step=setup.make_step(parts.settings, model.config, spec,
                                                       optimizer, cfg.model.remat),
                            mesh=mesh, should_stop=stop.check)
+    save_best = None if best is None else functools.partial(save, into=best)
     last = _rl_loop(ctx, cfg, schedule, data, save, workdir, start,
                     (trainable, ref_trainable, opt_state), stop, stop_after, ckpt.latest_step,
-                    parts.val_examples)
+                    parts.val_examples, save_best)
   finally:
-    if ckpt is not None:
-      ckpt.close()
+    for manager in (ckpt, best):
+      if manager is not None:
+        manager.close()
     setup.close_helpers(parts.helper, parts.judge)
   return dict(last, frozen=frozen, spec=spec, model=model, eval_examples=parts.eval_examples,
               stopped=stop.signal)
@@ -159,11 +167,13 @@ def _restore_fork(source: str, cfg, template, fingerprint):
 
 
 def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_after,
-             latest_checkpoint, val_examples=()) -> dict:
+             latest_checkpoint, val_examples=(), save_best=None) -> dict:
   """The RL steps from `start`; `save`s on schedule, at the end, and when stopping.
 
   With train.eval_every, the policy answers `val_examples` before the first step (a
   step-0 row, once) and after every eval_every-th step (`run/validation.py`).
+  `save_best` (train.select_checkpoint="best_val"): called like `save` whenever a
+  validation row is the best of the curve so far (`validation.best_row`).
 
   A step whose loss, gradient norm or reward is not finite raises NonFiniteError after
   its metrics row is written and before anything of it is saved.
@@ -175,6 +185,11 @@ def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_
   base_rng = jax.random.PRNGKey(cfg.seed)
   last, reached, saved, dropped = {}, start, start, None
   every = cfg.train.eval_every if val_examples else 0
+  best = [None]   # the best validation row so far (a resumed run reads process 0's file)
+  if save_best is not None:
+    best = [distributed.gather_json(validation.best_row(
+        [r for r in validation.curve_rows(workdir) if r["step"] <= start])
+        if writer.enabled else None)[0]]
 
   def validate(step, trainable, row):
     row.update(validation.evaluate_policy(ctx, trainable, list(val_examples),
@@ -182,6 +197,12 @@ def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_
     writer.write(step, row)
     if writer.enabled:
       validation.plot_curve(workdir)
+    point = {"step": step, **{k: v for k, v in row.items() if k.startswith("val/")}}
+    if save_best is not None and validation.best_row([r for r in (best[0], point) if r]) is point:
+      best[0] = point
+      save_best(step, trainable, ref_trainable, opt_state)
+      log(f"best validation point so far: step {step} (EM {row['val/em']:.3f}); kept in "
+          f"{checkpoint.BEST}")
 
   try:
     if every and start == 0 and 0 not in metrics_lib.steps_logged(writer.path):

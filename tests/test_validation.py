@@ -92,3 +92,64 @@ def test_eval_every_without_a_validation_set_is_one_line(tmp_path, capsys):
   err = capsys.readouterr().err.strip().splitlines()
   assert rc == 2 and err[-1].startswith("error: config.train.eval_every: needs a validation set")
   assert not (tmp_path / "w").exists()
+
+
+def test_best_row_is_highest_em_then_fewest_messages_earliest_on_a_tie():
+  rows = [{"step": 0, "val/em": 0.3, "val/messages_per_episode": 0.9},
+          {"step": 10, "val/em": 0.4, "val/messages_per_episode": 0.9},
+          {"step": 20, "val/em": 0.4, "val/messages_per_episode": 0.8},
+          {"step": 30, "val/em": 0.4, "val/messages_per_episode": 0.8},
+          {"step": 40, "val/em": 0.35, "val/messages_per_episode": 0.1}]
+  assert validation.best_row(rows)["step"] == 20
+  assert validation.best_row(rows[::-1])["step"] == 20    # by step, not by list order
+  assert validation.best_row(rows[:2])["step"] == 10 and validation.best_row([]) is None
+
+
+def test_best_val_keeps_the_best_validation_point_across_a_resume(tmp_path, monkeypatch):
+  """select_checkpoint=best_val: the state of the best point of the validation curve
+  (scripted here) is kept in WORKDIR/best_checkpoint, survives a resume, and is what
+  `evaluate` restores; select_checkpoint=last restores the latest."""
+  import numpy as np
+  import jax
+  from seekjax import evaluate as evaluate_lib
+  from seekjax.run import checkpoint
+  workdir = str(tmp_path / "run")
+  cfg = _cfg("rl.steps=3", "train.eval_every=1", "task.val_size=6", "train.checkpoint_every=1",
+             "train.select_checkpoint=best_val")
+  script = iter([(0.2, 1.0), (0.5, 1.0), (0.5, 0.5), (0.4, 0.0)])   # steps 0..3: (EM, msgs)
+
+  def scripted(ctx, trainable, examples, batch_size=0):
+    em, msgs = next(script)
+    return {"val/em": em, "val/messages_per_episode": msgs, "val/n": 6.0}
+  monkeypatch.setattr(validation, "evaluate_policy", scripted)
+
+  at_2 = train_lib.train(cfg, workdir, stop_after=2)          # best: step 2 (fewer messages)
+  best = checkpoint.Checkpointer(workdir, name=checkpoint.BEST, async_save=False)
+  assert best.all_steps() == [2]
+  best.close()
+  out = train_lib.train(cfg, workdir)                           # step 3 is worse: kept at 2
+  best = checkpoint.Checkpointer(workdir, name=checkpoint.BEST, async_save=False)
+  assert best.all_steps() == [2]
+  best.close()
+  chosen = evaluate_lib.restore_policy(cfg, workdir, out["model"])
+  assert chosen["step"] == 2
+  for a, b in zip(jax.tree.leaves(at_2["trainable"]), jax.tree.leaves(chosen["trainable"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  last = configlib.apply_overrides(cfg, ["train.select_checkpoint=last"])
+  assert evaluate_lib.restore_policy(last, workdir, out["model"])["step"] == 3
+
+
+def test_best_val_needs_the_curve_and_its_checkpoint(tmp_path, capsys):
+  from seekjax import evaluate as evaluate_lib
+  from seekjax.run import checkpoint
+  rc = train_lib.main([f"--config={TINY}", f"--workdir={tmp_path / 'w'}",
+                       "--config.train.select_checkpoint=best_val"])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert rc == 2 and err[-1].startswith('error: config.train.select_checkpoint="best_val": '
+                                        "needs the validation curve")
+  # a workdir trained without it: evaluating its best point is one line, not the latest
+  (tmp_path / "v" / checkpoint.LATEST).mkdir(parents=True)
+  cfg = _cfg("train.select_checkpoint=best_val")
+  with pytest.raises(checkpoint.CheckpointError, match=r"no best validation checkpoint.*"
+                                                       r"select_checkpoint=last$"):
+    evaluate_lib.restore_policy(cfg, str(tmp_path / "v"), model=None)

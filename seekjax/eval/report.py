@@ -113,6 +113,10 @@ def asking_table(methods: dict) -> str:
   return table(("method", "reply holds a gold answer", "EM there", "EM elsewhere", "EM"), rows)
 
 
+# how the dynamic policy's checkpoint was chosen (train.select_checkpoint)
+SELECTED = {"best_val": " (the best point of the validation curve)"}
+
+
 def render(results: dict) -> str:
   """The whole results.md text from a results.json dict."""
   methods = results["methods"]
@@ -123,7 +127,8 @@ def render(results: dict) -> str:
       f"Model `{meta['model']}`, task `{meta['task']}` ({meta['split']} split, "
       f"{meta['num_examples']} "
       f"questions), helper `{meta['helper']}`, judge `{meta['judge']}`; dynamic policy: "
-      + (f"checkpoint step {ckpt}." if ckpt is not None else "base weights (no checkpoint)."),
+      + (f"checkpoint step {ckpt}{SELECTED.get(meta.get('checkpoint_selected'), '')}."
+         if ckpt is not None else "base weights (no checkpoint)."),
       f"Greedy decoding. Baselines run on the {meta['baselines_on']} weights "
       f"({WEIGHTS_NOTE.get(meta['baselines_on'].split()[0], '')}).", "",
       main_table(methods), "",

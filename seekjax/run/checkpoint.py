@@ -10,6 +10,8 @@ step killed mid-save is never listed (and never restored). A finalized step dama
 later (a truncated array file, broken metadata) is skipped by `restore_latest`, which
 warns in one line and falls back to the newest step that restores.
 The directory is an `etils.epath` path, so a workdir may be local or gs://.
+A run that selects its policy on the validation curve keeps that state in a second
+manager under `<workdir>/best_checkpoint` (`BEST`), in the same layout.
 """
 from __future__ import annotations
 
@@ -89,11 +91,15 @@ def _jsonable(x):
   return json.loads(json.dumps(x, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
 
 
-class Checkpointer:
-  """Save/restore the training state under `<workdir>/checkpoints`."""
+LATEST, BEST = "checkpoints", "best_checkpoint"
 
-  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
-    self.directory = workdir_lib.as_path(workdir) / "checkpoints"
+
+class Checkpointer:
+  """Save/restore the training state under `<workdir>/<name>` (`LATEST` or `BEST`)."""
+
+  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
+               name: str = LATEST):
+    self.directory = workdir_lib.as_path(workdir) / name
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
@@ -174,6 +180,11 @@ class Checkpointer:
       log(f"moved damaged checkpoint{'s' if len(steps) > 1 else ''} "
           f"{', '.join(map(str, steps))} to {aside}")
     self.manager.reload()
+
+  def drop_after(self, step: int) -> None:
+    """Delete the checkpoints of steps after `step` (a resumed run saves them again)."""
+    for later in [s for s in self.all_steps() if s > step]:
+      self.manager.delete(later)
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -385,10 +385,14 @@ def split_validation(train: list[dict], size: int, seed: int) -> tuple[list[dict
 
 
 def check_validation(cfg) -> None:
-  """The learning curve (train.eval_every) needs a validation set (task.val_size)."""
+  """The learning curve (train.eval_every) needs a validation set (task.val_size), and
+  selecting the policy on it (train.select_checkpoint="best_val") needs the curve."""
   if cfg.train.eval_every and not cfg.task.val_size:
     raise configlib.ConfigError("config.train.eval_every: needs a validation set; set "
                                 "task.val_size > 0 (questions set aside from the train split)")
+  if cfg.train.select_checkpoint == "best_val" and not cfg.train.eval_every:
+    raise configlib.ConfigError('config.train.select_checkpoint="best_val": needs the '
+                                "validation curve; set train.eval_every > 0 and task.val_size > 0")
 
 
 def check_batch_fits(cfg, mesh) -> None:

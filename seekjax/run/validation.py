@@ -7,6 +7,11 @@ from the train split by `setup.split_validation`, never trained on) as `evaluate
 leak judge. Its `val/*` metrics go on that step's metrics.jsonl row and to TensorBoard,
 and `val_curve.png` in the workdir is redrawn from metrics.jsonl. The held-out split
 is left for the end (`seekjax.evaluate`).
+
+With `train.select_checkpoint="best_val"` the trainer also keeps the state of the best
+point of the curve (`selection_key`: highest EM, then fewest messages per episode; a
+later point must be strictly better) in WORKDIR/best_checkpoint, and `evaluate` answers
+the held-out split with it: early stopping chosen on validation, never on held-out.
 """
 from __future__ import annotations
 
@@ -52,6 +57,20 @@ def evaluate_policy(ctx: cycle.RunContext, trainable, examples: list[dict],
   out = validation_metrics(metrics.score_run(run, examples, RuleLeakJudge()))
   out[PREFIX + "seconds"] = time.perf_counter() - t0
   return out
+
+
+def selection_key(row: dict) -> tuple:
+  """What `best_val` maximises over validation rows: EM, then fewer messages/episode."""
+  return (row[PREFIX + "em"], -row.get(PREFIX + "messages_per_episode", 0.0))
+
+
+def best_row(rows: list[dict]) -> dict | None:
+  """The earliest of the validation rows with the highest `selection_key`."""
+  best = None
+  for row in sorted(rows, key=lambda r: r["step"]):
+    if best is None or selection_key(row) > selection_key(best):
+      best = row
+  return best
 
 
 def curve_rows(workdir) -> list[dict]:
