@@ -23,6 +23,7 @@ from seekjax.helpers import OpenAIHelper  # noqa: E402
 from seekjax.run import setup as setup_lib  # noqa: E402
 from seekjax.rl import cycle
 from seekjax.rollout import driver  # noqa: E402
+from seekjax.rollout.pool import run_coroutine  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny_test.py")
@@ -86,13 +87,13 @@ def test_probe_unreachable_and_silent_endpoints_are_one_line(server):
   closed.stop()   # nothing listens there any more
   helper = OpenAIHelper(url, "m", api_key_env=None, max_retries=0, timeout=5)
   with pytest.raises(Exception, match="is unreachable") as e:
-    setup_lib.run_coroutine(helper.probe())
+    run_coroutine(helper.probe())
   assert "\n" not in str(e.value)
   server.default = Behavior("slow", delay=30.0)
   t0 = time.monotonic()
   helper = OpenAIHelper(server.base_url, "m", api_key_env=None, max_retries=0, timeout=0.5)
   with pytest.raises(Exception, match="did not answer"):
-    setup_lib.run_coroutine(helper.probe())
+    run_coroutine(helper.probe())
   assert time.monotonic() - t0 < 5
 
 

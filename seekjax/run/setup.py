@@ -3,17 +3,15 @@
 `build_parts(cfg)` is the whole set-up, in order: the helper probe, the mesh, the batch
 split and memory-plan checks, the model, the task splits (fitted to the model's
 context), the helper, the leak judge, the trainable spec and the RL settings. The
-other functions are its steps, each usable alone (benchmarks, tests).
+other functions are its steps, each usable alone (benchmarks, tests); the helper and
+judge steps live in `helper_setup`, `task.privacy` in `privacy_setup` (both re-exported
+here).
 """
 from __future__ import annotations
 
-import asyncio
-import collections
 import dataclasses
-import contextlib
 import os
 import random
-import sys
 from typing import Any, Callable
 
 import jax
@@ -21,28 +19,22 @@ import ml_collections
 from etils import epath
 
 from seekjax import compile_cache, configlib, plan, protocol
-from seekjax.helpers import (HelperUnusable, KnowledgeHelper, LocalLMHelper, OpenAIHelper,
-                             RuleLeakJudge)
-from seekjax.helpers import settings as helper_settings
-from seekjax.helpers.judges import LLMLeakJudge
 from seekjax.models import sharding
 from seekjax.models.api import Model, load_model
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rl.settings import RLSettings, rl_settings
 from seekjax.rollout.config import cache_length, episode_budget, from_run_config
-from seekjax.rollout.pool import run_coroutine
+from seekjax.run.errors import RunSetupError
+from seekjax.run.helper_setup import (build_helper, build_judge, close_helpers,
+                                      openai_helper_kwargs, probe_helpers)
 from seekjax.run.metrics import log
-from seekjax.run import workdir as workdir_lib
+from seekjax.run.privacy_setup import (apply_privacy, privacy_backend, privacy_cache_path,
+                                       privacy_rows)
 from seekjax.shapes import bucket
-from seekjax.tasks import (LLMPrivacySynthesizer, RowCache, TemplatePrivacySynthesizer,
-                           split_by_entity, task_examples, world_fact_base, world_facts_examples)
-from seekjax.tasks import privacy
+from seekjax.tasks import (TemplatePrivacySynthesizer, split_by_entity, task_examples,
+                           world_facts_examples)
 from seekjax.tasks.world_questions import SELF_CONTAINED_QTYPES, WORLD_QTYPES
-
-
-class RunSetupError(ValueError):
-  """A config that names something that does not exist (path, task, helper kind)."""
 
 
 def build_mesh(cfg):
@@ -101,142 +93,6 @@ def build_task(cfg, seed: int, workdir=None, should_stop=None):
                        workdir, should_stop)
 
 
-# ----------------------------------------------------------------------------- task.privacy
-
-
-def privacy_cache_path(cfg, workdir):
-  """Where `task.privacy='llm'` caches its rows: <workdir>/privacy/<task.name>.llm.jsonl."""
-  return workdir_lib.as_path(workdir) / "privacy" / f"{cfg.task.name}.llm.jsonl"
-
-
-def privacy_backend(cfg) -> OpenAIHelper:
-  """The endpoint the LLM privacy recipe asks: task.privacy_base_url / _model /
-  _api_key_env, each empty one the helper's (helper.kind='openai'); the helper
-  section's request settings (timeout, retries, max_tokens, extra_body, ...)."""
-  t = cfg.task
-  if cfg.helper.kind != "openai" and not t.privacy_base_url:
-    raise RunSetupError("config.task.privacy_base_url: empty; task.privacy='llm' needs an "
-                        "endpoint (its own, or the helper's with helper.kind='openai')")
-  kwargs = openai_helper_kwargs(cfg.helper)
-  if cfg.helper.kind != "openai":
-    kwargs["model"] = ""
-  for key in ("base_url", "model", "api_key_env"):
-    if t.get(f"privacy_{key}"):
-      kwargs[key] = t[f"privacy_{key}"]
-  if not str(kwargs.get("model") or "").strip():
-    raise RunSetupError("config.task.privacy_model: empty; task.privacy='llm' needs the "
-                        "served model's name")
-  return OpenAIHelper(**kwargs)
-
-
-async def _llm_rows(cfg, examples, cache, stats) -> list[dict]:
-  """The LLM recipe over `examples` (a probe first when one is not cached)."""
-  backend = privacy_backend(cfg)
-  synth = LLMPrivacySynthesizer(backend, concurrency=cfg.helper.concurrency,
-                                model=backend.model)
-  try:
-    if cache is None or not all(cache.has(e) for e in examples):
-      try:
-        await backend.probe("privacy")
-      except HelperUnusable as e:
-        raise RunSetupError(f"config.task.privacy_base_url: {e}") from None
-    rows = await synth.asynthesize(examples, cache)
-  finally:
-    await backend.aclose()
-  stats.update(synth.stats)
-  stats["requests"] = synth.requests
-  return rows
-
-
-def _cached_rows(examples, cache, stats) -> list[dict]:
-  """The rows `cache` holds for `examples` (an uncached one counts as a backend error)."""
-  rows = []
-  for e in examples:
-    row, outcome = cache.get(e) if cache.has(e) else (None, "backend_error")
-    stats[outcome] += 1
-    rows += [row] if row is not None else []
-  return rows
-
-
-def privacy_rows(cfg, examples: list[dict], seed: int, workdir=None,
-                 should_stop=None) -> tuple[list[dict], collections.Counter]:
-  """(checked private variants of `examples`, Counter of "kept" and drop reasons) by
-  `task.privacy`. With several processes, process 0 asks the endpoint and the others
-  read its rows from the workdir's cache after a barrier."""
-  if cfg.task.privacy == "template":
-    return privacy.template_rows(examples, seed)
-  stats = collections.Counter()
-  if workdir is None:
-    if jax.process_count() > 1:
-      raise RunSetupError("config.task.privacy='llm' on several processes needs a workdir")
-    return run_coroutine(_llm_rows(cfg, examples, None, stats), should_stop), stats
-  path = privacy_cache_path(cfg, workdir)
-  if jax.process_index() == 0:
-    rows = run_coroutine(_llm_rows(cfg, examples, RowCache(path), stats), should_stop)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    multihost_utils.sync_global_devices("seekjax: privacy rows")
-  if jax.process_index() != 0:
-    rows = _cached_rows(examples, RowCache(path), stats)
-  return rows, stats
-
-
-def apply_privacy(cfg, train: list[dict], evaluation: list[dict], seed: int, workdir=None,
-                  should_stop=None) -> tuple[list[dict], list[dict]]:
-  """Each split with its chosen share (`task.private_fraction`) replaced by checked
-  private variants; a variant that fails a check drops its row. One log line counts
-  the outcomes by reason."""
-  mode, fraction = cfg.task.privacy, cfg.task.private_fraction
-  if mode == "none":
-    return train, evaluation
-  chosen = privacy.chosen(train + evaluation, fraction, seed)
-  if chosen and privacy.without_answers(chosen) == len(chosen):
-    raise RunSetupError(f"config.task.privacy: task {cfg.task.name!r} has no gold answers to "
-                        "check private variants against; use task.privacy='none'")
-  rows, stats = privacy_rows(cfg, chosen, seed, workdir, should_stop)
-  requests = stats.pop("requests", None)
-  log(f"task privacy={mode}: {privacy.summary(stats)}"
-      + ("" if requests is None else f"; {requests} requests"))
-  return (privacy.merge(train, rows, fraction, seed),
-          privacy.merge(evaluation, rows, fraction, seed))
-
-
-def openai_helper_kwargs(hcfg) -> dict:
-  """OpenAIHelper's arguments from a helper config section (`seekjax.helpers.settings`)."""
-  with _settings_errors():
-    return helper_settings.openai_kwargs(hcfg)
-
-
-@contextlib.contextmanager
-def _settings_errors():
-  """A helper or judge setting that cannot be used is a RunSetupError (one line)."""
-  try:
-    yield
-  except helper_settings.SettingsError as e:
-    raise RunSetupError(str(e)) from None
-
-
-def build_helper(hcfg, slm_model=None):
-  """The helper named by `hcfg.kind`. KnowledgeHelper is a documented stand-in for an LLM."""
-  if hcfg.kind == "knowledge":
-    facts, entities = world_fact_base()
-    return KnowledgeHelper(facts, entities, coverage=hcfg.coverage, noise=hcfg.noise,
-                           top_k=hcfg.top_k, style=hcfg.style, entity_kind="country")
-  if hcfg.kind == "openai":
-    if not str(hcfg.get("model") or "").strip():
-      raise RunSetupError("config.helper.model: empty; helper.kind='openai' needs the served "
-                          "model's name (e.g. --config.helper.model=Qwen/Qwen3-32B)")
-    return OpenAIHelper(**openai_helper_kwargs(hcfg))
-  if hcfg.kind == "local_lm":
-    model = slm_model if not hcfg.get("model") else load_model(hcfg.model)
-    facts, _ = world_fact_base()
-    with _settings_errors():
-      system = helper_settings.system_prompt(hcfg)
-    return LocalLMHelper(model, facts=facts, top_k=hcfg.top_k, system_prompt=system)
-  raise RunSetupError(f"config.helper.kind: unknown {hcfg.kind!r}; valid: knowledge, openai, "
-                      "local_lm")
-
-
 def rl_updates(cfg) -> int:
   """Optimizer updates in a whole run: one per mini-batch, per epoch, per RL step."""
   return cfg.rl.steps * cfg.rl.num_epochs * max(cfg.rl.mini_batches, 1)
@@ -248,74 +104,6 @@ def make_rl_optimizer(cfg):
   o = cfg.optim
   return step_lib.make_optimizer(o.lr, max(rl_updates(cfg), 1), o.warmup_steps, o.weight_decay,
                                  o.clip_norm, o.b1, o.b2)
-
-
-def build_judge(cfg, helper=None):
-  """The leak judge of `reward.judge`. The LLM judge asks its own OpenAIHelper at the
-  judge section's endpoint (by default the helper's), or, for a helper without an
-  endpoint and no judge.base_url, the run's helper itself."""
-  if cfg.reward.judge == "rule":
-    return RuleLeakJudge()
-  if cfg.reward.judge == "llm":
-    with _settings_errors():
-      kwargs = helper_settings.judge_kwargs(cfg)
-    if kwargs is not None:
-      return LLMLeakJudge(OpenAIHelper(**kwargs))
-    if helper is None:
-      raise RunSetupError("config.reward.judge='llm' needs a helper backend or judge.base_url")
-    return LLMLeakJudge(helper)
-  raise RunSetupError(f"config.reward.judge: unknown {cfg.reward.judge!r}; valid: rule, llm")
-
-
-def probe_helpers(cfg, should_stop=None) -> None:
-  """One request to each endpoint the run will ask (the helper's; the LLM judge's when it
-  differs) before the model loads: a refused key, a missing server or a silent one is a
-  RunSetupError (one line), not a run that trains on errors. Helpers without an endpoint
-  (knowledge, local_lm) have nothing to probe; they are not built here (local_lm loads a
-  model).
-
-  should_stop: called while waiting; it raises to abandon the probe (a stop signal).
-  """
-  targets = []
-  if cfg.helper.kind == "openai":
-    targets.append(("helper", build_helper(cfg.helper)))
-  if cfg.reward.judge == "llm":
-    with _settings_errors():
-      judge_at = helper_settings.judge_endpoint(cfg)
-    if judge_at is not None and judge_at != helper_settings.helper_endpoint(cfg):
-      targets.append(("judge", build_judge(cfg).backend))
-
-  async def probe_all():
-    try:
-      for role, target in targets:
-        try:
-          await target.probe(role)
-        except HelperUnusable as e:
-          raise RunSetupError(f"config.{role}: {e}") from None
-    finally:
-      for _, target in targets:
-        await target.aclose()
-  if targets:
-    run_coroutine(probe_all(), should_stop)
-
-
-def close_helpers(*helpers) -> None:
-  """Release what the run's helpers hold (HTTP clients, a LocalLMHelper's worker), once each.
-
-  For the helpers' owner at the end of a run. A failure to close is reported, not raised:
-  the run's results are already written.
-  """
-  seen = set()
-  for h in helpers:
-    inner = getattr(h, "backend", None)  # an LLM judge wraps a helper backend
-    for obj in (h, inner):
-      if obj is None or id(obj) in seen or not hasattr(obj, "aclose"):
-        continue
-      seen.add(id(obj))
-      try:
-        asyncio.run(obj.aclose())
-      except Exception as e:  # pylint: disable=broad-except
-        print(f"[seekjax] warning: closing {type(obj).__name__} failed: {e!r}", file=sys.stderr)
 
 
 def maybe_initialize_distributed(cfg) -> None:
