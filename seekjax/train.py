@@ -185,21 +185,23 @@ def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_
   base_rng = jax.random.PRNGKey(cfg.seed)
   last, reached, saved, dropped = {}, start, start, None
   every = cfg.train.eval_every if val_examples else 0
-  best = [None]   # the best validation row so far (a resumed run reads process 0's file)
+  best_point = None   # the best validation row so far (a resumed run reads process 0's file)
   if save_best is not None:
-    best = [distributed.gather_json(validation.best_row(
+    best_point = distributed.gather_json(validation.best_row(
         [r for r in validation.curve_rows(workdir) if r["step"] <= start])
-        if writer.enabled else None)[0]]
+        if writer.enabled else None)[0]
 
   def validate(step, trainable, row):
+    nonlocal best_point
     row.update(validation.evaluate_policy(ctx, trainable, list(val_examples),
                                           cfg.rl.questions_per_step * cfg.rl.group_size))
     writer.write(step, row)
     if writer.enabled:
       validation.plot_curve(workdir)
     point = {"step": step, **{k: v for k, v in row.items() if k.startswith("val/")}}
-    if save_best is not None and validation.best_row([r for r in (best[0], point) if r]) is point:
-      best[0] = point
+    candidates = [r for r in (best_point, point) if r]
+    if save_best is not None and validation.best_row(candidates) is point:
+      best_point = point
       save_best(step, trainable, ref_trainable, opt_state)
       log(f"best validation point so far: step {step} (EM {row['val/em']:.3f}); kept in "
           f"{checkpoint.BEST}")
