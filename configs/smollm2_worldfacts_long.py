@@ -29,7 +29,8 @@ from configs.smollm2_worldfacts import get_config as parent
 
 def get_config(arg: str = ""):
   c = parent()
-  c.task.val_size = 48
+  c.task.val_size = 144
+  c.task.max_train = 544
   c.train.eval_every = 10
   c.reward.cost_gate = "any_correct"
   c.rl.group_size = 8
@@ -39,7 +40,7 @@ def get_config(arg: str = ""):
   c.rl.steps = 80
   c.sft.restate_reply = True
   c.train.select_checkpoint = "best_val"
-  c.task.max_eval = 192
+  c.task.max_eval = 444
   c.train.checkpoint_every = 10
   c.eval.paraphrase = True
   if arg == "tiny":
