@@ -120,6 +120,9 @@ SCHEMA = dict(
         system_prompt=(optional(str), None),  # None: the protocol's default prompt
         per_shard_decode=(True, None),        # one decode loop per batch shard (tensor axis 1)
         max_rows_per_device=(0, ">= 0"),      # more rows roll out in waves; 0: no limit
+        # as rows finish, the batch halves (down to this many rows) so the decode loop stops
+        # computing finished rows; 0: the whole batch decodes until its last row is done
+        compact_min_rows=(4, ">= 0"),
         blocking=(False, None),               # wait for each helper in the callback (benchmarks)
     ),
     reward=dict(

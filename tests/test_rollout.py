@@ -204,13 +204,16 @@ params = {{"embed": flat.pop("embed"), "final_norm": flat.pop("final_norm"),
 cfg = sj.ModelConfig(**{cfg!r})
 model = sj.Model(cfg, jax.tree.map(jax.numpy.asarray, params), tok)
 rc = rollout_config(max_turns=3, max_new_tokens=48, max_message_tokens=32, temperature=0.0,
-                    max_steps_per_call=16, max_feedback_tokens=64, system_prompt=SYSTEM)
+                    max_steps_per_call=16, max_feedback_tokens=64, system_prompt=SYSTEM,
+                    compact_min_rows=0)
 from seekjax.rollout import driver
 calls = []  # (first row, rows handed over, rows that closed a message) per callback
 _submit = driver._Host.submit
-def recording_submit(self, closed, window, window_len, offset=0):
-  calls.append((offset, len(closed), [offset + int(r) for r in np.flatnonzero(closed)]))
-  return _submit(self, closed, window, window_len, offset=offset)
+def recording_submit(self, closed, window, window_len, rows):
+  rows = np.asarray(rows)
+  assert (rows == np.arange(rows[0], rows[0] + len(rows))).all(), rows  # one contiguous shard
+  calls.append((int(rows[0]), len(closed), [int(rows[r]) for r in np.flatnonzero(closed)]))
+  return _submit(self, closed, window, window_len, rows)
 driver._Host.submit = recording_submit
 qs = QUESTIONS * 2
 ref = rollout(model, qs, ScriptedHelper(), rc, jax.random.PRNGKey(0))
@@ -295,3 +298,47 @@ def test_sampling_does_not_depend_on_helper_latency(scripted_model):
   np.testing.assert_array_equal(fast.loss_mask, slow.loss_mask)
   other = rollout(scripted_model, qs, ScriptedHelper(), cfg, jax.random.PRNGKey(8))
   assert not np.array_equal(fast.tokens, other.tokens)  # the key does matter
+
+
+def test_compacted_batch_samples_what_the_full_batch_samples(scripted_model, monkeypatch):
+  """Rows whose first turn was forced finish a turn early; the batch then shrinks to the
+  rows still running, which keep their host ids and sampling keys: the episodes equal
+  those of a batch that decodes every row to the end."""
+  from seekjax.rollout import driver, engine
+  turn = "<think>I do not know.</think><message>capital of Eritrea?</message>"
+  forced = [[(turn, "capital of Eritrea?")] if q % 2 else [] for q in range(len(QUESTIONS))]
+  sizes = []
+  take = engine.take_rows
+  monkeypatch.setattr(engine, "take_rows",
+                      lambda state, index, spec: sizes.append(len(index)) or take(
+                          state, index, spec=spec))
+  cfg = dict(temperature=1.5, group_size=2, max_steps_per_call=4)
+  full = rollout(scripted_model, QUESTIONS, ScriptedHelper(), _cfg(**cfg, compact_min_rows=0),
+                 jax.random.PRNGKey(3), forced=forced)
+  assert sizes == []
+  compact = rollout(scripted_model, QUESTIONS, ScriptedHelper(),
+                    _cfg(**cfg, compact_min_rows=2), jax.random.PRNGKey(3), forced=forced)
+  assert sizes and sizes[0] == 4, sizes   # 8 rows -> the 4 unforced ones
+  np.testing.assert_array_equal(compact.tokens, full.tokens)
+  np.testing.assert_array_equal(compact.loss_mask, full.loss_mask)
+  np.testing.assert_allclose(compact.logprobs, full.logprobs, atol=1e-5)
+  np.testing.assert_array_equal(compact.lengths, full.lengths)
+  assert compact.answers == full.answers and compact.finish == full.finish
+  assert compact.messages == full.messages
+  np.testing.assert_array_equal(compact.num_messages, full.num_messages)
+
+
+def test_compact_sizes_halve_down_to_the_minimum_and_the_mesh():
+  from seekjax.rollout.driver import compact_index, compact_sizes
+  from seekjax.rollout.engine import DONE, PARKED, RUNNING
+  assert compact_sizes(16, 4) == (8, 4)
+  assert compact_sizes(16, 0) == ()            # off
+  assert compact_sizes(16, 1, divisor=4) == (8, 4)
+  assert compact_sizes(12, 2) == (6, 3)
+  status = np.array([DONE] * 13 + [RUNNING, PARKED, DONE])
+  index = compact_index(status, (8, 4))
+  assert list(index[:2]) == [13, 14] and len(index) == 4    # live rows first, DONE pads
+  assert (status[index[2:]] == DONE).all()
+  assert compact_index(np.array([RUNNING] * 5 + [DONE] * 11), (8, 4)).tolist()[:5] == [0, 1, 2, 3, 4]
+  assert compact_index(np.array([RUNNING] * 9 + [DONE] * 7), (8, 4)) is None
+  assert compact_index(np.array([RUNNING] * 3 + [DONE]), ()) is None

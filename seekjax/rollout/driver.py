@@ -73,18 +73,19 @@ class _Host:
     self.callback_error: BaseException | None = None
     self.wait_time = 0.0
 
-  def submit(self, closed, window, window_len, offset: int = 0):
+  def submit(self, closed, window, window_len, rows):
     """Called from the decode loop's io_callback. Never raises, never waits (unless blocking).
 
-    When the loop runs per shard, each shard calls with only its own rows, from its own
-    thread, possibly at the same time as others; `offset` is its first row's global id.
+    rows: int[B], each batch row's host id (batch rows and host rows differ once the batch
+    is compacted). When the loop runs per shard, each shard calls with only its own rows,
+    from its own thread, possibly at the same time as others.
     """
     try:
-      window = np.asarray(window)
+      window, rows = np.asarray(window), np.asarray(rows)
       with self.submit_lock:
         for row in np.flatnonzero(np.asarray(closed)):
           text = self.tok.decode(window[row, :int(window_len[row])])
-          self._request(offset + int(row), text)
+          self._request(int(rows[row]), text)
     except BaseException as e:  # noqa: BLE001 - surfaced by the driver after the loop
       self.callback_error = e
     return np.asarray(closed, np.int32)
@@ -109,10 +110,11 @@ class _Host:
       while row not in self.pool.ready():
         self.pool.wait_any(0.01)
 
-  def ready_rows(self, parked: np.ndarray) -> list[int]:
+  def ready_rows(self, parked) -> list[int]:
+    """The host rows among `parked` (host row ids) whose feedback is ready."""
     with self.lock:
       rows = set(self.immediate) | set(self.pool.ready())
-    return sorted(r for r in rows if parked[r])
+    return sorted(rows & set(parked))
 
   def take_feedback(self, row: int) -> tuple[str, str]:
     """(feedback text, reply kind) for a row whose reply is ready."""
@@ -284,11 +286,15 @@ def _wave(model, tok, prompts, width, pool, cfg, rng, prefixes, spec, tables, pa
       lens_dev = jax.device_put(lens_dev, sharding.batch_sharding(model.mesh, 1))
     state = engine.prefill(params, prompts_dev, lens_dev, rng, jnp.int32(first_row), spec=spec,
                            group=group)
-    state = _run(params, tables, state, host, host_id, spec, verbose)
+    store = _RowStore(b, state.hidden is not None)
+    state = _run(params, tables, state, host, host_id, spec, verbose, store,
+                 compact_sizes(b, int(cfg.get("compact_min_rows") or 0),
+                               sharding.batch_divisor(model.mesh)))
+    store.write(state)
   finally:
     engine._HOSTS.pop(host_id, None)  # pylint: disable=protected-access
   keep = np.arange(n_q * group)  # drop padding rows
-  return _collect(tok, state, host, keep, group, time.perf_counter() - t_start,
+  return _collect(tok, store, host, keep, group, time.perf_counter() - t_start,
                   forced_len[keep])
 
 
@@ -313,7 +319,66 @@ def _concat(parts: list, group: int, wall: float) -> Episodes:
                   helper_wait_time=sum(p.helper_wait_time for p in parts))
 
 
-def _run(params, tables, state, host, host_id, spec, verbose):
+def compact_sizes(rows: int, minimum: int, divisor: int = 1) -> tuple[int, ...]:
+  """The batch sizes a wave of `rows` rows may shrink to as its rows finish: rows/2,
+  rows/4, ..., none below `minimum` (0: never shrink) and each a multiple of the mesh's
+  batch `divisor`. A fixed set per config, so each size compiles once."""
+  sizes = []
+  n = rows
+  while minimum and n % 2 == 0 and n // 2 >= minimum and (n // 2) % divisor == 0:
+    n //= 2
+    sizes.append(n)
+  return tuple(sizes)
+
+
+def compact_index(status: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray | None:
+  """The batch rows to keep when most rows are DONE, or None to keep the batch as is.
+
+  The kept batch is the smallest of `sizes` (all smaller than the batch) that holds every
+  row not yet DONE; DONE rows pad it (they decode nothing, so they stay as they are).
+  """
+  live = np.flatnonzero(status != engine.DONE)
+  fits = [n for n in sizes if len(live) <= n < len(status)]
+  if not fits:
+    return None
+  n = min(fits)
+  done = np.flatnonzero(status == engine.DONE)
+  return np.concatenate([live, done[:n - len(live)]]).astype(np.int32)
+
+
+class _RowStore:
+  """Host copies of what `_collect` reads of each of a wave's B rows, by host row: a row
+  is written when a compaction drops it from the batch, the others at the end."""
+
+  FIELDS = ("tokens", "loss_mask", "logprobs", "length", "prompt_len", "turn_start", "finish")
+
+  def __init__(self, rows: int, hidden: bool):
+    self.rows = rows
+    self.fields = self.FIELDS + (("hidden",) if hidden else ())
+    self.data: dict = {}
+
+  def write(self, state, index=None):
+    """Store the batch rows `index` of `state` (all when None) at their host rows."""
+    host_rows = np.asarray(state.rows)
+    index = np.arange(len(host_rows)) if index is None else np.asarray(index)
+    for name in self.fields:
+      a = np.asarray(getattr(state, name))
+      if name not in self.data:
+        self.data[name] = np.zeros((self.rows,) + a.shape[1:], a.dtype)
+      self.data[name][host_rows[index]] = a[index]
+
+  def __getattr__(self, name):
+    if name in _RowStore.FIELDS or name == "hidden":
+      return self.data.get(name)
+    raise AttributeError(name)
+
+
+def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=()):
+  """Decode, hand messages to the helper and append its replies until every row is DONE.
+
+  sizes: the smaller batches the rows may move to as they finish (`compact_sizes`); rows
+  a compaction drops are written to `store` first.
+  """
   width = chunk_width(host.cfg)   # one chunk width per run: append_chunk compiles once
   host_id_dev = jnp.int32(host_id)
   while True:
@@ -321,6 +386,14 @@ def _run(params, tables, state, host, host_id, spec, verbose):
     if host.callback_error is not None:
       raise RuntimeError(f"rollout host callback failed: {host.callback_error!r}")
     status = np.asarray(state.status)
+    index = compact_index(status, sizes) if sizes else None
+    if index is not None:
+      store.write(state, np.flatnonzero(status == engine.DONE))
+      state = engine.take_rows(state, jnp.asarray(index), spec=spec)
+      status = status[index]
+      if verbose:
+        print(f"[rollout] compacted to {len(index)} rows", file=sys.stderr)
+    host_rows = np.asarray(state.rows)
     parked = status == engine.PARKED
     running = status == engine.RUNNING
     if verbose:
@@ -330,12 +403,13 @@ def _run(params, tables, state, host, host_id, spec, verbose):
       if not running.any():
         return state
       continue
-    ready = host.ready_rows(parked)
+    batch_row = {int(host_rows[i]): int(i) for i in np.flatnonzero(parked)}
+    ready = host.ready_rows(batch_row)
     if not ready and not running.any():
       t_wait = time.perf_counter()
       host.pool.wait_any(timeout=host.cfg.helper_timeout + 5)
       host.wait_time += time.perf_counter() - t_wait
-      ready = host.ready_rows(parked)
+      ready = host.ready_rows(batch_row)
     if not ready:
       continue
     length = np.asarray(state.length)
@@ -343,26 +417,29 @@ def _run(params, tables, state, host, host_id, spec, verbose):
     chunks, no_room = {}, np.zeros_like(parked)
     for row in ready:
       ids = feedback_ids(host.tok, *host.take_feedback(row), host.cfg.max_feedback_tokens)
-      room = min(spec.max_len - int(length[row]),
-                 spec.episode_budget - int(length[row] - prompt_len[row])) - 1
+      i = batch_row[row]
+      room = min(spec.max_len - int(length[i]),
+                 spec.episode_budget - int(length[i] - prompt_len[i])) - 1
       if room < 8:
-        no_room[row] = True
+        no_room[i] = True
         continue
-      chunks[row] = ids[:room]
+      chunks[i] = ids[:room]
     if no_room.any():
       state = engine.finish_rows(state, jnp.asarray(no_room), engine.FINISH_BUDGET)
     if chunks:
       b = parked.shape[0]
       chunk = np.zeros((b, width), np.int32)
       chunk_len = np.zeros((b,), np.int32)
-      for row, ids in chunks.items():
-        chunk[row, :len(ids)] = ids
-        chunk_len[row] = len(ids)
+      for i, ids in chunks.items():
+        chunk[i, :len(ids)] = ids
+        chunk_len[i] = len(ids)
       state = engine.append_chunk(params, state, jnp.asarray(chunk), jnp.asarray(chunk_len),
                                   spec=spec)
 
 
 def _collect(tok, state, host, keep, group, wall, forced_len) -> Episodes:
+  """The wave's Episodes from its rows' final arrays (`state`: a `_RowStore`, or any
+  object with the same fields by host row)."""
   tokens = np.asarray(state.tokens)[keep]
   lengths = np.asarray(state.length)[keep]
   prompt_len = np.asarray(state.prompt_len)[keep]

@@ -47,8 +47,10 @@ class SamplingState:
   msg_q: jax.Array       # int32[B]      "</message>" automaton state
   ans_q: jax.Array       # int32[B]      "</answer>" automaton state
   rng: jax.Array
-  first_row: jax.Array   # int32[]       episode id of row 0 (a wave's first row; see
-                         #               `driver.waves`): sampling keys use first_row + row
+  first_row: jax.Array   # int32[]       episode id of the wave's row 0 (`driver.waves`):
+                         #               sampling keys use first_row + rows
+  rows: jax.Array        # int32[B]      each row's index among the wave's rows (the host's
+                         #               row id): arange(B), until `take_rows` compacts
   steps: jax.Array       # int32[]       decode steps taken in the current call
   # dtype[B, L, D] the residual stream after the first `EngineSpec.capture_layer` layers of
   # the token at each slot (as tokens: valid for slots [0, length)); None when not captured
@@ -110,11 +112,11 @@ def per_shard_mesh(mesh: Mesh | None) -> Mesh | None:
 _HOSTS: dict = {}
 
 
-def _host_submit(host_id, offset, closed, window, window_len):
+def _host_submit(host_id, rows, closed, window, window_len):
   host = _HOSTS.get(int(host_id))
   if host is None:
     return jnp.zeros(closed.shape, jnp.int32)
-  return host.submit(closed, window, window_len, offset=int(offset))
+  return host.submit(closed, window, window_len, rows)
 
 
 def _repeat_rows(x, g, axis=0):
@@ -155,6 +157,7 @@ def prefill(params, prompts, prompt_len, rng, first_row, *, spec: EngineSpec, gr
   tokens = jnp.zeros((b, spec.max_len), jnp.int32).at[:, :p].set(_repeat_rows(prompts, group))
   length = _repeat_rows(prompt_len, group)
   zeros = _split_rows(jnp.zeros((b,), jnp.int32), mesh)
+  rows = _split_rows(jnp.arange(b, dtype=jnp.int32), mesh)
   return SamplingState(
       tokens=_split_rows(tokens, mesh),
       loss_mask=_split_rows(jnp.zeros((b, spec.max_len), jnp.int32), mesh),
@@ -162,7 +165,8 @@ def prefill(params, prompts, prompt_len, rng, first_row, *, spec: EngineSpec, gr
       logits=_split_rows(_repeat_rows(logits, group), mesh), length=_split_rows(length, mesh),
       prompt_len=_split_rows(length, mesh), turn_start=_split_rows(length, mesh),
       status=zeros, finish=zeros, msg_q=zeros, ans_q=zeros, rng=rng,
-      first_row=jnp.asarray(first_row, jnp.int32), steps=jnp.int32(0), hidden=hidden)
+      first_row=jnp.asarray(first_row, jnp.int32), rows=rows, steps=jnp.int32(0),
+      hidden=hidden)
 
 
 def _turn_window(tokens, turn_start, width):
@@ -184,31 +188,27 @@ def decode_until_blocked(params, tables: TagTables, state: SamplingState, host_i
   SamplingState.
   """
   if spec.mesh is None:
-    return _decode_loop(params, tables, state, host_id, jnp.int32(0), spec=spec, ordered=True)
+    return _decode_loop(params, tables, state, host_id, spec=spec, ordered=True)
   mesh = spec.mesh
   axes = tuple(a for a in BATCH_AXES if a in mesh.shape)
   rows = P(axes)
   state_spec = jax.tree.map(lambda _: rows, state).replace(rng=P(), first_row=P(), steps=P())
 
   def shard(params, tables, state, host_id):
-    index = jnp.int32(0)
-    for a in axes:
-      index = index * mesh.shape[a] + jax.lax.axis_index(a)
-    offset = index * state.length.shape[0]
-    out = _decode_loop(params, tables, state, host_id, offset, spec=spec, ordered=False)
+    out = _decode_loop(params, tables, state, host_id, spec=spec, ordered=False)
     return out.replace(steps=jnp.int32(0))  # per-shard counts differ; not reported
 
   return jax.shard_map(shard, mesh=mesh, in_specs=(P(), P(), state_spec, P()),
                        out_specs=state_spec, check_vma=False)(params, tables, state, host_id)
 
 
-def _decode_loop(params, tables, state, host_id, offset, *, spec, ordered):
-  """The decode while_loop over this device's (or all) rows; `offset` = first row's id."""
+def _decode_loop(params, tables, state, host_id, *, spec, ordered):
+  """The decode while_loop over this device's (or all) rows; `state.rows` are their
+  host ids (a shard holds its own slice of them)."""
   cfg, max_len = spec.model, spec.max_len
   eos = jnp.asarray(spec.eos_ids or (-1,), jnp.int32)
   rows = jnp.arange(state.length.shape[0])
-  global_rows = offset + rows             # this call's row ids (the host's)
-  episode_rows = state.first_row + global_rows   # ids across waves (sampling keys)
+  episode_rows = state.first_row + state.rows   # ids across waves (sampling keys)
 
   def cond(s):
     return (s.steps < spec.max_steps) & jnp.any(s.status == RUNNING)
@@ -245,7 +245,7 @@ def _decode_loop(params, tables, state, host_id, offset, *, spec, ordered):
     def submit(_):
       window = _turn_window(tokens, s.turn_start, spec.turn_window)
       return io_callback(_host_submit, jax.ShapeDtypeStruct(closed.shape, jnp.int32),
-                         host_id, offset, closed, window, length - s.turn_start,
+                         host_id, s.rows, closed, window, length - s.turn_start,
                          ordered=ordered)
 
     accepted = jax.lax.cond(jnp.any(closed), submit, lambda _: jnp.zeros_like(length), None)
@@ -262,8 +262,8 @@ def _decode_loop(params, tables, state, host_id, offset, *, spec, ordered):
     return SamplingState(tokens=tokens, loss_mask=loss_mask, logprobs=logprobs, cache=cache,
                          logits=logits, length=length, prompt_len=s.prompt_len,
                          turn_start=s.turn_start, status=status, finish=finish, msg_q=msg_q,
-                         ans_q=ans_q, rng=s.rng, first_row=s.first_row, steps=s.steps + 1,
-                         hidden=hidden)
+                         ans_q=ans_q, rng=s.rng, first_row=s.first_row, rows=s.rows,
+                         steps=s.steps + 1, hidden=hidden)
 
   state = state.replace(steps=jnp.int32(0))
   return jax.lax.while_loop(cond, body, state)
@@ -308,3 +308,27 @@ def finish_rows(state: SamplingState, rows_mask, reason):
   """Mark rows DONE with a reason (e.g. a parked row whose feedback cannot fit)."""
   return state.replace(status=jnp.where(rows_mask, DONE, state.status),
                        finish=jnp.where(rows_mask, reason, state.finish))
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def take_rows(state: SamplingState, index, *, spec: EngineSpec) -> SamplingState:
+  """The state of rows `index` (int32[B']) only: every per-row array, the KV cache and the
+  captured hidden states gathered along the rows, split over `spec.rows_mesh` again.
+
+  The rollout compacts its batch with it once most rows are DONE, so the decode loop stops
+  computing rows that have finished. Each row keeps its host id (`rows`), and with it its
+  sampling keys, so the rows it keeps sample what they would have sampled in the full
+  batch.
+  """
+  mesh = spec.rows_mesh
+  per_row = lambda a: _split_rows(jnp.take(a, index, axis=0), mesh)
+  return state.replace(
+      tokens=per_row(state.tokens), loss_mask=per_row(state.loss_mask),
+      logprobs=per_row(state.logprobs),
+      cache=state.cache.map_layers(
+          lambda a: _split_rows(jnp.take(a, index, axis=0), mesh, cache=True)),
+      logits=per_row(state.logits), length=per_row(state.length),
+      prompt_len=per_row(state.prompt_len), turn_start=per_row(state.turn_start),
+      status=per_row(state.status), finish=per_row(state.finish), msg_q=per_row(state.msg_q),
+      ans_q=per_row(state.ans_q), rows=per_row(state.rows),
+      hidden=None if state.hidden is None else per_row(state.hidden))
