@@ -342,3 +342,27 @@ def test_compact_sizes_halve_down_to_the_minimum_and_the_mesh():
   assert compact_index(np.array([RUNNING] * 5 + [DONE] * 11), (8, 4)).tolist()[:5] == [0, 1, 2, 3, 4]
   assert compact_index(np.array([RUNNING] * 9 + [DONE] * 7), (8, 4)) is None
   assert compact_index(np.array([RUNNING] * 3 + [DONE]), ()) is None
+
+
+def test_rollout_that_compacts_after_warm_up_compiles_nothing(scripted_model, monkeypatch):
+  """The first rollout of a shape compiles the smaller batches' programs, so a later
+  rollout whose rows finish apart (and compact) compiles nothing new."""
+  from seekjax import compiles
+  from seekjax.rollout import engine
+  compiles.install()
+  turn = "<think>I do not know.</think><message>capital of Eritrea?</message>"
+  cfg = _cfg(temperature=1.5, group_size=2, max_steps_per_call=4, compact_min_rows=2)
+  together = [[(turn, "capital of Eritrea?")] for _ in QUESTIONS]
+  rollout(scripted_model, QUESTIONS, ScriptedHelper(), cfg, jax.random.PRNGKey(5),
+          forced=together)
+  before = compiles.snapshot()
+  sizes = []
+  take = engine.take_rows
+  monkeypatch.setattr(engine, "take_rows",
+                      lambda state, index, spec: sizes.append(len(index)) or take(
+                          state, index, spec=spec))
+  apart = [together[q] if q % 2 else [] for q in range(len(QUESTIONS))]
+  rollout(scripted_model, QUESTIONS, ScriptedHelper(), cfg, jax.random.PRNGKey(5), forced=apart)
+  counted, names = compiles.since(before)
+  assert sizes, "the second rollout should have compacted"
+  assert counted["compiles"] == 0, names

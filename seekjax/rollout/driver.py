@@ -287,9 +287,10 @@ def _wave(model, tok, prompts, width, pool, cfg, rng, prefixes, spec, tables, pa
     state = engine.prefill(params, prompts_dev, lens_dev, rng, jnp.int32(first_row), spec=spec,
                            group=group)
     store = _RowStore(b, state.hidden is not None)
-    state = _run(params, tables, state, host, host_id, spec, verbose, store,
-                 compact_sizes(b, int(cfg.get("compact_min_rows") or 0),
-                               sharding.batch_divisor(model.mesh)))
+    sizes = compact_sizes(b, int(cfg.get("compact_min_rows") or 0),
+                          sharding.batch_divisor(model.mesh))
+    _warm_compaction(params, tables, state, spec, sizes, chunk_width(cfg))
+    state = _run(params, tables, state, host, host_id, spec, verbose, store, sizes)
     store.write(state)
   finally:
     engine._HOSTS.pop(host_id, None)  # pylint: disable=protected-access
@@ -344,6 +345,30 @@ def compact_index(status: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray | No
   n = min(fits)
   done = np.flatnonzero(status == engine.DONE)
   return np.concatenate([live, done[:n - len(live)]]).astype(np.int32)
+
+
+_WARM: set = set()
+
+
+def _warm_compaction(params, tables, state, spec, sizes, width):
+  """Compile the programs of the smaller batches (`sizes`) on the first rollout of each
+  shape, on throwaway states whose rows are all DONE (so nothing decodes): a run then
+  compiles them while it warms up, not at whichever later step first compacts."""
+  key = (spec, state.length.shape[0], sizes, width)
+  if not sizes or key in _WARM:
+    return
+  batches = (state.length.shape[0],) + sizes
+  for i, n in enumerate(sizes):
+    for m in batches[:i + 1]:   # every compaction that can land on n
+      src = state if m == batches[0] else engine.take_rows(state, jnp.zeros((m,), jnp.int32),
+                                                           spec=spec)
+      dummy = engine.take_rows(src, jnp.zeros((n,), jnp.int32), spec=spec)
+    dummy = engine.finish_rows(dummy, jnp.ones((n,), bool), engine.FINISH_NONE)
+    dummy = engine.decode_until_blocked(params, tables, dummy, jnp.int32(0), spec=spec)
+    dummy = engine.append_chunk(params, dummy, jnp.zeros((n, width), jnp.int32),
+                                jnp.zeros((n,), jnp.int32), spec=spec)
+    engine.finish_rows(dummy, jnp.zeros((n,), bool), engine.FINISH_NONE)
+  _WARM.add(key)
 
 
 class _RowStore:
