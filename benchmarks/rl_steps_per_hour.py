@@ -2,12 +2,15 @@
 commit, side by side, with each step's split (rollout, reference, update, helper wait,
 compile).
 
-    .venv/bin/python benchmarks/rl_steps_per_hour.py [--base 9461232] [--steps 8]
+    .venv/bin/python benchmarks/rl_steps_per_hour.py [--base 9461232[,a9d8e7f]] [--steps 8]
+        [--set rl.group_size=4 ...] [--head_set sft.restate_reply=false ...]
         [--out benchmarks/results/rl_steps_per_hour.json]
 
 Both trees run the same command, `python -m seekjax.train` on
 configs/smollm2_worldfacts.py with `rl.steps=STEPS` (the default's own cold start, so the
-episodes ask and read feedback as the default's do), each from its own tree (so each imports its own seekjax) with
+episodes ask and read feedback as the default's do), plus `--set` overrides (every run)
+and `--head_set` overrides (this tree only: keys the older trees do not have, so that all
+runs train the same settings when the default config has changed), each from its own tree (so each imports its own seekjax) with
 the same venv, at the same time: they share the machine's load, so the ratio compares
 like with like on a noisy box. Each run gets a fresh workdir and no persistent JAX
 compilation cache, so the first steps pay their compiles as a first `make run` does.
@@ -43,9 +46,10 @@ def worktree(base: str) -> str:
   return path
 
 
-def command(steps: int, workdir: str) -> list[str]:
+def command(steps: int, workdir: str, overrides=()) -> list[str]:
   return [sys.executable, "-m", "seekjax.train", "--config=configs/smollm2_worldfacts.py",
-          f"--workdir={workdir}", f"--config.rl.steps={steps}"]
+          f"--workdir={workdir}", f"--config.rl.steps={steps}"] + [
+              f"--config.{o}" for o in overrides]
 
 
 def read_steps(workdir: str) -> list[dict]:
@@ -82,7 +86,12 @@ def summarize(rows: list[dict]) -> dict:
 
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--base", default="9461232", help="the older commit to compare against")
+  ap.add_argument("--base", default="9461232",
+                  help="the older commit(s) to compare against, comma-separated")
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="a config override for every run")
+  ap.add_argument("--head_set", action="append", default=[], metavar="KEY=VALUE",
+                  help="a config override for this tree's run only")
   ap.add_argument("--steps", type=int, default=8)
   ap.add_argument("--scratch", default=os.path.join(tempfile.gettempdir(), "rl_steps_per_hour"))
   ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
@@ -90,7 +99,10 @@ def main() -> int:
   args = ap.parse_args()
   if args.steps < 3:
     ap.error("--steps must be >= 3 (the first two steps compile)")
-  trees = {"base": worktree(args.base), "head": ROOT}
+  bases = [b for b in args.base.split(",") if b]
+  trees = {("base" if len(bases) == 1 else f"base_{b}"): worktree(b) for b in bases}
+  trees["head"] = ROOT
+  overrides = {name: args.set + (args.head_set if name == "head" else []) for name in trees}
   shutil.rmtree(args.scratch, ignore_errors=True)
   procs, logs = {}, {}
   load_before = os.getloadavg()
@@ -103,7 +115,8 @@ def main() -> int:
     os.makedirs(args.scratch, exist_ok=True)
     logs[name] = open(os.path.join(args.scratch, f"{name}.log"), "w")
     print(f"[rl_steps_per_hour] {name}: {tree}", file=sys.stderr, flush=True)
-    procs[name] = subprocess.Popen(command(args.steps, workdir), cwd=tree, env=env,
+    procs[name] = subprocess.Popen(command(args.steps, workdir, overrides[name]), cwd=tree,
+                                   env=env,
                                    stdout=logs[name], stderr=subprocess.STDOUT)
   for name, p in procs.items():
     if p.wait():
@@ -114,13 +127,20 @@ def main() -> int:
       "base": args.base, "head": subprocess.run(
           ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
           text=True).stdout.strip(),
-      "command": " ".join(command(args.steps, "WORKDIR")[1:]),
+      "commands": {name: " ".join(command(args.steps, "WORKDIR", overrides[name])[1:])
+                   for name in trees},
       "load_before": load_before, "load_after": os.getloadavg(), "wall_s": wall,
       "runs": {name: summarize(read_steps(os.path.join(args.scratch, name))) for name in trees},
   }
-  b, h = result["runs"]["base"], result["runs"]["head"]
-  result["ratio_steps_per_hour_all"] = h["steps_per_hour_all"] / b["steps_per_hour_all"]
-  result["ratio_steps_per_hour_warm"] = h["steps_per_hour_warm"] / b["steps_per_hour_warm"]
+  h = result["runs"]["head"]
+  for name in trees:
+    if name == "head":
+      continue
+    b = result["runs"][name]
+    tail = "" if name == "base" else "_" + name[len("base_"):]
+    result["ratio_steps_per_hour_all" + tail] = h["steps_per_hour_all"] / b["steps_per_hour_all"]
+    result["ratio_steps_per_hour_warm" + tail] = (h["steps_per_hour_warm"]
+                                                  / b["steps_per_hour_warm"])
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(result, f, indent=2)
