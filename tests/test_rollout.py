@@ -235,6 +235,27 @@ for shape, shards in [((2, 2, 2), 1), ((8, 1, 1), 8), ((1, 8, 1), 8)]:
   assert sum(len(rows) for _, _, rows in calls) == got.num_messages.sum() + sum(
       map(len, got.refusals)), shape
   print("ok", shape, list(got.num_messages), len(calls), "callbacks")
+# Per-shard decode with compaction: rows whose first turn was forced finish a turn early,
+# and the 32 rows shrink to 16 (2 a shard): the episodes equal the unsharded full batch's.
+driver._Host.submit = _submit
+from seekjax.rollout import engine
+sizes = []
+_take = engine.take_rows
+engine.take_rows = lambda state, index, spec: sizes.append(len(index)) or _take(
+    state, index, spec=spec)
+turn = "<think>I do not know.</think><message>capital of Eritrea?</message>"
+qs4 = QUESTIONS * 8
+forced = [[(turn, "capital of Eritrea?")] if q % 2 else [] for q in range(len(qs4))]
+ref = rollout(model, qs4, ScriptedHelper(), rc, jax.random.PRNGKey(0), forced=forced)
+assert not sizes
+mesh = sharding.make_mesh((8, 1, 1))
+sm = model.replace(params=sharding.shard_params(mesh, model.params), mesh=mesh)
+rc.compact_min_rows = 8
+got = rollout(sm, qs4, ScriptedHelper(), rc, jax.random.PRNGKey(0), forced=forced)
+assert sizes and sizes[0] == 16, sizes
+assert (got.tokens == ref.tokens).all() and got.answers == ref.answers
+assert (got.num_messages == ref.num_messages).all() and got.messages == ref.messages
+print("ok compacted per shard", sizes)
 """
 
 
@@ -256,7 +277,7 @@ def test_sharded_rollout_equals_unsharded_on_8_devices(scripted_model, tmp_path)
   r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                      timeout=900, check=False, cwd=root)
   assert r.returncode == 0, r.stderr[-3000:]
-  assert r.stdout.count("ok ") == 3, r.stdout
+  assert r.stdout.count("ok ") == 4, r.stdout
 
 
 def test_forced_turns_really_ask_the_helper_and_count_as_messages(scripted_model):
