@@ -126,3 +126,30 @@ def test_lever_forks_keep_the_long_runs_lr_schedule():
   assert "--fork_from=cold" in cmd and "--config.optim.lr=3e-4" in cmd
   short = levers.lever_command("w", "default", [], 8, 0, "cold")
   assert "--config.rl.steps=8" in short and not any(c.startswith("--stop_after") for c in short)
+
+
+def test_subset_report_slices_the_same_questions_for_every_method(tmp_path, capsys):
+  """experiments/subset_report.py: EM, messages and leak over a slice of held-out, and the
+  paired differences there, against a direct computation."""
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import subset_report
+  ems = {"dynamic": [0, 0, 1, 1, 1, 1], "cold_start": [1, 1, 0, 1, 0, 0],
+         "static_interaction": [1, 1, 1, 0, 0, 0]}
+  methods = {name: {"episodes": [
+      dict(id=f"q{i}", em=e, messages=1 + (name == "dynamic") * (i % 2), private=i % 2 == 0,
+           leak=int(name == "static_interaction")) for i, e in enumerate(v)]}
+      for name, v in ems.items()}
+  (tmp_path / "eval").mkdir()
+  (tmp_path / "eval" / "results.json").write_text(json.dumps({"methods": methods}))
+  assert subset_report.main([str(tmp_path), "--start", "2"]) == 0
+  out = capsys.readouterr().out
+  # questions 2-5: dynamic 4/4, cold_start 1/4, static 1/4; dynamic sends 1.5 messages
+  assert "| dynamic | 4 | 1.000 [1.000, 1.000] | 1.50 | 0.000 (2) |" in out
+  assert "| static_interaction | 4 | 0.250" in out and "1.000 (2) |" in out
+  assert "| dynamic - cold_start | 4 | +0.750 |" in out
+  methods["cold_start"]["episodes"][3]["id"] = "other"
+  (tmp_path / "eval" / "results.json").write_text(json.dumps({"methods": methods}))
+  with pytest.raises(SystemExit, match="other questions"):
+    subset_report.main([str(tmp_path), "--start", "2"])
+  with pytest.raises(SystemExit, match="no questions"):
+    subset_report.main([str(tmp_path), "--start", "10"])
