@@ -350,7 +350,7 @@ def test_compacted_batch_samples_what_the_full_batch_samples(scripted_model, mon
 
 
 def test_compact_sizes_halve_down_to_the_minimum_and_the_mesh():
-  from seekjax.rollout.driver import compact_index, compact_sizes
+  from seekjax.rollout.compaction import compact_index, compact_sizes
   from seekjax.rollout.engine import DONE, PARKED, RUNNING
   assert compact_sizes(16, 4) == (8, 4)
   assert compact_sizes(16, 0) == ()            # off

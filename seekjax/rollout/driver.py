@@ -19,7 +19,7 @@ import numpy as np
 from seekjax import protocol
 from seekjax.protocol import HelperReply
 from seekjax.models import decoder, sharding
-from seekjax.rollout import engine, tagmatch
+from seekjax.rollout import compaction, engine, tagmatch
 from seekjax.rollout.config import (cache_length, chunk_width, episode_budget,
                                     prompt_width, validate)
 from seekjax.rollout.pool import HelperPool
@@ -286,10 +286,10 @@ def _wave(model, tok, prompts, width, pool, cfg, rng, prefixes, spec, tables, pa
       lens_dev = jax.device_put(lens_dev, sharding.batch_sharding(model.mesh, 1))
     state = engine.prefill(params, prompts_dev, lens_dev, rng, jnp.int32(first_row), spec=spec,
                            group=group)
-    store = _RowStore(b, state.hidden is not None)
-    sizes = compact_sizes(b, int(cfg.get("compact_min_rows") or 0),
-                          sharding.batch_divisor(model.mesh))
-    _warm_compaction(params, tables, state, spec, sizes, chunk_width(cfg))
+    store = compaction.RowStore(b, state.hidden is not None)
+    sizes = compaction.compact_sizes(b, int(cfg.get("compact_min_rows") or 0),
+                                     sharding.batch_divisor(model.mesh))
+    compaction.warm_up(params, tables, state, spec, sizes, chunk_width(cfg))
     state = _run(params, tables, state, host, host_id, spec, verbose, store, sizes)
     store.write(state)
   finally:
@@ -320,89 +320,11 @@ def _concat(parts: list, group: int, wall: float) -> Episodes:
                   helper_wait_time=sum(p.helper_wait_time for p in parts))
 
 
-def compact_sizes(rows: int, minimum: int, divisor: int = 1) -> tuple[int, ...]:
-  """The batch sizes a wave of `rows` rows may shrink to as its rows finish: rows/2,
-  rows/4, ..., none below `minimum` (0: never shrink) and each a multiple of the mesh's
-  batch `divisor`. A fixed set per config, so each size compiles once."""
-  sizes = []
-  n = rows
-  while minimum and n % 2 == 0 and n // 2 >= minimum and (n // 2) % divisor == 0:
-    n //= 2
-    sizes.append(n)
-  return tuple(sizes)
-
-
-def compact_index(status: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray | None:
-  """The batch rows to keep when most rows are DONE, or None to keep the batch as is.
-
-  The kept batch is the smallest of `sizes` (all smaller than the batch) that holds every
-  row not yet DONE; DONE rows pad it (they decode nothing, so they stay as they are).
-  """
-  live = np.flatnonzero(status != engine.DONE)
-  fits = [n for n in sizes if len(live) <= n < len(status)]
-  if not fits:
-    return None
-  n = min(fits)
-  done = np.flatnonzero(status == engine.DONE)
-  return np.concatenate([live, done[:n - len(live)]]).astype(np.int32)
-
-
-_WARM: set = set()
-
-
-def _warm_compaction(params, tables, state, spec, sizes, width):
-  """Compile the programs of the smaller batches (`sizes`) on the first rollout of each
-  shape, on throwaway states whose rows are all DONE (so nothing decodes): a run then
-  compiles them while it warms up, not at whichever later step first compacts."""
-  key = (spec, state.length.shape[0], sizes, width)
-  if not sizes or key in _WARM:
-    return
-  batches = (state.length.shape[0],) + sizes
-  for i, n in enumerate(sizes):
-    for m in batches[:i + 1]:   # every compaction that can land on n
-      src = state if m == batches[0] else engine.take_rows(state, jnp.zeros((m,), jnp.int32),
-                                                           spec=spec)
-      dummy = engine.take_rows(src, jnp.zeros((n,), jnp.int32), spec=spec)
-    dummy = engine.finish_rows(dummy, jnp.ones((n,), bool), engine.FINISH_NONE)
-    dummy = engine.decode_until_blocked(params, tables, dummy, jnp.int32(0), spec=spec)
-    dummy = engine.append_chunk(params, dummy, jnp.zeros((n, width), jnp.int32),
-                                jnp.zeros((n,), jnp.int32), spec=spec)
-    engine.finish_rows(dummy, jnp.zeros((n,), bool), engine.FINISH_NONE)
-  _WARM.add(key)
-
-
-class _RowStore:
-  """Host copies of what `_collect` reads of each of a wave's B rows, by host row: a row
-  is written when a compaction drops it from the batch, the others at the end."""
-
-  FIELDS = ("tokens", "loss_mask", "logprobs", "length", "prompt_len", "turn_start", "finish")
-
-  def __init__(self, rows: int, hidden: bool):
-    self.rows = rows
-    self.fields = self.FIELDS + (("hidden",) if hidden else ())
-    self.data: dict = {}
-
-  def write(self, state, index=None):
-    """Store the batch rows `index` of `state` (all when None) at their host rows."""
-    host_rows = np.asarray(state.rows)
-    index = np.arange(len(host_rows)) if index is None else np.asarray(index)
-    for name in self.fields:
-      a = np.asarray(getattr(state, name))
-      if name not in self.data:
-        self.data[name] = np.zeros((self.rows,) + a.shape[1:], a.dtype)
-      self.data[name][host_rows[index]] = a[index]
-
-  def __getattr__(self, name):
-    if name in _RowStore.FIELDS or name == "hidden":
-      return self.data.get(name)
-    raise AttributeError(name)
-
-
 def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=()):
   """Decode, hand messages to the helper and append its replies until every row is DONE.
 
-  sizes: the smaller batches the rows may move to as they finish (`compact_sizes`); rows
-  a compaction drops are written to `store` first.
+  sizes: the smaller batches the rows may move to as they finish
+  (`compaction.compact_sizes`); rows a compaction drops are written to `store` first.
   """
   width = chunk_width(host.cfg)   # one chunk width per run: append_chunk compiles once
   host_id_dev = jnp.int32(host_id)
@@ -411,7 +333,7 @@ def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=
     if host.callback_error is not None:
       raise RuntimeError(f"rollout host callback failed: {host.callback_error!r}")
     status = np.asarray(state.status)
-    index = compact_index(status, sizes) if sizes else None
+    index = compaction.compact_index(status, sizes) if sizes else None
     if index is not None:
       store.write(state, np.flatnonzero(status == engine.DONE))
       state = engine.take_rows(state, jnp.asarray(index), spec=spec)
@@ -463,8 +385,8 @@ def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=
 
 
 def _collect(tok, state, host, keep, group, wall, forced_len) -> Episodes:
-  """The wave's Episodes from its rows' final arrays (`state`: a `_RowStore`, or any
-  object with the same fields by host row)."""
+  """The wave's Episodes from its rows' final arrays (`state`: a `compaction.RowStore`,
+  or any object with the same fields by host row)."""
   tokens = np.asarray(state.tokens)[keep]
   lengths = np.asarray(state.length)[keep]
   prompt_len = np.asarray(state.prompt_len)[keep]

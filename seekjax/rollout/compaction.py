@@ -1,0 +1,93 @@
+"""Compacting a rollout's batch as its rows finish.
+
+Rows of one batch finish at different times: a row that asks the helper twice decodes a
+third turn while the others are DONE. Once the rows not yet DONE fit in half the batch
+or less, the driver gathers them into a smaller batch (`engine.take_rows`), so the decode
+loop stops computing finished rows. The sizes come from the config (`compact_sizes`), and
+`warm_up` compiles their programs on the first rollout of each shape; `RowStore` keeps
+what the driver collects of each row that a compaction drops.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from seekjax.rollout import engine
+
+
+def compact_sizes(rows: int, minimum: int, divisor: int = 1) -> tuple[int, ...]:
+  """The batch sizes a wave of `rows` rows may shrink to as its rows finish: rows/2,
+  rows/4, ..., none below `minimum` (0: never shrink) and each a multiple of the mesh's
+  batch `divisor`. A fixed set per config, so each size compiles once."""
+  sizes = []
+  n = rows
+  while minimum and n % 2 == 0 and n // 2 >= minimum and (n // 2) % divisor == 0:
+    n //= 2
+    sizes.append(n)
+  return tuple(sizes)
+
+
+def compact_index(status: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray | None:
+  """The batch rows to keep when most rows are DONE, or None to keep the batch as is.
+
+  The kept batch is the smallest of `sizes` (all smaller than the batch) that holds every
+  row not yet DONE; DONE rows pad it (they decode nothing, so they stay as they are).
+  """
+  live = np.flatnonzero(status != engine.DONE)
+  fits = [n for n in sizes if len(live) <= n < len(status)]
+  if not fits:
+    return None
+  n = min(fits)
+  done = np.flatnonzero(status == engine.DONE)
+  return np.concatenate([live, done[:n - len(live)]]).astype(np.int32)
+
+
+_WARM: set = set()   # the shapes warmed in this process
+
+
+def warm_up(params, tables, state, spec, sizes, width):
+  """Compile the programs of the smaller batches (`sizes`) on the first rollout of each
+  shape, on throwaway states whose rows are all DONE (so nothing decodes): a run then
+  compiles them while it warms up, not at whichever later step first compacts."""
+  key = (spec, state.length.shape[0], sizes, width)
+  if not sizes or key in _WARM:
+    return
+  batches = (state.length.shape[0],) + sizes
+  for i, n in enumerate(sizes):
+    for m in batches[:i + 1]:   # every compaction that can land on n
+      src = state if m == batches[0] else engine.take_rows(state, jnp.zeros((m,), jnp.int32),
+                                                           spec=spec)
+      dummy = engine.take_rows(src, jnp.zeros((n,), jnp.int32), spec=spec)
+    dummy = engine.finish_rows(dummy, jnp.ones((n,), bool), engine.FINISH_NONE)
+    dummy = engine.decode_until_blocked(params, tables, dummy, jnp.int32(0), spec=spec)
+    dummy = engine.append_chunk(params, dummy, jnp.zeros((n, width), jnp.int32),
+                                jnp.zeros((n,), jnp.int32), spec=spec)
+    engine.finish_rows(dummy, jnp.zeros((n,), bool), engine.FINISH_NONE)
+  _WARM.add(key)
+
+
+class RowStore:
+  """Host copies of what `_collect` reads of each of a wave's B rows, by host row: a row
+  is written when a compaction drops it from the batch, the others at the end."""
+
+  FIELDS = ("tokens", "loss_mask", "logprobs", "length", "prompt_len", "turn_start", "finish")
+
+  def __init__(self, rows: int, hidden: bool):
+    self.rows = rows
+    self.fields = self.FIELDS + (("hidden",) if hidden else ())
+    self.data: dict = {}
+
+  def write(self, state, index=None):
+    """Store the batch rows `index` of `state` (all when None) at their host rows."""
+    host_rows = np.asarray(state.rows)
+    index = np.arange(len(host_rows)) if index is None else np.asarray(index)
+    for name in self.fields:
+      a = np.asarray(getattr(state, name))
+      if name not in self.data:
+        self.data[name] = np.zeros((self.rows,) + a.shape[1:], a.dtype)
+      self.data[name][host_rows[index]] = a[index]
+
+  def __getattr__(self, name):
+    if name in RowStore.FIELDS or name == "hidden":
+      return self.data.get(name)
+    raise AttributeError(name)
