@@ -57,8 +57,16 @@ LEVERS = {
 DEFAULT_LEVERS = ("default", "gate", "gate_lr1e-4", "gate_g8_lr1e-4", "gate_g8_lr1e-4_temp0.7")
 
 
+# The settings the levers above are defined against: the default's before it took the
+# long config's (the fixed-think cold start, no cost gate, groups of 4 over 4 questions,
+# lr 2e-5, temperature 1.0), pinned so that each lever's name keeps its meaning and old
+# sweeps rerun as they ran; --set comes after them (e.g. sft.restate_reply=true).
+BASE_SETTINGS = ["sft.restate_reply=false", "reward.cost_gate=none", "rl.group_size=4",
+                 "rl.questions_per_step=4", "optim.lr=2e-5", "rollout.temperature=1.0"]
+
+
 def shared(val_size: int, eval_every: int) -> list[str]:
-  return [f"task.val_size={val_size}", f"train.eval_every={eval_every}"]
+  return [f"task.val_size={val_size}", f"train.eval_every={eval_every}"] + BASE_SETTINGS
 
 
 def train_command(workdir: str, overrides: list[str], fork_from: str | None = None) -> list[str]:

@@ -128,6 +128,22 @@ def test_lever_forks_keep_the_long_runs_lr_schedule():
   assert "--config.rl.steps=8" in short and not any(c.startswith("--stop_after") for c in short)
 
 
+
+def test_lever_sweeps_pin_the_settings_their_levers_are_defined_against():
+  """The default config moved to the long config's RL settings; a sweep still starts from
+  the settings its lever names refer to (lr 2e-5, no gate...), and --set and each lever's
+  own overrides come after them, so they win."""
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import levers  # pylint: disable=import-outside-toplevel
+  common = levers.shared(48, 4) + ["sft.restate_reply=true"]
+  assert "optim.lr=2e-5" in common and "reward.cost_gate=none" in common
+  cmd = levers.lever_command("w", "gate_lr1e-4", common, 8, 0, "cold")
+  lr = [c for c in cmd if c.startswith("--config.optim.lr=")]
+  assert lr == ["--config.optim.lr=2e-5", "--config.optim.lr=1e-4"]   # the lever's is last
+  restate = [c for c in cmd if c.startswith("--config.sft.restate_reply=")]
+  assert restate[-1] == "--config.sft.restate_reply=true"
+
+
 def test_subset_report_slices_the_same_questions_for_every_method(tmp_path, capsys):
   """experiments/subset_report.py: EM, messages and leak over a slice of held-out, and the
   paired differences there, against a direct computation."""
