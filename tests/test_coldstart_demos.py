@@ -418,8 +418,8 @@ def test_restate_reply_is_a_config_switch_on_the_cold_starts_demos(tmp_path):
                        "</info></feedback>"]}
   path = tmp_path / "d.jsonl"
   path.write_text(json.dumps(row) + "\n")
-  plain = cold_start_lib.demonstrations(_cfg(f"sft.demos_path={path}"), [], None,
-                                        WordTokenizer())
+  plain = cold_start_lib.demonstrations(
+      _cfg(f"sft.demos_path={path}", "sft.restate_reply=false"), [], None, WordTokenizer())
   assert plain[0].turns[-1] == "<think>Fixed.</think><answer>Lima</answer>"
   quoted = cold_start_lib.demonstrations(
       _cfg(f"sft.demos_path={path}", "sft.restate_reply=true"), [], None, WordTokenizer())
