@@ -6,7 +6,8 @@ Every method's episodes in `eval/results.json` are in the held-out split's order
 slice [start, end) picks the same questions for every method. For each method: EM with a
 95% bootstrap interval, messages per episode and the leak rate over its private episodes;
 then the paired EM differences `dynamic - cold_start` and `dynamic - static_interaction`
-on those questions (the same bootstrap as `seekjax.evaluate`). What it is for: reading a
+on those questions (`seekjax.evaluate`'s own statistics, recomputed on the slice). What
+it is for: reading a
 run whose held-out split grew on the questions no earlier run had answered.
 """
 from __future__ import annotations
@@ -16,11 +17,7 @@ import json
 import os
 import sys
 
-import numpy as np
-
-from seekjax.eval import stats
-
-PAIRS = (("dynamic", "cold_start"), ("dynamic", "static_interaction"))
+from seekjax.eval import metrics, results
 
 
 def load_slices(path: str, start: int, end: int | None) -> dict[str, list[dict]]:
@@ -42,31 +39,22 @@ def load_slices(path: str, start: int, end: int | None) -> dict[str, list[dict]]
   return out
 
 
-def method_row(episodes: list[dict], seed: int = 0) -> dict:
-  em = np.array([e["em"] for e in episodes], np.float64)
-  ci = stats.bootstrap_ci(em, seed=seed)
-  leaks = [e["leak"] for e in episodes if e.get("private") and e.get("leak") is not None]
-  return {"n": len(em), "em": float(em.mean()), "low": ci["low"], "high": ci["high"],
-          "messages": float(np.mean([e["messages"] for e in episodes])),
-          "leak": float(np.mean(leaks)) if leaks else None, "n_private": len(leaks)}
-
-
 def report(slices: dict[str, list[dict]], seed: int = 0) -> str:
   lines = ["| method | n | EM [95% CI] | messages/episode | leak rate (n private) |",
            "|---|---|---|---|---|"]
   for name, eps in slices.items():
-    r = method_row(eps, seed)
-    leak = "–" if r["leak"] is None else f"{r['leak']:.3f} ({r['n_private']})"
-    lines.append(f"| {name} | {r['n']} | {r['em']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | "
-                 f"{r['messages']:.2f} | {leak} |")
+    r = metrics.group_stats(eps, ci=True, seed=seed)
+    leak = "–" if r["leak_rate"] is None else f"{r['leak_rate']:.3f} ({r['n_private']})"
+    low, high = r["em_ci"]
+    lines.append(f"| {name} | {r['n']} | {r['em']:.3f} [{low:.3f}, {high:.3f}] | "
+                 f"{r['messages_per_episode']:.2f} | {leak} |")
   lines += ["", "| paired EM difference | n | mean | 95% CI | excludes 0 |", "|---|---|---|---|---|"]
-  for a, b in PAIRS:
-    if a in slices and b in slices:
-      d = stats.paired_difference_ci([e["em"] for e in slices[a]],
-                                     [e["em"] for e in slices[b]], seed=seed)
-      excl = "yes" if d["low"] > 0 or d["high"] < 0 else "no"
-      lines.append(f"| {a} - {b} | {d['n']} | {d['mean']:+.3f} | [{d['low']:+.3f}, "
-                   f"{d['high']:+.3f}] | {excl} |")
+  pairs = results.paired_comparisons({name: {"episodes": eps} for name, eps in slices.items()},
+                                     seed=seed)
+  for name, d in pairs.items():
+    excl = "yes" if d["low"] > 0 or d["high"] < 0 else "no"
+    lines.append(f"| {name} | {d['n']} | {d['mean']:+.3f} | [{d['low']:+.3f}, "
+                 f"{d['high']:+.3f}] | {excl} |")
   return "\n".join(lines)
 
 

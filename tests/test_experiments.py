@@ -152,8 +152,10 @@ def test_subset_report_slices_the_same_questions_for_every_method(tmp_path, caps
   ems = {"dynamic": [0, 0, 1, 1, 1, 1], "cold_start": [1, 1, 0, 1, 0, 0],
          "static_interaction": [1, 1, 1, 0, 0, 0]}
   methods = {name: {"episodes": [
-      dict(id=f"q{i}", em=e, messages=1 + (name == "dynamic") * (i % 2), private=i % 2 == 0,
-           leak=int(name == "static_interaction")) for i, e in enumerate(v)]}
+      dict(id=f"q{i}", em=e, f1=float(e), messages=1 + (name == "dynamic") * (i % 2),
+           helper_tokens=3, private=i % 2 == 0, helper_errors=0, format_failure=0.0,
+           leak=int(name == "static_interaction") if i % 2 == 0 else None, llm_leak=None,
+           llm_judge_error=None, feedback_has_answer=bool(e)) for i, e in enumerate(v)]}
       for name, v in ems.items()}
   (tmp_path / "eval").mkdir()
   (tmp_path / "eval" / "results.json").write_text(json.dumps({"methods": methods}))
