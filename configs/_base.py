@@ -137,6 +137,9 @@ SCHEMA = dict(
         # episode (any_correct), or times its success rate (scaled); rl/rewards.gate_costs
         cost_gate=("none", ("none", "any_correct", "scaled")),
         gate_leak=(False, None),              # the leak cost is gated too
+        # partial credit: an episode whose helper reply held a gold answer scores at least
+        # this (rl/rewards.compute_rewards); 0: only the answer scores
+        reply_credit=(0.0, ">= 0"),
     ),
     rl=dict(
         steps=(24, ">= 0"),

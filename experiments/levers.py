@@ -52,6 +52,14 @@ LEVERS = {
     "long_epochs2_mb2": ["reward.cost_gate=any_correct", "rl.group_size=8",
                          "rl.questions_per_step=2", "optim.lr=1e-4", "rollout.temperature=0.7",
                          "rl.num_epochs=2", "rl.mini_batches=2"],
+    # partial credit for a wrong episode whose helper reply held the gold answer
+    # (reward.reply_credit): the long run's RL gained least on asking
+    "long_credit0.3": ["reward.cost_gate=any_correct", "rl.group_size=8",
+                       "rl.questions_per_step=2", "optim.lr=1e-4", "rollout.temperature=0.7",
+                       "reward.reply_credit=0.3"],
+    "long_credit0.3_lr3e-4": ["reward.cost_gate=any_correct", "rl.group_size=8",
+                              "rl.questions_per_step=2", "optim.lr=3e-4",
+                              "rollout.temperature=0.7", "reward.reply_credit=0.3"],
 }
 # The levers the sweep runs unless --only names others.
 DEFAULT_LEVERS = ("default", "gate", "gate_lr1e-4", "gate_g8_lr1e-4", "gate_g8_lr1e-4_temp0.7")

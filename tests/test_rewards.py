@@ -197,3 +197,82 @@ def test_group_spread_counts_groups_without_signal():
   assert group_spread(rewards, 4)["groups_zero_advantage"] == pytest.approx(1 / 3)
   with pytest.raises(ValueError, match="groups of 5"):
     group_spread(rewards, 5)
+
+
+# ----------------------------------------------------------------------------- reply credit
+# GATE_EPISODES again; the replies of episodes 1, 2, 4, 6, 8, 11 held a gold answer.
+REPLY_HELD = np.array([0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 0, 1], np.float32)
+
+
+def test_reply_credit_matches_hand_computed_rewards_and_advantages():
+  """Credit 0.3 on top of the any_correct gate: the wrong episodes whose reply held the
+  answer (1, 2, 6, 11) gain 0.3; the correct ones (4, 8) gain nothing, so a correct
+  episode that asked still ranks below one that answered alone (9)."""
+  from seekjax.rl.rewards import gate_costs
+  plain, comps, valid = compute_rewards(**GATE_EPISODES, cfg=_cfg(format_penalty=0.0,
+                                                                   reply_credit=0.3),
+                                        reply_held=REPLY_HELD)
+  np.testing.assert_allclose(comps["reply_credit"], 0.3 * np.array(
+      [0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1]), atol=1e-7)
+  rewards, gated = gate_costs(plain, comps, GATE_EPISODES["task_scores"] >= 1, 4, "any_correct",
+                              valid=valid)
+  want = np.array([0, .3, .3, 0, .8, 0, .1, -.4, .6, .8, 0, -.4], np.float32)
+  np.testing.assert_allclose(rewards, want, atol=1e-6)
+  np.testing.assert_allclose(sum(gated.values()), rewards, atol=1e-6)
+  adv = np.asarray(advantages.get_advantage_fn("grpo")(rewards, 4, valid=valid))
+  np.testing.assert_allclose(adv, _grpo_by_hand(want), atol=1e-4)
+  # the group without a correct episode now ranks the episodes that found the answer first
+  assert adv[1] > 0 and adv[2] > 0 and adv[0] < 0 and adv[3] < 0
+
+
+def test_reply_credit_tops_up_a_partial_score_and_needs_reply_held():
+  scores = np.array([0.0, 0.2, 0.5, 1.0], np.float32)
+  ep = dict(task_scores=scores, num_messages=np.ones(4), helper_tokens=np.zeros(4),
+            leaks=np.zeros(4), format_ok=np.ones(4), helper_errors=np.zeros(4))
+  cfg = _cfg(lambda_message=0, lambda_helper_tokens=0, reply_credit=0.4)
+  r, _, _ = compute_rewards(**ep, cfg=cfg, reply_held=np.ones(4))
+  np.testing.assert_allclose(r, [0.4, 0.4, 0.5, 1.0], atol=1e-7)   # max(score, credit)
+  r, _, _ = compute_rewards(**ep, cfg=cfg, reply_held=np.zeros(4))
+  np.testing.assert_allclose(r, scores, atol=1e-7)
+  with pytest.raises(ValueError, match="reply_credit > 0 needs reply_held"):
+    compute_rewards(**ep, cfg=cfg)
+  with pytest.raises(ValueError, match="reply_held has 3 episodes"):
+    compute_rewards(**ep, cfg=cfg, reply_held=np.ones(3))
+  with pytest.raises(configlib.ConfigError, match="reply_credit"):
+    compute_rewards(**ep, cfg=_cfg(reply_credit=-0.1), reply_held=np.ones(4))
+
+
+def test_score_episodes_marks_replies_that_hold_a_gold_answer():
+  import types
+
+  from seekjax.protocol import HelperReply
+  from seekjax.rl.cycle import score_episodes
+
+  class NoLeak:
+    def judge(self, messages, facts):
+      return types.SimpleNamespace(leak=False)
+
+  ok = lambda text: HelperReply(kind="info", text=text, tokens=5, latency=0.0)
+  failed = HelperReply(kind="info", text="The capital of France is Paris.", tokens=0,
+                       latency=0.0, error="timeout")
+  eps = types.SimpleNamespace(
+      answers=["Lyon", None, "Paris", "Paris"],
+      messages=[["capital of France?"], ["capital of France?"], [], ["capital of France?"]],
+      replies=[[ok("The capital of France is Paris.")], [failed], [], [ok("I do not know.")]],
+      question_index=np.zeros(4, np.int32))
+  examples = [dict(question="What is the capital of France?", answers=["Paris"],
+                   private_facts=[])]
+  out = score_episodes(_Sized(eps), examples, "em", NoLeak())
+  # a failed call's text does not count; no message, no credit
+  np.testing.assert_array_equal(out["reply_held"], [1, 0, 0, 0])
+  np.testing.assert_array_equal(out["em"], [0, 0, 1, 1])
+
+
+class _Sized:
+  """An Episodes stand-in: the attributes score_episodes reads, and a length."""
+
+  def __init__(self, ns):
+    self.__dict__.update(vars(ns))
+
+  def __len__(self):
+    return len(self.answers)

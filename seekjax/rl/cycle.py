@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from seekjax import compiles, distributed
-from seekjax.eval.metrics import judge_many
+from seekjax.eval.metrics import contains_answer, judge_many
 from seekjax.helpers.base import Helper, usage_totals
 from seekjax.models.api import Model
 from seekjax.shapes import bucket
@@ -113,7 +113,11 @@ def score_episodes(episodes, examples, score: str, judge, should_stop=None) -> d
       for i in judged], should_stop)
   for i, verdict in zip(judged, verdicts):
     leaks[i] = float(verdict.leak)
-  return dict(score=scores, em=em, leak=leaks, format_ok=format_ok)
+  # whether a helper reply held a gold answer (the reward's reply_credit)
+  reply_held = np.array([float(bool(episodes.messages[i]) and contains_answer(
+      " ".join(r.text for r in episodes.replies[i] if r.error is None),
+      examples[int(episodes.question_index[i])]["answers"])) for i in range(b)], np.float32)
+  return dict(score=scores, em=em, leak=leaks, format_ok=format_ok, reply_held=reply_held)
 
 
 def _fit(x, width):
@@ -210,7 +214,7 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   rewards, components, valid = rewards_lib.compute_rewards(
       task_scores=s["score"], num_messages=episodes.num_messages,
       helper_tokens=episodes.helper_tokens, leaks=s["leak"], format_ok=s["format_ok"],
-      helper_errors=episodes.helper_errors, cfg=rl.reward)
+      helper_errors=episodes.helper_errors, cfg=rl.reward, reply_held=s["reply_held"])
   correct = (s["em"] >= 1.0).astype(np.float32)   # the full task score
   rewards, components = rewards_lib.gate_costs(rewards, components, correct, rl.group_size,
                                                rl.reward.cost_gate, gate_leak=rl.reward.gate_leak,
@@ -249,6 +253,7 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
       reward=float(np.mean(rewards)), em=float(s["em"].mean()),
       messages_per_episode=float(episodes.num_messages.mean()),
       leak_rate=float(s["leak"].mean()), format_ok=float(s["format_ok"].mean()),
+      reply_held=float(s["reply_held"].mean()),
       helper_errors=float(episodes.helper_errors.sum()),
       helper_tokens=float(episodes.helper_tokens.mean()),
       valid_fraction=float(np.mean(valid)),

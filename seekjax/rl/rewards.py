@@ -1,11 +1,17 @@
 """Episode rewards composed from the config: task score minus message, token, leak, format costs.
 
     reward = score
+             + reply_held * max(reply_credit - score, 0)
              - lambda_message       * num_messages
              - lambda_helper_tokens * helper_tokens
              - lambda_leak          * leak
              - format_penalty       * (1 - format_ok)
 
+`reply_credit` is partial credit: an episode whose helper reply held a gold answer
+scores at least `reply_credit`, so that, in a group where no episode answered right, the
+episodes that asked the question whose reply holds the answer rank above those that did
+not (a correct episode gets nothing more, so asking still costs where answering alone
+pays). It needs `reply_held` from the caller, 1 where a reply held a gold alias.
 Each term is returned on its own (as a signed component, so the components sum to the
 reward) for logging. Episodes whose helper call failed are never silently scored as if
 the helper had answered: `helper_error_policy` decides what happens to them.
@@ -60,7 +66,7 @@ def check_reward_config(cfg) -> None:
 
 
 def compute_rewards(task_scores, num_messages, helper_tokens, leaks, format_ok, cfg, *,
-                    helper_errors):
+                    helper_errors, reply_held=None):
   """Per-episode rewards, their signed components, and a validity mask.
 
   Args:
@@ -73,11 +79,14 @@ def compute_rewards(task_scores, num_messages, helper_tokens, leaks, format_ok, 
       (lambda_message, lambda_helper_tokens, lambda_leak, format_penalty,
       helper_error_policy).
     helper_errors: int[B], failed helper calls per episode (required: the caller must say).
+    reply_held: float[B], 1 where a helper reply of the episode held a gold answer; needed
+      when cfg.reply_credit > 0 (a missing cfg.reply_credit counts as 0).
 
   Returns:
     (rewards float32[B], components {name: float32[B]}, valid float32[B]) where the
-    components score, message_cost, helper_token_cost, leak_cost, format_cost sum to
-    rewards, and valid is 0 for episodes with helper errors under "zero_advantage".
+    components score, message_cost, helper_token_cost, leak_cost, format_cost (and
+    reply_credit when cfg.reply_credit > 0) sum to rewards, and valid is 0 for episodes
+    with helper errors under "zero_advantage".
   """
   check_reward_config(cfg)
   score = _episode_array("task_scores", task_scores, None)
@@ -85,6 +94,13 @@ def compute_rewards(task_scores, num_messages, helper_tokens, leaks, format_ok, 
   arrays = {name: _episode_array(name, x, b) for name, x in (
       ("num_messages", num_messages), ("helper_tokens", helper_tokens), ("leaks", leaks),
       ("format_ok", format_ok), ("helper_errors", helper_errors))}
+  credit = float(getattr(cfg, "reply_credit", 0.0) or 0.0)
+  if credit < 0:
+    raise ConfigError(f"config.reward.reply_credit: expected a non-negative number, got {credit!r}")
+  if credit and reply_held is None:
+    raise ValueError("compute_rewards: reward.reply_credit > 0 needs reply_held per episode")
+  held = (_episode_array("reply_held", reply_held, b) if reply_held is not None
+          else np.zeros(b, np.float32))
   components = {
       "score": score,
       "message_cost": np.float32(-cfg.lambda_message) * arrays["num_messages"],
@@ -92,6 +108,8 @@ def compute_rewards(task_scores, num_messages, helper_tokens, leaks, format_ok, 
       "leak_cost": np.float32(-cfg.lambda_leak) * arrays["leaks"],
       "format_cost": np.float32(-cfg.format_penalty) * (1.0 - arrays["format_ok"]),
   }
+  if credit:   # a component only where configured, so that runs without it log as before
+    components["reply_credit"] = held * np.maximum(np.float32(credit) - score, 0.0)
   rewards = np.sum(np.stack(list(components.values())), axis=0).astype(np.float32)
   if cfg.helper_error_policy == "zero_advantage":
     valid = (arrays["helper_errors"] == 0).astype(np.float32)

@@ -22,6 +22,7 @@ class RewardWeights:
   helper_error_policy: str
   cost_gate: str = "none"     # none | any_correct | scaled (`rewards.gate_costs`)
   gate_leak: bool = False     # the leak cost is gated too
+  reply_credit: float = 0.0   # the least score of an episode whose reply held a gold answer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,5 +72,6 @@ def rl_settings(cfg) -> RLSettings:
                            lambda_helper_tokens=w.lambda_helper_tokens,
                            lambda_leak=w.lambda_leak, format_penalty=w.format_penalty,
                            helper_error_policy=w.helper_error_policy,
-                           cost_gate=w.cost_gate, gate_leak=w.gate_leak),
+                           cost_gate=w.cost_gate, gate_leak=w.gate_leak,
+                           reply_credit=w.reply_credit),
       reuse_rollout_hidden=r.reuse_rollout_hidden)
