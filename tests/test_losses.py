@@ -282,6 +282,32 @@ def test_logprobs_and_entropy_match_numpy():
   np.testing.assert_allclose(ent, -(np.exp(logp) * logp).sum(-1)[:, :-1], rtol=1e-5)
 
 
+def test_logprobs_and_entropy_gradients_match_numpy_and_survive_large_logits():
+  """Gradients of sum(g * logprob) + sum(h * entropy) against the closed forms
+  d logp[id] / d logit = onehot(id) - p and d H / d logit = -p (log p + H); and logits
+  offset by 1e4 (a shift the function must not see) give the same values."""
+  rng = np.random.default_rng(7)
+  logits = rng.normal(size=(3, 11)).astype(np.float32) * 3
+  ids = rng.integers(0, 11, 3).astype(np.int32)
+  g = rng.normal(size=3).astype(np.float32)
+  h = rng.normal(size=3).astype(np.float32)
+
+  def objective(x):
+    lp, ent = losses.logprobs_and_entropy(x, jnp.asarray(ids))
+    return jnp.sum(lp * g) + jnp.sum(ent * h)
+
+  grad = np.asarray(jax.grad(objective)(jnp.asarray(logits)))
+  z = logits.astype(np.float64)
+  logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  p = np.exp(logp)
+  entropy = -(p * logp).sum(-1)
+  want = g[:, None] * (np.eye(11)[ids] - p) + h[:, None] * (-p * (logp + entropy[:, None]))
+  np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-5)
+  lp, ent = losses.logprobs_and_entropy(jnp.asarray(logits + 1e4), jnp.asarray(ids))
+  np.testing.assert_allclose(lp, logp[np.arange(3), ids], rtol=1e-4, atol=2e-3)
+  np.testing.assert_allclose(ent, entropy, rtol=1e-4, atol=2e-3)
+
+
 # ----------------------------------------------------------------------------- end to end
 
 

@@ -101,10 +101,21 @@ def logprobs_and_entropy(logits, ids):
   logits: float[B, K, V], where logits[:, k] is the prediction for ids[:, k] (the trainer
   passes the LM head's output at the positions before its loss targets); ids: int32[B, K].
   Returns (logprobs float32[B, K], entropy float32[B, K]).
+
+  Written as logit[id] - logsumexp and entropy = logsumexp - E_p[logit] from one exp of
+  the shifted logits, rather than gathering from a materialised log_softmax: the same
+  values (to float32 rounding), but the LM head's forward and backward make fewer passes
+  over the [B, K, V] logits, which are most of an update step's memory traffic
+  (BENCHMARKS.md, "the head's softmax"). The max shift carries no gradient; the
+  function does not depend on it.
   """
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  lp = jnp.take_along_axis(logp, ids[..., None], axis=-1)[..., 0]
-  return lp, -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+  logits = logits.astype(jnp.float32)
+  shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+  e = jnp.exp(logits - shift)
+  total = jnp.sum(e, axis=-1)
+  lse = jnp.log(total) + shift[..., 0]
+  target = jnp.take_along_axis(logits, ids[..., None], axis=-1)[..., 0]
+  return target - lse, lse - jnp.sum(e * logits, axis=-1) / total
 
 
 # ----------------------------------------------------------------------------- PPO
