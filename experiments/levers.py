@@ -60,6 +60,12 @@ LEVERS = {
     "long_credit0.3_lr3e-4": ["reward.cost_gate=any_correct", "rl.group_size=8",
                               "rl.questions_per_step=2", "optim.lr=3e-4",
                               "rollout.temperature=0.7", "reward.reply_credit=0.3"],
+    # diagnostics of why asking falls during RL: no message cost at all; and twice the
+    # distinct questions a step (32 episodes, so each step costs about twice as much)
+    "long_nocost": ["reward.cost_gate=any_correct", "rl.group_size=8", "rl.questions_per_step=2",
+                    "optim.lr=1e-4", "rollout.temperature=0.7", "reward.lambda_message=0"],
+    "long_q4": ["reward.cost_gate=any_correct", "rl.group_size=8", "rl.questions_per_step=4",
+                "optim.lr=1e-4", "rollout.temperature=0.7"],
 }
 # The levers the sweep runs unless --only names others.
 DEFAULT_LEVERS = ("default", "gate", "gate_lr1e-4", "gate_g8_lr1e-4", "gate_g8_lr1e-4_temp0.7")
