@@ -36,7 +36,8 @@ def test_rollout_widths_come_from_the_config_not_the_batch():
   # the update's widths: the buffer, and half of it when episodes can fit there
   assert update_widths(512, fixed) == (512,) and update_widths(1024, fixed) == (512, 1024)
   assert update_widths(1024, free) == (64, 128, 256, 512, 1024)   # outside a run: any
-  assert loss_positions(fixed) == 256                 # 3 turns of 64 tokens
+  assert loss_positions(fixed) == 192                 # 3 turns of 64 tokens
+  assert loss_positions(rollout_config(max_turns=2, max_new_tokens=60, prompt_width=64)) == 192
   assert loss_positions(rollout_config(max_turns=0, max_new_tokens=24, prompt_width=64)) == 32
   assert loss_positions(free) == 16                   # outside a run: each batch's count
 

@@ -87,8 +87,8 @@ def compact_positions(mask, minimum: int = 16):
   """Host-side: the loss positions of each row, packed to the left.
 
   mask: [B, T] (nonzero = in the loss). Returns (targets int32[B, K], compact mask
-  float32[B, K]) with K = the largest row count rounded up to a power of two (>= minimum,
-  <= T) so that shapes, and compiled steps, repeat. Padding entries have mask 0.
+  float32[B, K]) with K = minimum times the least power of two that holds the largest row
+  count (at most T), so that shapes, and compiled steps, repeat. Padding entries have mask 0.
   """
   mask = np.asarray(mask, np.float32)
   in_loss = mask > 0

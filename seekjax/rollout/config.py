@@ -83,13 +83,14 @@ def chunk_width(cfg) -> int:
 
 
 def loss_positions(cfg) -> int:
-  """The loss positions (SLM-sampled tokens) an episode's update reads, bucketed: its
-  turns' worth ((max_turns + 1) x max_new_tokens), at most the episode budget. An
-  episode with more (messages refused and retried) takes the next bucket up. Outside a
+  """The loss positions (SLM-sampled tokens) an episode's update reads: its turns' worth
+  ((max_turns + 1) x max_new_tokens, at most the episode budget) rounded up to a multiple
+  of 16. An episode with more (messages refused and retried) takes twice as many. Outside a
   run (no prompt width, as in `update_widths`), 16: each batch's own count decides."""
   if not int(getattr(cfg, "prompt_width", 0) or 0):
     return 16
-  return bucket(min((cfg.max_turns + 1) * cfg.max_new_tokens, episode_budget(cfg)), 16)
+  n = min((cfg.max_turns + 1) * cfg.max_new_tokens, episode_budget(cfg))
+  return -(-n // 16) * 16   # not a power of two: the LM head runs on every one, every row
 
 
 def validate(cfg) -> None:
