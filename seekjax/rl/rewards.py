@@ -12,6 +12,7 @@ scores at least `reply_credit`, so that, in a group where no episode answered ri
 episodes that asked the question whose reply holds the answer rank above those that did
 not (a correct episode gets nothing more, so asking still costs where answering alone
 pays). It needs `reply_held` from the caller, 1 where a reply held a gold alias.
+
 Each term is returned on its own (as a signed component, so the components sum to the
 reward) for logging. Episodes whose helper call failed are never silently scored as if
 the helper had answered: `helper_error_policy` decides what happens to them.
@@ -96,7 +97,8 @@ def compute_rewards(task_scores, num_messages, helper_tokens, leaks, format_ok, 
       ("format_ok", format_ok), ("helper_errors", helper_errors))}
   credit = float(getattr(cfg, "reply_credit", 0.0) or 0.0)
   if credit < 0:
-    raise ConfigError(f"config.reward.reply_credit: expected a non-negative number, got {credit!r}")
+    raise ConfigError(f"config.reward.reply_credit: expected a non-negative number, got "
+                      f"{credit!r}")
   if credit and reply_held is None:
     raise ValueError("compute_rewards: reward.reply_credit > 0 needs reply_held per episode")
   held = (_episode_array("reply_held", reply_held, b) if reply_held is not None
