@@ -42,12 +42,15 @@ under the gradient (top_n: top_n, else L); d, f, H, Kv, hd, V as in config.json.
                       layers' output ceil(R / (data*fsdp)) * T * d * p, held for the step.
                       Checked against XLA's memory analysis of the compiled step on CPU
                       (tests/test_plan.py): within [1x, 2x] of it; remat is the loose side.
-    logits            3 * b * K * V/t * 4  (fp32 logits, log-softmax and its gradient at
-                      the K loss positions; `step.compact_positions`)
+    logits            b * K * V/t * 4  (fp32 logits at the K loss positions,
+                      `step.compact_positions`; `losses.logprobs_and_entropy` materialises
+                      no log-softmax, and XLA fuses the exp and the gradient into that
+                      buffer: checked against its memory analysis, tests/test_plan.py)
   T = bucket(bucket(prompt_tokens) + episode_budget, 64) as the rollout sizes its cache
   (`rollout.config.cache_length`)
   (prompt_tokens: an assumption, 256 by default: the protocol's system prompt and a short
-  question); K = min(bucket((max_turns + 1) * max_new_tokens), T).
+  question); K = min(`rollout.config.loss_positions`, T): (max_turns + 1) *
+  max_new_tokens rounded up to a multiple of 16.
 peak = held + max(rollout, update): the cache is freed before the update runs. Assumed:
 the rollout's rows spread over every device (on every host), and the reference pass
 (forward only) is micro-batched like the update, so it needs less than the update.
@@ -173,11 +176,13 @@ def trainable_bytes(model: ModelConfig, m, axes, p: int) -> int:
 
 def lengths(cfg, prompt_tokens: int) -> tuple[int, int]:
   """(T, K): the episode length the rollout allocates and the update's loss positions."""
-  from seekjax.rollout.config import cache_length  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from seekjax.rollout.config import cache_length, loss_positions
   r = types.SimpleNamespace(**dict(cfg.rollout.to_dict(), max_episode_tokens=cfg.rollout.get(
       "max_episode_tokens")))
   t = cache_length([prompt_tokens], r)   # as the rollout sizes its cache
-  return t, min(bucket((r.max_turns + 1) * r.max_new_tokens), t)
+  r.prompt_width = bucket(prompt_tokens)  # as a run sets it
+  return t, min(loss_positions(r), t)
 
 
 def plan(cfg, devices: int, prompt_tokens: int = 256) -> tuple[list[Row], dict]:
@@ -227,7 +232,7 @@ def plan(cfg, devices: int, prompt_tokens: int = 256) -> tuple[list[Row], dict]:
           "set rl.reuse_rollout_hidden=False or rollout.max_rows_per_device (waves)"),
       Row("gradients", 2 * train, "update", fsdp_key),
       Row("activations", act, "update", micro + ("" if m.remat else " or set model.remat=True")),
-      Row("logits", 3 * b * k * v * 4, "update", micro),
+      Row("logits", b * k * v * 4, "update", micro),
   ]
   info = dict(model=model, source=source, axes=axes, rows=rows, rows_dev=rollout_rows, b=b, t=t,
               k=k, trainable=train, params_bytes=params)
