@@ -206,8 +206,9 @@ REPLY_HELD = np.array([0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 0, 1], np.float32)
 
 def test_reply_credit_matches_hand_computed_rewards_and_advantages():
   """Credit 0.3 on top of the any_correct gate: the wrong episodes whose reply held the
-  answer (1, 2, 6, 11) gain 0.3; the correct ones (4, 8) gain nothing, so a correct
-  episode that asked still ranks below one that answered alone (9)."""
+  answer (1, 2, 6, 11) gain 0.3; the correct ones (4, 8) gain nothing, so among correct
+  episodes the one with fewer messages still ranks first (9: one message, 0.8; 8: two,
+  0.6)."""
   from seekjax.rl.rewards import gate_costs
   plain, comps, valid = compute_rewards(**GATE_EPISODES, cfg=_cfg(format_penalty=0.0,
                                                                    reply_credit=0.3),
