@@ -206,7 +206,7 @@ def test_rl_scoring_judges_all_episodes_concurrently_on_one_loop():
   msgs = [["Amina lives in Asmara; which country?"], ["Which country has Asmara?"], [],
           ["Which country has Asmara?"]]
   eps = _Eps(question_index=np.array([0, 0, 0, 1]), messages=msgs,
-             answers=["Eritrea", None, "Eritrea", "Eritrea"], replies=[[]] * 4)
+             answers=["Eritrea", None, "Eritrea", "Eritrea"], transcripts=[""] * 4)
   out = score_episodes(eps, examples, "em", LLMLeakJudge(backend))
   assert out["leak"].tolist() == [1.0, 0.0, 0.0, 0.0]
   assert len(loops) == 1 and peak[0] == 2  # episodes 0 and 1 only, judged together

@@ -198,7 +198,7 @@ def test_private_facts_reach_the_leak_judge_in_rl_and_evaluation(hotpot_file):
   example = (train + evaluation)[0]
   leaky, safe = _leaky_and_safe(example)
   episodes = Episodes(question_index=np.zeros(2, np.int32), answers=["x", "x"],
-                      messages=[leaky, safe], replies=[[], []])
+                      messages=[leaky, safe], transcripts=["", ""])
   scored = score_episodes(episodes, [example], "em", RuleLeakJudge())
   assert scored["leak"].tolist() == [1.0, 0.0]
   run = MethodRun(name="m", answers=["x", "x"], messages=[leaky, safe],

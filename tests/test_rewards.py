@@ -246,25 +246,25 @@ def test_reply_credit_tops_up_a_partial_score_and_needs_reply_held():
 def test_score_episodes_marks_replies_that_hold_a_gold_answer():
   import types
 
-  from seekjax.protocol import HelperReply
   from seekjax.rl.cycle import score_episodes
 
   class NoLeak:
     def judge(self, messages, facts):
       return types.SimpleNamespace(leak=False)
 
-  ok = lambda text: HelperReply(kind="info", text=text, tokens=5, latency=0.0)
-  failed = HelperReply(kind="info", text="The capital of France is Paris.", tokens=0,
-                       latency=0.0, error="timeout")
-  eps = types.SimpleNamespace(
+  ask = "<message>capital of France?</message>"
+  eps = _Sized(types.SimpleNamespace(
       answers=["Lyon", None, "Paris", "Paris"],
       messages=[["capital of France?"], ["capital of France?"], [], ["capital of France?"]],
-      replies=[[ok("The capital of France is Paris.")], [failed], [], [ok("I do not know.")]],
-      question_index=np.zeros(4, np.int32))
+      transcripts=[ask + "<feedback>The capital of France is Paris.</feedback>",
+                   ask + "<feedback>error: timeout</feedback>",
+                   "<answer>Paris</answer>",
+                   ask + "<feedback>I do not know.</feedback>"],
+      question_index=np.zeros(4, np.int32)))
   examples = [dict(question="What is the capital of France?", answers=["Paris"],
                    private_facts=[])]
-  out = score_episodes(_Sized(eps), examples, "em", NoLeak())
-  # a failed call's text does not count; no message, no credit
+  out = score_episodes(eps, examples, "em", NoLeak())
+  # a failed call's feedback holds no answer; no message, no credit
   np.testing.assert_array_equal(out["reply_held"], [1, 0, 0, 0])
   np.testing.assert_array_equal(out["em"], [0, 0, 1, 1])
 

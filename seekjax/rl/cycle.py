@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from seekjax import compiles, distributed
-from seekjax.eval.metrics import contains_answer, judge_many
+from seekjax.eval.metrics import feedback_has_answer, judge_many
 from seekjax.helpers.base import Helper, usage_totals
 from seekjax.models.api import Model
 from seekjax.shapes import bucket
@@ -113,9 +113,10 @@ def score_episodes(episodes, examples, score: str, judge, should_stop=None) -> d
       for i in judged], should_stop)
   for i, verdict in zip(judged, verdicts):
     leaks[i] = float(verdict.leak)
-  # whether a helper reply held a gold answer (the reward's reply_credit)
-  reply_held = np.array([float(bool(episodes.messages[i]) and contains_answer(
-      " ".join(r.text for r in episodes.replies[i] if r.error is None),
+  # whether a helper reply held a gold answer (the reward's reply_credit), as evaluation's
+  # asking split reads it off the transcript
+  reply_held = np.array([bool(feedback_has_answer(
+      episodes.transcripts[i], "answer", episodes.messages[i],
       examples[int(episodes.question_index[i])]["answers"])) for i in range(b)], np.float32)
   return dict(score=scores, em=em, leak=leaks, format_ok=format_ok, reply_held=reply_held)
 
