@@ -203,6 +203,9 @@ SCHEMA = dict(
         # checkpoint) or "best_val" (the best point of the validation curve, kept in
         # WORKDIR/best_checkpoint: highest val EM, then fewest messages; needs eval_every)
         select_checkpoint=("last", ("last", "best_val")),
+        # one JSON line per training episode in WORKDIR/episodes.jsonl: question, messages,
+        # replies, answer, scores, reward by term, advantage (seekjax/rl/records.py)
+        log_episodes=(True, None),
     ),
     eval=dict(
         redact_private=(True, None),          # evaluation transcripts hide private facts

@@ -181,6 +181,8 @@ def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_
   """
   trainable, ref_trainable, opt_state = params
   writer = metrics_lib.MetricsWriter(workdir, resume_step=start)
+  episode_log = metrics_lib.EpisodeLog(workdir, enabled=cfg.train.log_episodes,
+                                       resume_step=start)
   progress = metrics_lib.Progress(cfg.rl.steps, start=start, desc="rl")
   base_rng = jax.random.PRNGKey(cfg.seed)
   last, reached, saved, dropped = {}, start, start, None
@@ -216,8 +218,8 @@ def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_
       examples = next(data)
       rng = jax.random.fold_in(base_rng, step)
       try:
-        trainable, opt_state, last, _ = cycle.rl_iteration(ctx, trainable, opt_state,
-                                                           ref_trainable, examples, rng)
+        trainable, opt_state, last, _, records = cycle.rl_iteration(
+            ctx, trainable, opt_state, ref_trainable, examples, rng, step=step + 1)
       except (Stopped, cycle.HelperFailure) as e:
         # The step is dropped: nothing of it was applied. Keep its questions for the
         # resumed run, and make sure the state it starts from is checkpointed.
@@ -231,6 +233,7 @@ def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_
         dropped = step + 1
         break
       last["lr"] = float(schedule(step * cfg.rl.num_epochs * max(cfg.rl.mini_batches, 1)))
+      episode_log.write(records)
       if every and (step + 1) % every == 0:
         validate(step + 1, trainable, last)   # on this step's row
       else:

@@ -192,7 +192,7 @@ def run_rl(model, lr=LR, seed=0):
       examples += [dict(question=q, answers=answers, private_facts=[], task="", kind=kind)
                    for q in questions]
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), step)
-    trainable, opt_state, metrics, episodes = cycle.rl_iteration(ctx, trainable, opt_state,
+    trainable, opt_state, metrics, episodes, _ = cycle.rl_iteration(ctx, trainable, opt_state,
                                                                  ref, examples, rng)
     rows.append(metrics)
     kind_of = np.array([examples[i]["kind"] for i in episodes.question_index])

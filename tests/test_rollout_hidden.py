@@ -107,7 +107,7 @@ def _iteration(model, reuse: bool):
   assert cycle.rollout_capture_layer(ctx) == (FROZEN if reuse else None)
   examples = [dict(question=q, answers=["Asmara"], private_facts=[], task="", kind="")
               for q in QUESTIONS]
-  trainable, _, metrics, episodes = cycle.rl_iteration(
+  trainable, _, metrics, episodes, _ = cycle.rl_iteration(
       ctx, trainable, optimizer.init(trainable), ref, examples, jax.random.PRNGKey(3))
   assert episodes.hidden is None   # not kept past the batch
   return metrics, trainable, episodes

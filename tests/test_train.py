@@ -42,6 +42,18 @@ def test_cli_writes_checkpoint_metrics_tensorboard_and_config(straight, tmp_path
               "reward/message_cost"):
     assert key in rows[-1], key
   assert all(np.isfinite(r["loss"]) for r in rows)
+  # the asking push splits exactly into its reward terms
+  last = rows[-1]
+  terms = [k for k in last if k.startswith("push/") and k != "push/total"]
+  assert {"push/score", "push/message_cost", "push/other"} <= set(terms)
+  assert abs(sum(last[k] for k in terms) - last["push/total"]) < 1e-6
+  episodes = [json.loads(l) for l in open(os.path.join(workdir, "episodes.jsonl"))]
+  c = _cfg()
+  per_step = c.rl.questions_per_step * c.rl.group_size
+  assert [e["step"] for e in episodes] == [s for s in range(1, 7) for _ in range(per_step)]
+  for e in episodes:
+    assert abs(sum(e["components"].values()) - e["reward"]) < 1e-5
+    assert e["num_messages"] == len(e["messages"]) and e["question"]
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tb")))
   cfg = json.load(open(os.path.join(workdir, "config.json")))
   assert cfg["rl"]["steps"] == 6 and cfg["helper"]["api_key_env"] == "OPENAI_API_KEY"
@@ -70,6 +82,9 @@ def test_resume_after_stop_is_bit_identical(straight, tmp_path):
   assert rows == [1, 2, 3, 4, 5, 6]
   for a, b in zip(_leaves(out["trainable"]), _leaves(second["trainable"])):
     np.testing.assert_array_equal(a, b)
+  # the episodes of the resumed steps are logged once, and are the straight run's
+  straight_eps = open(os.path.join(straight[0], "episodes.jsonl")).read()
+  assert open(os.path.join(workdir, "episodes.jsonl")).read() == straight_eps
 
 
 def test_workdir_of_another_run_is_refused(straight):

@@ -22,7 +22,7 @@ from seekjax.helpers.base import Helper, usage_totals
 from seekjax.models.api import Model
 from seekjax.shapes import bucket
 from seekjax.rl import advantages as advantages_lib
-from seekjax.rl import losses, rewards as rewards_lib
+from seekjax.rl import losses, records as records_lib, rewards as rewards_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rl import step as step_lib
 from seekjax.rl.settings import RLSettings
@@ -157,8 +157,11 @@ def rollout_policy(ctx: RunContext, trainable) -> Model:
   return ctx.model.replace(params=params, mesh=ctx.rollout_mesh)
 
 
-def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples, rng):
-  """Returns (trainable, opt_state, metrics dict, episodes).
+def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples, rng,
+                 step: int = 0):
+  """Returns (trainable, opt_state, metrics dict, episodes, records).
+
+  records: one dict per local episode (`records.episode_records`), `step` in each.
 
   The rollout and scoring run on this process's questions, on its own devices (rows
   split over them); the reference forward and the PPO update run on the global mesh
@@ -221,13 +224,17 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
                                                rl.reward.cost_gate, gate_leak=rl.reward.gate_leak,
                                                valid=valid)
   if rl.kl_reward_beta:
-    rewards = rewards - rl.kl_reward_beta * np.asarray(losses.kl_in_reward(
+    kl_term = -rl.kl_reward_beta * np.asarray(losses.kl_in_reward(
         jnp.asarray(sampler_lp), jnp.asarray(distributed.local_rows(ctx.mesh, ref_lp)),
-        jnp.asarray(mask), method=rl.kl_method))
+        jnp.asarray(mask), method=rl.kl_method), np.float32)
+    rewards = rewards + kl_term
+    components = dict(components, kl_reward=kl_term)
   adv_fn = advantages_lib.get_advantage_fn(rl.advantage)
   adv = np.asarray(adv_fn(jnp.asarray(rewards), rl.group_size, whiten=rl.whiten,
                           valid=jnp.asarray(valid, jnp.float32)))
   adv = adv * np.asarray(valid, np.float32)
+  records = records_lib.episode_records(step, episodes, examples, s, rewards, components, adv,
+                                        valid, rl.group_size)
 
   t2 = time.perf_counter()
   opt_state = distributed.on_mesh(ctx.mesh, opt_state)   # a fresh count is not yet there
@@ -272,10 +279,12 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
     metrics["compiled"] = ",".join(f"{k}x{v}" if v > 1 else k for k, v in sorted(names.items()))
   for k, v in components.items():
     local[f"reward/{k}"] = float(np.mean(v))
+  local.update(records_lib.asking_push(components, adv, episodes.num_messages > 0,
+                                       rl.group_size, valid))
   for k, v in episodes.helper_faults.items():  # fault counts by kind, for the run log
     if isinstance(v, (int, float)):
       local[f"helper/{k}"] = float(v)
   metrics.update(distributed.mean_over_processes(local))
   usage = distributed.mean_over_processes(usage_totals(episodes.replies))  # served tokens,
   metrics.update({k: v * jax.process_count() for k, v in usage.items()})  # summed over hosts
-  return trainable, opt_state, metrics, episodes
+  return trainable, opt_state, metrics, episodes, records

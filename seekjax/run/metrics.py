@@ -25,11 +25,20 @@ def _scalar(v):
   return float(v) if v.size == 1 else None
 
 
+def _finite_or_null(v):
+  if isinstance(v, float):
+    return v if math.isfinite(v) else None
+  if isinstance(v, dict):
+    return {k: _finite_or_null(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [_finite_or_null(x) for x in v]
+  return v
+
+
 def json_row(row: dict) -> str:
-  """One strict-JSON line: non-finite floats become null."""
-  clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v
-           for k, v in row.items()}
-  return json.dumps(clean, allow_nan=False)
+  """One strict-JSON line: non-finite floats (also inside nested dicts and lists) become
+  null."""
+  return json.dumps(_finite_or_null(row), allow_nan=False)
 
 
 class _EpathRecordWriter:
@@ -119,6 +128,40 @@ class MetricsWriter:
   def close(self):
     if self.tb is not None:
       self.tb.close()
+
+
+class EpisodeLog:
+  """Appends a step's per-episode records (`rl/records.episode_records`) to
+  `<workdir>/episodes.jsonl`; process k > 0 writes its own episodes to
+  `episodes.p<k>.jsonl`. A resumed run first drops the rows of steps after resume_step
+  (they will be sampled again). A remote workdir's file is rewritten whole at each step."""
+
+  def __init__(self, workdir: str, enabled: bool = True, resume_step: int | None = None):
+    k = jax.process_index()
+    self.enabled = enabled
+    self.path = workdir_lib.as_path(workdir) / ("episodes.jsonl" if k == 0
+                                                 else f"episodes.p{k}.jsonl")
+    self.remote = workdir_lib.is_remote(workdir)
+    self.lines: list[str] = []
+    if not enabled:
+      return
+    if resume_step is not None and self.path.exists():
+      keep = [line + "\n" for line in self.path.read_text().splitlines()
+              if (_row_step(line) is not None and _row_step(line) <= resume_step)]
+      workdir_lib.write_text(self.path, "".join(keep))
+    if self.remote and self.path.exists():
+      self.lines = self.path.read_text().splitlines(keepends=True)
+
+  def write(self, records: list[dict]) -> None:
+    if not self.enabled or not records:
+      return
+    text = "".join(json_row(r) + "\n" for r in records)
+    if self.remote:
+      self.lines.append(text)
+      self.path.write_text("".join(self.lines))
+    else:
+      with self.path.open("a") as f:
+        f.write(text)
 
 
 def _row_step(line: str) -> int | None:
