@@ -42,6 +42,12 @@ def test_cli_writes_checkpoint_metrics_tensorboard_and_config(straight, tmp_path
               "reward/message_cost"):
     assert key in rows[-1], key
   assert all(np.isfinite(r["loss"]) for r in rows)
+  last_row = rows[-1]
+  # the rollout's phases account for its time
+  phases = sum(last_row[f"rollout/{k}"] for k in ("prefill", "warm_up", "decode", "compact",
+                                                    "append", "host", "other"))
+  assert 0 < phases <= last_row["time_rollout"] + 1e-3
+  assert last_row["rollout/decode"] > 0 and last_row["rollout/decode_calls"] >= 1
   # the asking push splits exactly into its reward terms
   last = rows[-1]
   terms = [k for k in last if k.startswith("push/") and k != "push/total"]

@@ -281,6 +281,8 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
     local[f"reward/{k}"] = float(np.mean(v))
   local.update(records_lib.asking_push(components, adv, episodes.num_messages > 0,
                                        rl.group_size, valid))
+  for k, v in episodes.phase_times.items():   # where the rollout's time went
+    local[f"rollout/{k}"] = float(v)
   for k, v in episodes.helper_faults.items():  # fault counts by kind, for the run log
     if isinstance(v, (int, float)):
       local[f"helper/{k}"] = float(v)

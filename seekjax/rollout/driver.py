@@ -6,6 +6,7 @@ closed message and starts the helper call on the pool without waiting.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import sys
@@ -49,12 +50,23 @@ class Episodes:
   helper_wait_time: float = 0.0  # seconds the host loop sat idle waiting for replies
   helper_faults: dict = dataclasses.field(default_factory=dict)  # pool.stats(): calls,
   # attempts, faults by kind, outages
+  # where the rollout's wall time went, summed over waves (`_Host.times`): seconds of
+  # prefill, warm_up (the compaction programs), decode (the jitted loop, to its sync),
+  # compact, append (feedback chunks), host (the rest of the loop: helper hand-off,
+  # tokenizing feedback, waiting) and other (set-up and collecting the episodes; with the
+  # others it sums to wall_time); decode_calls and decode_row_steps (decode steps x batch
+  # rows, 0 where the loop runs per shard and reports no step count)
+  phase_times: dict = dataclasses.field(default_factory=dict)
   # dtype[B, L, D]: the residual stream after the first `capture_layer` layers at each
   # slot (zero past each row's length), as the sampler computed it; None unless asked for
   hidden: np.ndarray | None = None
 
   def __len__(self):
     return len(self.answers)
+
+
+PHASES = ("prefill", "warm_up", "decode", "compact", "append", "host", "decode_calls",
+          "decode_row_steps")
 
 
 class _Host:
@@ -72,6 +84,7 @@ class _Host:
     self.submit_lock = threading.Lock()
     self.callback_error: BaseException | None = None
     self.wait_time = 0.0
+    self.times = collections.Counter(dict.fromkeys(PHASES, 0.0))   # Episodes.phase_times
 
   def submit(self, closed, window, window_len, rows):
     """Called from the decode loop's io_callback. Never raises, never waits (unless blocking).
@@ -251,6 +264,8 @@ def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start,
                        tables, params, a * group, verbose))
   episodes = _concat(parts, group, time.perf_counter() - t_start)
   episodes.helper_faults = pool.stats()
+  timed = sum(episodes.phase_times.get(k, 0.0) for k in PHASES[:6])
+  episodes.phase_times["other"] = max(episodes.wall_time - timed, 0.0)
   return episodes
 
 
@@ -284,13 +299,21 @@ def _wave(model, tok, prompts, width, pool, cfg, rng, prefixes, spec, tables, pa
     if model.mesh is not None and n_pad % sharding.batch_divisor(model.mesh) == 0:
       prompts_dev = jax.device_put(prompts_dev, sharding.batch_sharding(model.mesh, 2))
       lens_dev = jax.device_put(lens_dev, sharding.batch_sharding(model.mesh, 1))
+    t = time.perf_counter()
     state = engine.prefill(params, prompts_dev, lens_dev, rng, jnp.int32(first_row), spec=spec,
                            group=group)
+    state.length.block_until_ready()
+    host.times["prefill"] += time.perf_counter() - t
     store = compaction.RowStore(b, state.hidden is not None)
     sizes = compaction.compact_sizes(b, int(cfg.get("compact_min_rows") or 0),
                                      sharding.batch_divisor(model.mesh))
+    t = time.perf_counter()
     compaction.warm_up(params, tables, state, spec, sizes, chunk_width(cfg))
+    host.times["warm_up"] += time.perf_counter() - t
+    t = time.perf_counter()
     state = _run(params, tables, state, host, host_id, spec, verbose, store, sizes)
+    inner = sum(host.times[k] for k in ("decode", "compact", "append"))
+    host.times["host"] += time.perf_counter() - t - inner
     store.write(state)
   finally:
     engine._HOSTS.pop(host_id, None)  # pylint: disable=protected-access
@@ -317,7 +340,9 @@ def _concat(parts: list, group: int, wall: float) -> Episodes:
     elif isinstance(values[0], list):
       out[f.name] = sum(values, [])
   return Episodes(**out, wall_time=wall,
-                  helper_wait_time=sum(p.helper_wait_time for p in parts))
+                  helper_wait_time=sum(p.helper_wait_time for p in parts),
+                  phase_times=dict(sum((collections.Counter(p.phase_times) for p in parts),
+                                       collections.Counter())))
 
 
 def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=()):
@@ -328,16 +353,24 @@ def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=
   """
   width = chunk_width(host.cfg)   # one chunk width per run: append_chunk compiles once
   host_id_dev = jnp.int32(host_id)
+  times = host.times
   while True:
+    t = time.perf_counter()
     state = engine.decode_until_blocked(params, tables, state, host_id_dev, spec=spec)
     if host.callback_error is not None:
       raise RuntimeError(f"rollout host callback failed: {host.callback_error!r}")
     status = np.asarray(state.status)
+    times["decode"] += time.perf_counter() - t
+    times["decode_calls"] += 1
+    times["decode_row_steps"] += int(state.steps) * status.shape[0]
     index = compaction.compact_index(status, sizes) if sizes else None
     if index is not None:
+      t = time.perf_counter()
       store.write(state, np.flatnonzero(status == engine.DONE))
       state = engine.take_rows(state, jnp.asarray(index), spec=spec)
       status = status[index]
+      state.length.block_until_ready()
+      times["compact"] += time.perf_counter() - t
       if verbose:
         print(f"[rollout] compacted to {len(index)} rows", file=sys.stderr)
     host_rows = np.asarray(state.rows)
@@ -380,8 +413,11 @@ def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=
       for i, ids in chunks.items():
         chunk[i, :len(ids)] = ids
         chunk_len[i] = len(ids)
+      t = time.perf_counter()
       state = engine.append_chunk(params, state, jnp.asarray(chunk), jnp.asarray(chunk_len),
                                   spec=spec)
+      state.length.block_until_ready()
+      times["append"] += time.perf_counter() - t
 
 
 def _collect(tok, state, host, keep, group, wall, forced_len) -> Episodes:
@@ -421,4 +457,4 @@ def _collect(tok, state, host, keep, group, wall, forced_len) -> Episodes:
       messages=[host.messages[i] for i in keep], replies=replies, transcripts=transcripts,
       finish=[engine.FINISH_NAMES[int(f)] for f in finish],
       refusals=[host.refusals[i] for i in keep], wall_time=wall, helper_wait_time=host.wait_time,
-      helper_faults=host.pool.stats(), hidden=hidden)
+      helper_faults=host.pool.stats(), hidden=hidden, phase_times=dict(host.times))

@@ -8,6 +8,7 @@ says whether the pattern completed anywhere inside it. The tables are built once
 from __future__ import annotations
 
 import functools
+import weakref
 
 import numpy as np
 
@@ -66,6 +67,14 @@ def token_texts(tokenizer, vocab_size: int) -> tuple:
   return tuple(texts) + ("",) * (vocab_size - n)
 
 
+# (vocab_size, pattern) -> tables, per live tokenizer: decoding a 49k vocabulary id by id
+# takes about 0.1 s, which every rollout (each RL step, each evaluation) used to pay twice
+_PER_TOKENIZER: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def tag_tables(tokenizer, vocab_size: int, pattern: str):
   """Cached tables for one tokenizer and pattern: (int32[Q, V], bool[Q, V])."""
-  return _cached(token_texts(tokenizer, vocab_size), pattern)
+  per = _PER_TOKENIZER.setdefault(tokenizer, {})
+  if (vocab_size, pattern) not in per:
+    per[(vocab_size, pattern)] = _cached(token_texts(tokenizer, vocab_size), pattern)
+  return per[(vocab_size, pattern)]
