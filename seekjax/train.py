@@ -139,7 +139,8 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
                            helper=parts.helper, judge=parts.judge, rollout_cfg=parts.rollout_cfg,
                            train_step=setup.make_step(parts.settings, model.config, spec,
                                                       optimizer, cfg.model.remat),
-                           mesh=mesh, should_stop=stop.check)
+                           mesh=mesh, should_stop=stop.check,
+                           redact_private=cfg.eval.redact_private)
     save_best = None if best is None else functools.partial(save, into=best)
     last = _rl_loop(ctx, cfg, schedule, data, save, workdir, start,
                     (trainable, ref_trainable, opt_state), stop, stop_after, ckpt.latest_step,

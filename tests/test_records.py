@@ -117,6 +117,24 @@ def test_episode_records_fields_and_json(tmp_path):
   assert back[0]["messages"] == ["capital of France?"] and back[0]["id"] == "q0"
 
 
+def test_private_details_are_redacted_in_the_records():
+  eps = _episodes()
+  eps.messages = [["My sister Amina lives in Paris: capital of France?"], []]
+  examples = [{"id": "q0#private", "question": "My sister Amina moved to the capital of France. "
+               "Name it.", "answers": ["Paris"],
+               "private_facts": ["the user's sister Amina moved to Paris"],
+               "private_spans": ["My sister", "Amina"]}]
+  scores = {k: np.zeros(2, np.float32) for k in ("em", "score", "format_ok", "leak", "reply_held")}
+  comps = {"score": np.zeros(2)}
+  args = (3, eps, examples, scores, np.zeros(2), comps, np.zeros(2), np.ones(2), 2)
+  hidden = episode_records(*args)[0]
+  assert "Amina" not in json.dumps(hidden) and "sister" not in json.dumps(hidden)
+  assert hidden["question"].startswith("[REDACTED] [REDACTED] moved")
+  assert hidden["answer"] == "Paris" and hidden["replies"] == ["Paris is the capital."]
+  shown = episode_records(*args, redact_private=False)[0]
+  assert shown["messages"] == eps.messages[0]
+
+
 def test_episode_log_drops_the_steps_a_resume_samples_again(tmp_path):
   log = EpisodeLog(str(tmp_path))
   for step in (1, 2, 3):

@@ -47,6 +47,7 @@ class RunContext:
   local_frozen: Any = None           # `frozen` placed for the rollout (`rollout_mesh`)
   should_stop: Callable[[], None] | None = None   # raises to abandon the step's helper waits
   rollout_mesh: Mesh | None = None   # this process's devices (`distributed.local_mesh`)
+  redact_private: bool = True        # private facts hidden in the episode records
 
   def __post_init__(self):
     if self.rollout_mesh is None:
@@ -234,7 +235,7 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
                           valid=jnp.asarray(valid, jnp.float32)))
   adv = adv * np.asarray(valid, np.float32)
   records = records_lib.episode_records(step, episodes, examples, s, rewards, components, adv,
-                                        valid, rl.group_size)
+                                        valid, rl.group_size, ctx.redact_private)
 
   t2 = time.perf_counter()
   opt_state = distributed.on_mesh(ctx.mesh, opt_state)   # a fresh count is not yet there

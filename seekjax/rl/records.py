@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from seekjax.eval import redact as redact_lib
+
 
 def _groups(x, group_size: int):
   a = np.asarray(x, np.float64)
@@ -74,18 +76,26 @@ def asking_push(components: dict, advantages, asked, group_size: int, valid=None
   return out
 
 
+TEXT_KEYS = ("question", "answers", "messages", "replies", "answer")
+
+
 def episode_records(step: int, episodes, examples, scores: dict, rewards, components: dict,
-                    advantages, valid, group_size: int) -> list[dict]:
+                    advantages, valid, group_size: int, redact_private: bool = True
+                    ) -> list[dict]:
   """One dict per episode of a step, in row order, for episodes.jsonl.
 
   episodes: `rollout.Episodes`; examples: the step's questions (episodes.question_index
   indexes them); scores: `cycle.score_episodes`'s arrays; rewards, advantages, valid:
-  float[B]; components: {name: float[B]} summing to the rewards.
+  float[B]; components: {name: float[B]} summing to the rewards. redact_private
+  (config.eval.redact_private): an example's private facts and spans become [REDACTED]
+  in the text fields (`TEXT_KEYS`), as in evaluation's transcripts; whether a message
+  leaked stays in "leak".
   """
   sampled = np.asarray(episodes.loss_mask).sum(axis=1)
   rows = []
   for i in range(len(episodes)):
     ex = examples[int(episodes.question_index[i])]
+    pattern = redact_lib.redactor(redact_lib.private_strings(ex)) if redact_private else None
     rows.append({
         "step": int(step), "row": i, "group": i // group_size,
         "id": ex.get("id"), "question": ex["question"], "answers": list(ex["answers"])[:4],
@@ -100,4 +110,6 @@ def episode_records(step: int, episodes, examples, scores: dict, rewards, compon
         "advantage": float(advantages[i]),
         "components": {k: float(v[i]) for k, v in components.items()},
     })
+    if pattern is not None:
+      rows[-1].update({k: redact_lib.redact(rows[-1][k], pattern) for k in TEXT_KEYS})
   return rows
