@@ -328,18 +328,24 @@ def test_compacted_batch_samples_what_the_full_batch_samples(scripted_model, mon
   from seekjax.rollout import driver, engine
   turn = "<think>I do not know.</think><message>capital of Eritrea?</message>"
   forced = [[(turn, "capital of Eritrea?")] if q % 2 else [] for q in range(len(QUESTIONS))]
-  sizes = []
-  take = engine.take_rows
+  sizes, appended = [], []
+  take, append = engine.take_rows, engine.append_rows
   monkeypatch.setattr(engine, "take_rows",
                       lambda state, index, spec: sizes.append(len(index)) or take(
                           state, index, spec=spec))
+  monkeypatch.setattr(engine, "append_rows",
+                      lambda params, state, index, *a, spec: appended.append(
+                          (state.length.shape[0], len(index))) or append(
+                              params, state, index, *a, spec=spec))
   cfg = dict(temperature=1.5, group_size=2, max_steps_per_call=4)
   full = rollout(scripted_model, QUESTIONS, ScriptedHelper(), _cfg(**cfg, compact_min_rows=0),
                  jax.random.PRNGKey(3), forced=forced)
-  assert sizes == []
+  assert sizes == [] and appended == []
   compact = rollout(scripted_model, QUESTIONS, ScriptedHelper(),
                     _cfg(**cfg, compact_min_rows=2), jax.random.PRNGKey(3), forced=forced)
   assert sizes and sizes[0] == 4, sizes   # 8 rows -> the 4 unforced ones
+  # feedback that came back to a few rows was appended to a smaller batch of them
+  assert appended and all(k < b for b, k in appended), appended
   np.testing.assert_array_equal(compact.tokens, full.tokens)
   np.testing.assert_array_equal(compact.loss_mask, full.loss_mask)
   np.testing.assert_allclose(compact.logprobs, full.logprobs, atol=1e-5)
@@ -347,6 +353,18 @@ def test_compacted_batch_samples_what_the_full_batch_samples(scripted_model, mon
   assert compact.answers == full.answers and compact.finish == full.finish
   assert compact.messages == full.messages
   np.testing.assert_array_equal(compact.num_messages, full.num_messages)
+
+
+def test_append_index_pads_the_rows_with_feedback_to_a_smaller_batch():
+  from seekjax.rollout.compaction import append_index
+  assert append_index([5], 16, (8, 4)).tolist() == [5, 0, 1, 2]
+  assert append_index([3, 9, 12], 16, (8, 4)).tolist() == [3, 9, 12, 0]
+  index = append_index([0, 2, 4, 6, 8], 16, (8, 4))
+  assert len(index) == 8 and len(set(index.tolist())) == 8 and index[:5].tolist() == [0, 2, 4, 6, 8]
+  assert append_index(list(range(9)), 16, (8, 4)) is None   # the whole batch
+  assert append_index([1], 4, (8, 4)) is None               # no size below this batch
+  assert append_index([1], 8, (8, 4)).tolist() == [1, 0, 2, 3]
+  assert append_index([1], 16, ()) is None                  # compaction off
 
 
 def test_compact_sizes_halve_down_to_the_minimum_and_the_mesh():

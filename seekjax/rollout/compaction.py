@@ -5,10 +5,13 @@ third turn while the others are DONE. Once the rows not yet DONE fit in half the
 or less, the driver gathers them into a smaller batch (`engine.take_rows`), so the decode
 loop stops computing finished rows. The sizes come from the config (`compact_sizes`), and
 `warm_up` compiles their programs on the first rollout of each shape; `RowStore` keeps
-what the driver collects of each row that a compaction drops.
+what the driver collects of each row that a compaction drops. The same sizes serve
+appends: feedback that comes back to a few rows is run through the model for a batch of
+those rows only (`append_index`, `engine.append_rows`).
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -42,6 +45,20 @@ def compact_index(status: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray | No
   return np.concatenate([live, done[:n - len(live)]]).astype(np.int32)
 
 
+def append_index(rows: list[int], batch: int, sizes: tuple[int, ...]) -> np.ndarray | None:
+  """The batch rows an append of feedback to `rows` (distinct batch rows) runs on: those
+  rows, padded with others to the smallest of `sizes` below `batch` that holds them (the
+  padding rows get no chunk, so they stay as they are); None when none holds them (the
+  whole batch appends). The same fixed sizes as compaction, so each compiles once."""
+  fits = [n for n in sizes if len(rows) <= n < batch]
+  if not fits:
+    return None
+  n = min(fits)
+  taken = set(rows)
+  pad = [i for i in range(batch) if i not in taken][:n - len(rows)]
+  return np.asarray(list(rows) + pad, np.int32)
+
+
 _WARM: set = set()   # the shapes warmed in this process
 
 
@@ -63,6 +80,14 @@ def warm_up(params, tables, state, spec, sizes, width):
     dummy = engine.append_chunk(params, dummy, jnp.zeros((n, width), jnp.int32),
                                 jnp.zeros((n,), jnp.int32), spec=spec)
     engine.finish_rows(dummy, jnp.zeros((n,), bool), engine.FINISH_NONE)
+  # feedback appended to a few rows of a batch of m (`append_index`): one program per
+  # (m, n), on a copy (append_rows consumes its state) and chunks of length 0
+  for m in batches:
+    for n in (s for s in sizes if s < m):
+      src = (jax.tree.map(jnp.copy, state) if m == batches[0] else
+             engine.take_rows(state, jnp.zeros((m,), jnp.int32), spec=spec))
+      engine.append_rows(params, src, jnp.arange(n, dtype=jnp.int32),
+                         jnp.zeros((n, width), jnp.int32), jnp.zeros((n,), jnp.int32), spec=spec)
   _WARM.add(key)
 
 

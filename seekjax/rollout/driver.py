@@ -408,14 +408,21 @@ def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=
       state = engine.finish_rows(state, jnp.asarray(no_room), engine.FINISH_BUDGET)
     if chunks:
       b = parked.shape[0]
-      chunk = np.zeros((b, width), np.int32)
-      chunk_len = np.zeros((b,), np.int32)
-      for i, ids in chunks.items():
-        chunk[i, :len(ids)] = ids
-        chunk_len[i] = len(ids)
+      index = compaction.append_index(sorted(chunks), b, sizes)
+      at = np.arange(b) if index is None else index   # the rows the append runs on
+      chunk = np.zeros((len(at), width), np.int32)
+      chunk_len = np.zeros((len(at),), np.int32)
+      for j, i in enumerate(at):
+        ids = chunks.get(int(i), ())
+        chunk[j, :len(ids)] = ids
+        chunk_len[j] = len(ids)
       t = time.perf_counter()
-      state = engine.append_chunk(params, state, jnp.asarray(chunk), jnp.asarray(chunk_len),
-                                  spec=spec)
+      if index is None:
+        state = engine.append_chunk(params, state, jnp.asarray(chunk), jnp.asarray(chunk_len),
+                                    spec=spec)
+      else:
+        state = engine.append_rows(params, state, jnp.asarray(index), jnp.asarray(chunk),
+                                   jnp.asarray(chunk_len), spec=spec)
       state.length.block_until_ready()
       times["append"] += time.perf_counter() - t
 

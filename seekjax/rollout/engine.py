@@ -276,6 +276,39 @@ def append_chunk(params, state: SamplingState, chunk, chunk_len, *, spec: Engine
   chunk: int32[B, C] right-padded, chunk_len: int32[B] (0 = row untouched). Written
   tokens get loss_mask 0; rows that received a chunk go back to RUNNING with a new turn.
   """
+  return _append(params, state, chunk, chunk_len, spec)
+
+
+# The per-row fields an append reads or writes (besides the KV cache).
+_APPEND_FIELDS = ("tokens", "loss_mask", "logprobs", "logits", "length", "turn_start", "status",
+                  "msg_q", "ans_q")
+
+
+@functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
+def append_rows(params, state: SamplingState, index, chunk, chunk_len, *, spec: EngineSpec):
+  """`append_chunk` on the batch rows `index` only (int32[K], distinct), K < B.
+
+  chunk: int32[K, C] and chunk_len: int32[K] belong to those rows (0: a row that only pads
+  K, left as it is). Feedback usually comes back to a few rows at a time; the full-batch
+  append runs the chunk through the model for every row, this one for K of them: their
+  cache rows are gathered, extended and written back in place (`state` is donated).
+  """
+  gather = lambda a: jnp.take(a, index, axis=0)
+  sub = state.replace(cache=state.cache.map_layers(gather),
+                      hidden=None if state.hidden is None else gather(state.hidden),
+                      **{f: gather(getattr(state, f)) for f in _APPEND_FIELDS})
+  sub = _append(params, sub, chunk, chunk_len, spec)
+  put = lambda full, part: full.at[index].set(part)
+  mesh = spec.rows_mesh
+  return state.replace(
+      cache=jax.tree.map(lambda f, p: _split_rows(put(f, p), mesh, cache=True),
+                         state.cache, sub.cache),
+      hidden=None if state.hidden is None else _split_rows(put(state.hidden, sub.hidden), mesh),
+      **{f: _split_rows(put(getattr(state, f), getattr(sub, f)), mesh) for f in _APPEND_FIELDS})
+
+
+def _append(params, state: SamplingState, chunk, chunk_len, spec: EngineSpec):
+  """The body of `append_chunk`, on whichever rows `state` holds."""
   max_len = spec.max_len
   out = prefill_chunk(params, spec.model, state.cache, chunk, chunk_len, state.length,
                       capture=spec.capture_layer)
