@@ -124,7 +124,8 @@ SCHEMA = dict(
         per_shard_decode=(True, None),        # one decode loop per batch shard (tensor axis 1)
         max_rows_per_device=(0, ">= 0"),      # more rows roll out in waves; 0: no limit
         # as rows finish, the batch halves (down to this many rows) so the decode loop stops
-        # computing finished rows; 0: the whole batch decodes until its last row is done
+        # computing finished rows, and feedback for a few rows is appended in a batch of
+        # those sizes; 0: the whole batch decodes until its last row is done, and appends
         compact_min_rows=(4, ">= 0"),
         blocking=(False, None),               # wait for each helper in the callback (benchmarks)
     ),

@@ -1,6 +1,7 @@
 """`sj.rollout`: the host loop around the jitted engine, and the `Episodes` it returns.
 
-prefill -> [decode_until_blocked -> gather ready helper replies -> append_chunk]* -> Episodes.
+prefill -> [decode_until_blocked -> gather ready helper replies -> append_rows / append_chunk]*
+-> Episodes.
 The io_callback inside the decode loop lands in `_Host.submit`, which parses the
 closed message and starts the helper call on the pool without waiting.
 """
@@ -350,6 +351,8 @@ def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=
 
   sizes: the smaller batches the rows may move to as they finish
   (`compaction.compact_sizes`); rows a compaction drops are written to `store` first.
+  Feedback that comes back to a few rows is appended in a batch of one of those sizes
+  holding just them (`compaction.append_index`), else to the whole batch.
   """
   width = chunk_width(host.cfg)   # one chunk width per run: append_chunk compiles once
   host_id_dev = jnp.int32(host_id)
