@@ -171,3 +171,39 @@ def test_subset_report_slices_the_same_questions_for_every_method(tmp_path, caps
     subset_report.main([str(tmp_path), "--start", "2"])
   with pytest.raises(SystemExit, match="no questions"):
     subset_report.main([str(tmp_path), "--start", "10"])
+
+
+def test_trace_asking_tabulates_windows_from_episode_records(tmp_path):
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import trace_asking  # pylint: disable=import-outside-toplevel
+  # two steps, one group of 2 each: step 1 the asker is right (pushes toward asking),
+  # step 2 the asker is wrong and pays the message cost (pushes away)
+  rows = []
+  for step, (asker_em, alone_em) in ((1, (1.0, 0.0)), (2, (0.0, 1.0))):
+    for row, (asked, em) in enumerate(((1, asker_em), (0, alone_em))):
+      comps = {"score": em, "message_cost": -0.1 * asked}
+      reward = sum(comps.values())
+      rows.append({"step": step, "row": row, "group": 0, "num_messages": asked, "em": em,
+                   "reply_held": float(asked), "format_ok": 1.0, "leak": 0.0, "valid": 1.0,
+                   "components": comps, "reward": reward, "advantage": 0.0})
+  for step in (1, 2):   # GRPO advantages of each group of 2: +-1
+    a, b = [r for r in rows if r["step"] == step]
+    a["advantage"], b["advantage"] = (1.0, -1.0) if a["reward"] > b["reward"] else (-1.0, 1.0)
+  (tmp_path / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows)
+                                           + '{"step": 3, "ro')   # a partial last line
+  steps = trace_asking.load(str(tmp_path))
+  assert sorted(steps) == [1, 2]
+  first = trace_asking.window_row(steps[1], 2)
+  assert first["asked"] == 0.5 and first["em_asked"] == 1.0 and first["em_alone"] == 0.0
+  assert first["push/total"] == pytest.approx(0.5)
+  # rewards 0.9 and 0: centred +-0.45 -> advantages +-1, a scale of 1 / 0.45; the score
+  # centred is +0.5 for the asker, the cost -0.05; the push is their mean over 2 episodes
+  assert first["push/score"] == pytest.approx(0.5 * 0.5 / 0.45)
+  assert first["push/message_cost"] == pytest.approx(-0.05 * 0.5 / 0.45)
+  assert first["push/score"] + first["push/message_cost"] == pytest.approx(0.5)
+  second = trace_asking.window_row(steps[2], 2)
+  assert second["push/total"] == pytest.approx(-0.5)
+  text = trace_asking.table(steps, 1)
+  assert text.count("\n") == 3 and "| 1-1 |" in text and "push/score" in text
+  with pytest.raises(SystemExit, match="no such file"):
+    trace_asking.load(str(tmp_path / "missing"))
