@@ -41,9 +41,10 @@ def test_tiny_figures_match_a_hand_computation():
   assert rows["reference params"].bytes == params * 4
   assert rows["optimizer state"].bytes == 2 * params * 4          # Adam mu, nu in fp32
   assert rows["gradients"].bytes == 2 * params * 4
-  # T: prompt bucket 256 + budget (1+1)*24 + 1*(32+8) = 344 -> 512; rows 2 x 2 on 1 device.
-  assert plan.lengths(_cfg(), 256) == (512, 48)
-  assert rows["kv cache"].bytes == 2 * layers * 2 * 16 * 4 * 4 * 512
+  # T: prompt bucket 256 + budget (1+1)*24 + 1*(32+8) = 344 -> 384 (a multiple of 128);
+  # rows 2 x 2 on 1 device.
+  assert plan.lengths(_cfg(), 256) == (384, 48)
+  assert rows["kv cache"].bytes == 2 * layers * 2 * 16 * 4 * 4 * 384
   # logits: micro-batch of 4 / 2 = 2 rows, K = 2 * 24 = 48 positions (a multiple of 16), fp32.
   assert rows["logits"].bytes == 2 * 48 * v * 4
 

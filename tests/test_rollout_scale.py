@@ -122,11 +122,12 @@ def test_waves_bound_rows_per_device():
   assert driver.waves(3, 8, 1, 2) == [(0, 1), (1, 2), (2, 3)]  # a wave holds >= 1 question
 
 
-def test_cache_length_is_the_bucketed_episode_budget():
+def test_cache_length_is_the_prompt_bucket_plus_the_episode_budget():
   cfg = rollout_config(max_turns=2, max_new_tokens=64, max_feedback_tokens=64)
   assert episode_budget(cfg) == 3 * 64 + 2 * (64 + 8)
-  assert cache_length([100, 200], cfg) == 1024    # bucket(200) = 256; 256 + 336 -> 1024
-  assert cache_length([10], cfg) == 512           # bucket(10) = 16; 16 + 336 -> 512
+  assert cache_length([100, 200], cfg) == 640     # bucket(200) = 256; 256 + 336 -> 640
+  assert cache_length([10], cfg) == 384           # bucket(10) = 16; 16 + 336 -> 384
+  assert cache_length([10], rollout_config(max_episode_tokens=112)) == 128
 
 
 def test_plan_sizes_the_cache_as_the_rollout_does_and_counts_waves():

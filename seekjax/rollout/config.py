@@ -58,10 +58,14 @@ def prompt_width(prompt_lengths, cfg) -> int:
 
 def cache_length(prompt_lengths, cfg) -> int:
   """The KV cache's slots (the rollout's buffer length L): the prompt width
-  (`prompt_width`) plus the episode budget, bucketed (`shapes.bucket`) so few shapes
-  compile; never sized from the model's context. The memory plan sizes its kv cache row
+  (`prompt_width`, already a power of two) plus the episode budget, rounded up to a
+  multiple of 128, so there is one length per prompt width; never sized from the model's
+  context. Not the next power of two: on the default (256 + 336) that would be 1024
+  slots where 640 hold every episode, and the buffer's width is what the update, the
+  captured hidden states and the cache pay for. The memory plan sizes its kv cache row
   with this."""
-  return bucket(prompt_width(prompt_lengths, cfg) + episode_budget(cfg), 64)
+  n = prompt_width(prompt_lengths, cfg) + episode_budget(cfg)
+  return -(-n // 128) * 128
 
 
 def update_widths(cache_len: int, cfg) -> tuple[int, ...]:
