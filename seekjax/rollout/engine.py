@@ -298,13 +298,13 @@ def append_rows(params, state: SamplingState, index, chunk, chunk_len, *, spec: 
                       hidden=None if state.hidden is None else gather(state.hidden),
                       **{f: gather(getattr(state, f)) for f in _APPEND_FIELDS})
   sub = _append(params, sub, chunk, chunk_len, spec)
+  # written back into the donated buffers, which keep their layout (as append_chunk's
+  # outputs do: a state must look the same to the next program whichever append ran)
   put = lambda full, part: full.at[index].set(part)
-  mesh = spec.rows_mesh
   return state.replace(
-      cache=jax.tree.map(lambda f, p: _split_rows(put(f, p), mesh, cache=True),
-                         state.cache, sub.cache),
-      hidden=None if state.hidden is None else _split_rows(put(state.hidden, sub.hidden), mesh),
-      **{f: _split_rows(put(getattr(state, f), getattr(sub, f)), mesh) for f in _APPEND_FIELDS})
+      cache=jax.tree.map(put, state.cache, sub.cache),
+      hidden=None if state.hidden is None else put(state.hidden, sub.hidden),
+      **{f: put(getattr(state, f), getattr(sub, f)) for f in _APPEND_FIELDS})
 
 
 def _append(params, state: SamplingState, chunk, chunk_len, spec: EngineSpec):
