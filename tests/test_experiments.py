@@ -207,3 +207,18 @@ def test_trace_asking_tabulates_windows_from_episode_records(tmp_path):
   assert text.count("\n") == 3 and "| 1-1 |" in text and "push/score" in text
   with pytest.raises(SystemExit, match="no such file"):
     trace_asking.load(str(tmp_path / "missing"))
+
+
+def test_helper_recall_counts_replies_that_hold_a_gold_alias():
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import helper_recall  # pylint: disable=import-outside-toplevel
+  from seekjax.helpers.knowledge import KnowledgeHelper  # pylint: disable=import-outside-toplevel
+  helper = KnowledgeHelper(["The capital of Eritrea is Asmara.", "The currency of Peru is the sol."],
+                           entities=["Eritrea", "Peru"], top_k=1)
+  examples = [
+      {"question": "What is the capital of Eritrea?", "answers": ["Asmara"], "qtype": "capital"},
+      {"question": "What currency does Peru use?", "answers": ["Peruvian sol", "PEN"],
+       "qtype": "currency"},
+      {"question": "My aunt lives in Eritrea. Its capital?", "answers": ["Asmara"],
+       "qtype": "capital", "private_facts": ["the user's aunt lives in Eritrea"]}]
+  assert helper_recall.recall_by_type(examples, helper) == {"capital": (1, 1), "currency": (0, 1)}
