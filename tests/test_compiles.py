@@ -33,8 +33,10 @@ def test_rollout_widths_come_from_the_config_not_the_batch():
   assert prompt_width([300], fixed) == 512            # a longer prompt still fits
   assert [chunk_width(rollout_config(max_feedback_tokens=n)) for n in (8, 32, 33, 64, 100)] == [
       32, 32, 64, 64, 128]
-  # the update's widths: the buffer, and half of it when episodes can fit there
-  assert update_widths(512, fixed) == (512,) and update_widths(1024, fixed) == (512, 1024)
+  # the update's widths: a ladder from the prompt width + 64 up to the buffer, ~1.2x apart
+  assert update_widths(640, fixed) == (320, 384, 512, 640)
+  assert update_widths(512, fixed) == (320, 384, 512)
+  assert update_widths(320, fixed) == (320,)
   assert update_widths(1024, free) == (64, 128, 256, 512, 1024)   # outside a run: any
   assert loss_positions(fixed) == 192                 # 3 turns of 64 tokens
   assert loss_positions(rollout_config(max_turns=2, max_new_tokens=60, prompt_width=64)) == 192

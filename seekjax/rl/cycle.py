@@ -158,6 +158,84 @@ def rollout_policy(ctx: RunContext, trainable) -> Model:
   return ctx.model.replace(params=params, mesh=ctx.rollout_mesh)
 
 
+def update_inputs(ctx: RunContext, episodes, width: int, k: int):
+  """The update's inputs at `width` tokens a row and K = min(k, width) loss positions:
+  (tokens, targets) on the global mesh, (mask, sampler log-probs) of this process's rows
+  [B, K] in numpy, and the frozen bottom's output (the rollout's, or computed here in
+  top_n mode; None otherwise) on the global mesh."""
+  targets, mask = step_lib.compact_positions(_fit(episodes.loss_mask, width),
+                                             minimum=min(k, width))
+  sampler_lp = step_lib.gather_positions(_fit(episodes.logprobs, width), targets)
+  # From here on the rows live on the global mesh, split over its batch axes as the
+  # update splits them.
+  tokens, targets_g = distributed.global_batch(
+      ctx.mesh, (_fit(episodes.tokens, width).astype(np.int32), targets))
+  hidden = None
+  if episodes.hidden is not None:  # the frozen bottom's output, as the rollout computed it
+    (hidden,) = distributed.global_batch(ctx.mesh, (_fit(episodes.hidden, width),))
+    hidden = jnp.asarray(hidden)
+  elif ctx.spec.mode == "top_n":  # frozen bottom layers: run them once for ref and all epochs
+    hidden = bottom_hidden(ctx.frozen, tokens, cfg=ctx.model.config)
+  return tokens, targets_g, mask, sampler_lp, hidden
+
+
+def update_batch(ctx: RunContext, tokens, targets_g, mask, sampler_lp, ref_lp, adv, hidden):
+  """The PPO `Batch` on the global mesh from `update_inputs`, the reference log-probs and
+  this process's advantages [B]."""
+  mask_g, sampler_g, adv_g = distributed.global_batch(
+      ctx.mesh, (mask, np.asarray(sampler_lp, np.float32), np.asarray(adv, np.float32)))
+  return Batch(tokens=jnp.asarray(tokens), loss_mask=jnp.asarray(mask_g),
+               old_logprobs=jnp.asarray(sampler_g), ref_logprobs=ref_lp,
+               advantages=jnp.asarray(adv_g), hidden=hidden, targets=jnp.asarray(targets_g))
+
+
+def ppo_epochs(ctx: RunContext, trainable, opt_state, batch: Batch):
+  """rl.num_epochs passes of rl.mini_batches optimizer steps over `batch`.
+  Returns (trainable, opt_state, [metrics of each step])."""
+  rl = ctx.settings
+  out = []
+  n = batch.tokens.shape[0]
+  for _ in range(rl.num_epochs):
+    for i in range(rl.mini_batches):
+      sl = slice(i * n // rl.mini_batches, (i + 1) * n // rl.mini_batches)
+      mb = jax.tree.map(lambda x, sl=sl: x[sl], batch)
+      trainable, opt_state, m = ctx.train_step(trainable, ctx.frozen, opt_state, mb)
+      out.append(m)
+  return trainable, opt_state, out
+
+
+_WARM_UPDATES: set = set()   # (train_step, rows, width, k) compiled in this process
+
+
+def warm_update(ctx: RunContext, trainable, opt_state, ref_trainable, episodes, widths,
+                width, k):
+  """Compile the reference pass and the update at every width of the ladder (`widths`)
+  but this step's own (`width`), for k loss positions, on this step's episodes cut or
+  padded to each width, with zero advantages, on copies of the state (the update donates
+  it), so that no later step compiles when its episodes land on another width. The
+  results are thrown away. The caller warms only the config's own k: a step with more
+  loss positions (retried messages) is rare, and compiles its one program when met."""
+  if not int(getattr(ctx.rollout_cfg, "prompt_width", 0) or 0):
+    return   # outside a run the widths are every power of two: each compiles when met
+  rows = episodes.tokens.shape[0]
+  key = lambda w: (id(ctx.train_step), rows, w, k)  # noqa: E731
+  todo = [w for w in widths if w != width and key(w) not in _WARM_UPDATES]
+  _WARM_UPDATES.add(key(width))   # this step's own update compiles it
+  for w in todo:
+    tokens, targets_g, mask, sampler_lp, hidden = update_inputs(ctx, episodes, w, k)
+    ref_lp = reference_logprobs(ref_trainable, ctx.frozen, tokens, hidden,
+                                spec_trainable=ctx.spec, cfg=ctx.model.config,
+                                targets=targets_g,
+                                micro_batches=reference_micro_batches(tokens.shape[0],
+                                                                      ctx.settings),
+                                mesh=ctx.mesh)
+    batch = update_batch(ctx, tokens, targets_g, mask, sampler_lp, ref_lp,
+                         np.zeros(len(mask), np.float32), hidden)
+    copies = jax.tree.map(jnp.copy, (trainable, distributed.on_mesh(ctx.mesh, opt_state)))
+    jax.block_until_ready(ppo_epochs(ctx, *copies, batch)[2])
+    _WARM_UPDATES.add((id(ctx.train_step), rows, w, k))
+
+
 def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples, rng,
                  step: int = 0):
   """Returns (trainable, opt_state, metrics dict, episodes, records).
@@ -183,32 +261,26 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
 
   s = score_episodes(episodes, examples, rl.score, ctx.judge, ctx.should_stop)
   # The update's shapes come from the config, not from this step's episodes, so each
-  # compiles once: its width is one of `rollout.config.update_widths` (the rollout's
-  # buffer length, or half of it), and the loss reads only SLM-sampled positions, packed
-  # to K per row (`rollout.config.loss_positions`, the next bucket up only for an episode
-  # with more) so the LM head skips prompt, feedback and padding.
+  # compiles once: its width is one of `rollout.config.update_widths` (a ladder up to the
+  # rollout's buffer length, all compiled on the first step by `warm_update`), and the loss
+  # reads only SLM-sampled positions, packed to K per row (`rollout.config.loss_positions`,
+  # the next bucket up only for an episode with more) so the LM head skips prompt,
+  # feedback and padding.
   longest = distributed.max_over_processes(int(episodes.lengths.max()))
   widths = rollout_config.update_widths(
       distributed.max_over_processes(episodes.tokens.shape[1]), ctx.rollout_cfg)
   width = next((w for w in widths if w >= longest), widths[-1])
-  full_mask = _fit(episodes.loss_mask, width)
-  k = bucket(distributed.max_over_processes(max(int(full_mask.sum(axis=1).max()), 1)),
-             rollout_config.loss_positions(ctx.rollout_cfg))
-  targets, mask = step_lib.compact_positions(full_mask, minimum=min(k, width))
-  sampler_lp = step_lib.gather_positions(_fit(episodes.logprobs, width), targets)
-  # From here on the rows live on the global mesh, split over its batch axes as the
-  # update splits them.
-  tokens, targets_g = distributed.global_batch(
-      ctx.mesh, (_fit(episodes.tokens, width).astype(np.int32), targets))
+  k = bucket(distributed.max_over_processes(
+      max(int(_fit(episodes.loss_mask, width).sum(axis=1).max()), 1)),
+      rollout_config.loss_positions(ctx.rollout_cfg))
+  t1 = time.perf_counter()
+  if k == rollout_config.loss_positions(ctx.rollout_cfg):
+    warm_update(ctx, trainable, opt_state, ref_trainable, episodes, widths, width, k)
+  t_warm = time.perf_counter() - t1
 
   t1 = time.perf_counter()
-  hidden = None
-  if episodes.hidden is not None:  # the frozen bottom's output, as the rollout computed it
-    (hidden,) = distributed.global_batch(ctx.mesh, (_fit(episodes.hidden, width),))
-    hidden = jnp.asarray(hidden)
-    episodes = dataclasses.replace(episodes, hidden=None)   # [B, L, D]: not kept past here
-  elif ctx.spec.mode == "top_n":  # frozen bottom layers: run them once for ref and all epochs
-    hidden = bottom_hidden(ctx.frozen, tokens, cfg=ctx.model.config)
+  tokens, targets_g, mask, sampler_lp, hidden = update_inputs(ctx, episodes, width, k)
+  episodes = dataclasses.replace(episodes, hidden=None)   # [B, L, D]: not kept past here
   ref_lp = reference_logprobs(ref_trainable, ctx.frozen, tokens, hidden,
                               spec_trainable=ctx.spec, cfg=ctx.model.config, targets=targets_g,
                               micro_batches=reference_micro_batches(tokens.shape[0], rl),
@@ -239,20 +311,8 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
 
   t2 = time.perf_counter()
   opt_state = distributed.on_mesh(ctx.mesh, opt_state)   # a fresh count is not yet there
-  mask_g, sampler_g, adv_g = distributed.global_batch(
-      ctx.mesh, (mask, sampler_lp.astype(np.float32), adv.astype(np.float32)))
-  batch = Batch(tokens=jnp.asarray(tokens), loss_mask=jnp.asarray(mask_g),
-                old_logprobs=jnp.asarray(sampler_g), ref_logprobs=ref_lp,
-                advantages=jnp.asarray(adv_g), hidden=hidden, targets=jnp.asarray(targets_g))
-  step_metrics = []
-  n = batch.tokens.shape[0]
-  mini = rl.mini_batches
-  for _ in range(rl.num_epochs):
-    for k in range(mini):
-      sl = slice(k * n // mini, (k + 1) * n // mini)
-      mb = jax.tree.map(lambda x, sl=sl: x[sl], batch)
-      trainable, opt_state, m = ctx.train_step(trainable, ctx.frozen, opt_state, mb)
-      step_metrics.append(m)
+  batch = update_batch(ctx, tokens, targets_g, mask, sampler_lp, ref_lp, adv, hidden)
+  trainable, opt_state, step_metrics = ppo_epochs(ctx, trainable, opt_state, batch)
   step_metrics = jax.tree.map(lambda *xs: float(np.mean([float(x) for x in xs])), *step_metrics)
   t_update = time.perf_counter() - t2
 
@@ -270,7 +330,7 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
           rewards_lib.group_success(correct, rl.group_size, valid) == 0)),
       **rewards_lib.group_spread(rewards, rl.group_size, valid),
       time_rollout=t_rollout, time_helper_wait=float(episodes.helper_wait_time),
-      time_reference=t_ref, time_update=t_update,
+      time_reference=t_ref, time_update=t_update, time_warm_update=t_warm,
       step_time=time.perf_counter() - t0,
       train_tokens_per_s=n_tokens * rl.num_epochs / max(t_update, 1e-9),
       episode_tokens=float(episodes.lengths.sum() - episodes.prompt_lengths.sum()))

@@ -69,14 +69,20 @@ def cache_length(prompt_lengths, cfg) -> int:
 
 
 def update_widths(cache_len: int, cfg) -> tuple[int, ...]:
-  """The widths an RL update may take, each compiled once: the rollout's buffer length,
-  and half of it where an episode can fit there (it is wider than the run's prompt
-  width), so steps of short episodes do not pay for the full buffer. Without a run's
-  prompt width (0: rollouts outside a run), every power of two from 64 below it."""
-  half, prompts = cache_len // 2, int(getattr(cfg, "prompt_width", 0) or 0)
-  if prompts:
-    return (half, cache_len) if half > prompts else (cache_len,)
-  return tuple(w for w in (64 << i for i in range(32)) if w < cache_len) + (cache_len,)
+  """The widths an RL update may take, each compiled once (on a run's first step, by
+  `rl.cycle.warm_update`): a ladder of multiples of 64 from the run's prompt width + 64
+  up to the rollout's buffer length, each about 1.2x the one before, so a step runs its
+  update within about 20% of its longest episode (320, 384, 512, 640 on the default).
+  Without a run's prompt width (0: rollouts outside a run), every power of two from 64
+  below the buffer length, and the buffer length."""
+  prompts = int(getattr(cfg, "prompt_width", 0) or 0)
+  if not prompts:
+    return tuple(w for w in (64 << i for i in range(32)) if w < cache_len) + (cache_len,)
+  out, w = [], -(-(prompts + 64) // 64) * 64
+  while w < cache_len:
+    out.append(w)
+    w = -(-int(w * 1.2) // 64) * 64
+  return tuple(out) + (cache_len,)
 
 
 def chunk_width(cfg) -> int:
