@@ -73,7 +73,7 @@ def test_rl_steps_after_warm_up_compile_nothing(straight):
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   assert rows[0]["compiles"] >= 1 and "train_step" in rows[0]["compiled"]
   # the first step also compiles the update at every other width of the ladder
-  assert rows[0]["time_warm_update"] > 0 and all(r["time_warm_update"] == 0 for r in rows[1:])
+  assert rows[0]["time_warm_update"] > 0 and all(r["time_warm_update"] < 0.05 for r in rows[1:])
   assert [r["compiles"] for r in rows[1:]] == [0] * len(rows[1:]), \
       [r.get("compiled") for r in rows]
 
