@@ -214,7 +214,9 @@ def warm_update(ctx: RunContext, trainable, opt_state, ref_trainable, episodes, 
   padded to each width, with zero advantages, on copies of the state (the update donates
   it), so that no later step compiles when its episodes land on another width. The
   results are thrown away. The caller warms only the config's own k: a step with more
-  loss positions (retried messages) is rare, and compiles its one program when met."""
+  loss positions (retried messages) is rare, and compiles its one program when met.
+  While it runs, the copies hold the trainable part and its optimizer state once more
+  (not in the memory plan: on the plans in the README it stays below the rollout's peak)."""
   if not int(getattr(ctx.rollout_cfg, "prompt_width", 0) or 0):
     return   # outside a run the widths are every power of two: each compiles when met
   rows = episodes.tokens.shape[0]
