@@ -117,8 +117,9 @@ SCHEMA = dict(
         top_k=(0, ">= 0"),                    # 0: no top-k
         top_p=(1.0, "(0, 1]"),
         # decode steps before the loop returns to the host, which appends the feedback that
-        # came back meanwhile: fewer let a row that asked resume sooner (8 against 32: 1.15x
-        # faster rollouts on the default, BENCHMARKS.md "Appending feedback to the rows")
+        # came back meanwhile: fewer let a row that asked resume sooner (8 against 32: 1.11x
+        # faster rollouts on the default, BENCHMARKS.md "Appending feedback to the rows
+        # that get it")
         max_steps_per_call=(8, COUNT),
         system_prompt=(optional(str), None),  # None: the protocol's default prompt
         per_shard_decode=(True, None),        # one decode loop per batch shard (tensor axis 1)
