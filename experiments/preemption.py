@@ -42,8 +42,10 @@ TINY = os.path.join(ROOT, "configs", "tiny_test.py")
 TMP_MARK = ".orbax-checkpoint-tmp"
 # Metrics that measure time, not the computation: they differ between any two runs.
 # what depends on the machine, not on the run: timings, and what this process compiled
-# (a resumed process compiles again, or reads the persistent cache)
-TIMING_KEYS = re.compile(r"^(time_.*|step_time|train_tokens_per_s|compiles|compiled|compile_.*)$")
+# (a resumed process compiles again, or reads the persistent cache), and the rollout's
+# phases (seconds, and decode calls, which follow when helper replies came back)
+TIMING_KEYS = re.compile(
+    r"^(time_.*|step_time|train_tokens_per_s|compiles|compiled|compile_.*|rollout/.*)$")
 # tqdm's "[rl]: 25%|##  | 1/4 [00:09<00:27, 0.11step/s, reward=...]"; only a bar that a
 # finished step moved carries the step's fields (the bar a resumed run opens with does not).
 PROGRESS_RE = re.compile(r"\[rl\]:[^|\r\n]*\|[^|\r\n]*\| (\d+)/(\d+) \[[^\]\r\n]*reward=")

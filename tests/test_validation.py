@@ -53,9 +53,9 @@ def test_learning_curve_rows_tensorboard_and_plot_across_a_resume(tmp_path, monk
   trained_on, demo_pool = set(), set()
   real_iteration, real_cold_start = cycle.rl_iteration, train_lib.cold_start
 
-  def iteration(ctx, trainable, opt_state, ref, examples, rng):
+  def iteration(ctx, trainable, opt_state, ref, examples, rng, step=0):
     trained_on.update(e["id"] for e in examples)
-    return real_iteration(ctx, trainable, opt_state, ref, examples, rng)
+    return real_iteration(ctx, trainable, opt_state, ref, examples, rng, step=step)
 
   def cold_start(cfg, model, spec, trainable, frozen, examples, *args, **kwargs):
     demo_pool.update(e["id"] for e in examples)
