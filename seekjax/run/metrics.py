@@ -73,6 +73,24 @@ def _register_remote_tensorboard() -> None:
     record_writer.register_writer_factory(scheme[:-len("://")], _EpathRecordWriterFactory())
 
 
+class _JsonlAppender:
+  """Appends text to a JSONL file: a local file in append mode; a remote one (object
+  stores have no append) rewritten whole from the lines kept in memory."""
+
+  def __init__(self, path, remote: bool):
+    self.path, self.remote = path, remote
+    self.lines = (path.read_text().splitlines(keepends=True)
+                  if remote and path.exists() else [])
+
+  def append(self, text: str) -> None:
+    if self.remote:
+      self.lines.append(text)
+      self.path.write_text("".join(self.lines))
+    else:
+      with self.path.open("a") as f:
+        f.write(text)
+
+
 class MetricsWriter:
   """Appends to `<workdir>/metrics.jsonl` and writes TensorBoard events to `<workdir>/tb`.
 
@@ -87,9 +105,8 @@ class MetricsWriter:
   def __init__(self, workdir: str, enabled: bool | None = None, resume_step: int | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self.path = workdir_lib.as_path(workdir) / "metrics.jsonl"
-    self.remote = workdir_lib.is_remote(workdir)
     self.tb = None
-    self.lines: list[str] = []   # a remote file's content so far
+    self.out = None
     if self.enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       _register_remote_tensorboard()
@@ -97,8 +114,7 @@ class MetricsWriter:
       if resume_step is not None:
         truncate_after(self.path, resume_step)
         purge = resume_step + 1
-      if self.remote and self.path.exists():
-        self.lines = self.path.read_text().splitlines(keepends=True)
+      self.out = _JsonlAppender(self.path, workdir_lib.is_remote(workdir))
       # The file name holds whole seconds only: a second writer in the same second (a
       # quick resume) would overwrite the first's file without the nanosecond suffix,
       # which also keeps the files in the order TensorBoard reads them (by name).
@@ -116,13 +132,7 @@ class MetricsWriter:
       row[k] = s
       if isinstance(s, float) and math.isfinite(s):
         self.tb.add_scalar(k, s, step)
-    line = json_row(row) + "\n"
-    if self.remote:
-      self.lines.append(line)
-      self.path.write_text("".join(self.lines))
-    else:
-      with self.path.open("a") as f:
-        f.write(line)
+    self.out.append(json_row(row) + "\n")
     self.tb.flush()
 
   def close(self):
@@ -141,27 +151,18 @@ class EpisodeLog:
     self.enabled = enabled
     self.path = workdir_lib.as_path(workdir) / ("episodes.jsonl" if k == 0
                                                  else f"episodes.p{k}.jsonl")
-    self.remote = workdir_lib.is_remote(workdir)
-    self.lines: list[str] = []
+    self.out = None
     if not enabled:
       return
     if resume_step is not None and self.path.exists():
       keep = [line + "\n" for line in self.path.read_text().splitlines()
-              if (_row_step(line) is not None and _row_step(line) <= resume_step)]
+              if (step := _row_step(line)) is not None and step <= resume_step]
       workdir_lib.write_text(self.path, "".join(keep))
-    if self.remote and self.path.exists():
-      self.lines = self.path.read_text().splitlines(keepends=True)
+    self.out = _JsonlAppender(self.path, workdir_lib.is_remote(workdir))
 
   def write(self, records: list[dict]) -> None:
-    if not self.enabled or not records:
-      return
-    text = "".join(json_row(r) + "\n" for r in records)
-    if self.remote:
-      self.lines.append(text)
-      self.path.write_text("".join(self.lines))
-    else:
-      with self.path.open("a") as f:
-        f.write(text)
+    if self.out is not None and records:
+      self.out.append("".join(json_row(r) + "\n" for r in records))
 
 
 def _row_step(line: str) -> int | None:
