@@ -37,7 +37,11 @@ SCHEMA = dict(
     seed=(0, ">= 0"),
     model=dict(
         path=("smollm2-135m", None),          # embedded name, HF dir or .gguf
-        dtype=("float32", DTYPES),
+        dtype=("float32", DTYPES),            # what the model computes in and stores frozen
+        # what the trainable part, its gradients and optimizer state are kept in; cast to
+        # model.dtype at use (a bfloat16 model keeps float32 master weights: Adam steps
+        # below bfloat16's spacing would round away)
+        master_dtype=("float32", DTYPES),
         mesh_shape=((1, -1, 1), None),        # (data, fsdp, tensor); -1 takes the rest
         trainable=("top_n", ("full", "top_n", "lora")),
         top_n=(2, COUNT),

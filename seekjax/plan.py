@@ -9,24 +9,28 @@ The model's shape comes from `config.json` (an HF dir; no weights are read), a .
 metadata, the embedded/tiny names, or a small table of known shapes (KNOWN) matched by
 the path's last component, so `/path/to/Qwen3-1.7B` plans without the files.
 
-Terms, in bytes per device. p = bytes of model.dtype; P = params; Pt = trainable params;
+Terms, in bytes per device. p = bytes of model.dtype; m = bytes of model.master_dtype (the
+trainable part, its gradients and optimizer state); P = params; Pt = trainable params;
 leaves are split by `sharding.PARAM_RULES` over (fsdp, tensor), a dim the axis does not
 divide stays whole (LoRA adapters are replicated). R = rl.questions_per_step *
 rl.group_size episodes; rows split over data*fsdp; t = tensor; L = layers, Lg = layers
 under the gradient (top_n: top_n, else L); d, f, H, Kv, hd, V as in config.json.
   held all run:
-    params            P * p / shards
-    reference params  Pt * p / shards  (the frozen reference copy of the trainable part)
-    optimizer state   2 * Pt * p / shards  (Adam mu and nu take the params' dtype: optax)
+    params            (P - Pt) * p + Pt * m / shards (LoRA: P * p; its adapters are Pt)
+    reference params  Pt * p / shards  (the frozen reference copy of the trainable part,
+                      kept in model.dtype: `trainable.reference_copy`)
+    optimizer state   2 * Pt * m / shards  (Adam mu and nu take the params' dtype: optax)
   rollout (the decode loop):
     rollout params    P * p when decoding per shard (tensor 1, several rows shards: every
-                      device gathers the whole model); else a merged copy for top_n/LoRA
+                      device gathers the whole model); else a merged copy for top_n/LoRA,
+                      and for full when m != p (the params cast to model.dtype)
     kv cache          2 * L * Kv/t * hd * p * r * T, r = ceil(R / (data*fsdp)) rows per
                       device, or rollout.max_rows_per_device when smaller (waves)
     frozen output     top_n with rl.reuse_rollout_hidden: r * T * d * p, the frozen layers'
                       output of every token, kept for the update
   update (one micro-batch of b = ceil(R / mini_batches / micro_batches / (data*fsdp)) rows):
-    gradients         2 * Pt * p / shards  (the accumulator and one micro-batch's)
+    gradients         2 * Pt * m / shards  (the accumulator and one micro-batch's), and
+                      Pt * p when m != p (the trainable part cast to model.dtype)
     activations       per layer and token, a layer keeps for its backward about
                         n = 8d + 4(H + 2Kv)hd/t + H hd/t + 4f/t elements in p (norm inputs
                         and outputs, q/k/v before and after norm and RoPE, attention
@@ -191,6 +195,10 @@ def plan(cfg, devices: int, prompt_tokens: int = 256) -> tuple[list[Row], dict]:
   p = DTYPE_BYTES.get(m.dtype)
   if p is None:
     raise PlanError(f"plan: config.model.dtype {m.dtype!r}; valid: {', '.join(DTYPE_BYTES)}")
+  pm = DTYPE_BYTES.get(m.get("master_dtype", m.dtype))
+  if pm is None:
+    raise PlanError(f"plan: config.model.master_dtype {m.master_dtype!r}; valid: "
+                    f"{', '.join(DTYPE_BYTES)}")
   model, source = model_shape(m.path, m.dtype)
   data, fsdp, tp = axes = mesh_axes(m.mesh_shape, devices)
   div = lambda n: n // tp if n % tp == 0 else n  # noqa: E731  a dim the tensor axis splits
@@ -203,12 +211,15 @@ def plan(cfg, devices: int, prompt_tokens: int = 256) -> tuple[list[Row], dict]:
   b = math.ceil(rows / max(rl.mini_batches, 1) / max(rl.micro_batches, 1) / shards)
   t, k = lengths(cfg, prompt_tokens)
   lg = m.top_n if m.trainable == "top_n" else model.num_layers
+  train = trainable_bytes(model, m, axes, pm)
+  cast = trainable_bytes(model, m, axes, p) if pm != p else 0   # the part cast for compute
   params = _sharded_bytes(model, axes, p)
-  train = trainable_bytes(model, m, axes, p)
+  if m.trainable != "lora":
+    params += train - trainable_bytes(model, m, axes, p)
   if tp == 1 and shards > 1 and cfg.rollout.get("per_shard_decode", True):
     rollout_params = model.num_params * p
   else:
-    rollout_params = 0 if m.trainable == "full" else params
+    rollout_params = 0 if m.trainable == "full" and pm == p else _sharded_bytes(model, axes, p)
   n = 8 * d + 4 * (h + 2 * kv) * hd + h * hd + 4 * f
   layer = b * t * (n * p + h * t * (8 + p))
   saved = lg * b * t * d * p + layer if m.remat else lg * layer
@@ -222,7 +233,7 @@ def plan(cfg, devices: int, prompt_tokens: int = 256) -> tuple[list[Row], dict]:
   fsdp_key = "raise the model.mesh_shape fsdp axis or use model.trainable=top_n/lora"
   rows_out = [
       Row("params", params, "held", "raise the model.mesh_shape fsdp axis"),
-      Row("reference params", train, "held", fsdp_key),
+      Row("reference params", trainable_bytes(model, m, axes, p), "held", fsdp_key),
       Row("optimizer state", 2 * train, "held", fsdp_key),
       Row("rollout params", rollout_params, "rollout", "raise the model.mesh_shape tensor axis"),
       Row("kv cache", 2 * model.num_layers * kv * hd * p * rollout_rows * t, "rollout",
@@ -230,7 +241,7 @@ def plan(cfg, devices: int, prompt_tokens: int = 256) -> tuple[list[Row], dict]:
           "rl.questions_per_step, or use more devices"),
       Row("frozen output", rollout_rows * t * d * p if reuse else 0, "rollout",
           "set rl.reuse_rollout_hidden=False or rollout.max_rows_per_device (waves)"),
-      Row("gradients", 2 * train, "update", fsdp_key),
+      Row("gradients", 2 * train + cast, "update", fsdp_key),
       Row("activations", act, "update", micro + ("" if m.remat else " or set model.remat=True")),
       Row("logits", b * k * v * 4, "update", micro),
   ]

@@ -16,6 +16,7 @@ gradient norm or reward is not finite stops the run before that state is saved
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 import time
@@ -78,6 +79,10 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
   parts = setup.build_parts(cfg, should_stop=stop.check, workdir=workdir)
   model, spec, mesh = parts.model, parts.spec, parts.mesh
   trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(cfg.seed + 1))
+  if spec.mode == "full" and trainable is not model.params:
+    # a master copy in another dtype: the loaded params are not read again; free them
+    model = model.replace(params={})
+    parts = dataclasses.replace(parts, model=model)
   log(f"training {trainable_lib.count(trainable) / 1e6:.2f}M of "
       f"{model.config.num_params / 1e6:.0f}M params ({spec.mode})")
   optimizer, schedule = setup.make_rl_optimizer(cfg)
@@ -106,7 +111,7 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
     restored = None
     if source is not None or ckpt.all_steps():
       template = distributed.to_global(mesh, checkpoint.train_state(
-          trainable, trainable, optimizer.init(trainable), 0))
+          trainable, trainable_lib.reference_copy(spec, trainable), optimizer.init(trainable), 0))
       restored = (_restore_fork(source, cfg, template, fingerprint) if source is not None
                   else ckpt.restore_latest(template, fingerprint, log=log))
     forked_from = None if source is None else {
@@ -117,7 +122,7 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
       stop.phase = "cold start"
       trainable = cold_start(cfg, model, spec, trainable, frozen, parts.train_examples,
                              parts.helper, should_stop=stop.check, workdir=workdir)
-      ref_trainable = jax.tree.map(lambda x: x.copy(), trainable)
+      ref_trainable = trainable_lib.reference_copy(spec, trainable)
       opt_state = distributed.to_global(mesh, optimizer.init(trainable))
       start = 0
       stop.phase = "rl"   # from here on, a SIGTERM leaves a checkpoint

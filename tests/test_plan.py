@@ -50,20 +50,27 @@ def test_tiny_figures_match_a_hand_computation():
 
 
 def test_params_and_trainable_match_the_real_trees():
-  """The plan's bytes equal those of the params, trainable part and optax state it models."""
+  """The plan's bytes equal those of the params, trainable part (in model.master_dtype), its
+  reference copy (in model.dtype) and the optax state it models."""
   for dtype in ("float32", "bfloat16"):
     model = TINY_CONFIG.replace(dtype=dtype)
     params = jax.eval_shape(lambda m=model: decoder.init_params(m, jax.random.PRNGKey(0)))
-    for mode in ("full", "top_n", "lora"):
-      cfg = _cfg(f"model.dtype={dtype}", f"model.trainable={mode}", "model.top_n=1")
-      rows = _rows(cfg)
-      spec = trainable_lib.Trainable(mode=mode, top_n=1)
-      trainable, _ = jax.eval_shape(
-          lambda p, s=spec: trainable_lib.init(s, p, jax.random.PRNGKey(1)), params)
-      assert rows["params"].bytes == _bytes(params)
-      assert rows["reference params"].bytes == _bytes(trainable), (dtype, mode)
-      state = jax.eval_shape(optax.adamw(1e-3).init, trainable)  # mu, nu: the params' dtype
-      assert rows["optimizer state"].bytes == _bytes(state) - 4, (dtype, mode)  # - count
+    for master in ("float32", "bfloat16"):
+      for mode in ("full", "top_n", "lora"):
+        cfg = _cfg(f"model.dtype={dtype}", f"model.master_dtype={master}",
+                   f"model.trainable={mode}", "model.top_n=1")
+        rows, case = _rows(cfg), (dtype, master, mode)
+        spec = trainable_lib.Trainable(mode=mode, top_n=1, dtype=dtype, master_dtype=master)
+        trainable, frozen = jax.eval_shape(
+            lambda p, s=spec: trainable_lib.init(s, p, jax.random.PRNGKey(1)), params)
+        ref = jax.eval_shape(lambda t, s=spec: trainable_lib.reference_copy(s, t), trainable)
+        held = _bytes(params) if mode == "lora" else _bytes(frozen) + _bytes(trainable)
+        assert rows["params"].bytes == held, case
+        assert rows["reference params"].bytes == _bytes(ref), case
+        state = jax.eval_shape(optax.adamw(1e-3).init, trainable)  # mu, nu: the params' dtype
+        assert rows["optimizer state"].bytes == _bytes(state) - 4, case  # - count
+        cast = _bytes(ref) if master != dtype else 0   # the trainable part cast for compute
+        assert rows["gradients"].bytes == 2 * _bytes(trainable) + cast, case
 
 
 def test_params_split_over_fsdp_but_norms_and_lora_stay_whole():

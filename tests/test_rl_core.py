@@ -5,6 +5,8 @@ Every check uses random inputs with masks and a float64 numpy reference written 
 from the formulas, not from the code under test. A tiny random model (small vocab) keeps
 the train-step checks to a few seconds.
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -16,6 +18,7 @@ import seekjax as sj
 from seekjax.rl import advantages, losses, rewards
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
+from seekjax.run import checkpoint
 
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 ESTIMATORS = ("grpo", "drgrpo", "rloo")
@@ -457,6 +460,55 @@ def test_split_then_merge_gives_back_the_params_exactly(mode, tiny_params):
         "lir,lro->lio", b["lora"]["q"]["a"], b["lora"]["q"]["b"])
     np.testing.assert_allclose(merged["layers"]["q"], want_q, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(merged["layers"]["k"], tiny_params["layers"]["k"])
+
+
+@pytest.mark.parametrize("mode", sorted(SPECS))
+def test_master_weights_keep_adam_steps_that_bfloat16_rounds_away(mode):
+  """A bfloat16 model with float32 master weights: the trainable part is float32, the merged
+  params compute in bfloat16 (top_n's concatenation included), the gradient reaches the
+  master copy through the cast, and one Adam step at lr 1e-6 moves it, where bfloat16
+  master weights (whose spacing near 0.02 is about 1e-4) keep every weight as it was."""
+  bf = TINY.replace(dtype="bfloat16")
+  params = sj.random_model(bf, seed=3).params
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, TINY.vocab_size, (2, 12)), jnp.int32)
+  moved = {}
+  for master in ("float32", "bfloat16"):
+    spec = dataclasses.replace(SPECS[mode], dtype="bfloat16", master_dtype=master)
+    trainable, frozen = trainable_lib.init(spec, params, jax.random.PRNGKey(0))
+    assert {x.dtype for x in jax.tree.leaves(trainable)} == {jnp.dtype(master)}
+    merged = trainable_lib.merge(spec, trainable, frozen)
+    assert {x.dtype for x in jax.tree.leaves(merged)} == {jnp.dtype(jnp.bfloat16)}
+    assert {x.dtype for x in jax.tree.leaves(trainable_lib.reference_copy(spec, trainable))} \
+        == {jnp.dtype(jnp.bfloat16)}
+    loss = lambda t: -step_lib.policy_logprobs(t, frozen, tokens, None, spec, bf)[0].mean()  # noqa: E731,B023
+    grads = jax.grad(loss)(trainable)
+    assert {x.dtype for x in jax.tree.leaves(grads)} == {jnp.dtype(master)}
+    if mode == "lora":   # B = 0 at init: only B gets a gradient on the first step
+      assert float(jnp.abs(grads["lora"]["q"]["b"]).max()) > 0
+    opt = optax.adam(1e-6)
+    updates, _ = opt.update(grads, opt.init(trainable), trainable)
+    after = optax.apply_updates(trainable, updates)
+    pairs = [(np.asarray(a, np.float32), np.asarray(b, np.float32), np.asarray(g) != 0)
+             for a, b, g in zip(jax.tree.leaves(after), jax.tree.leaves(trainable),
+                                jax.tree.leaves(grads))]
+    step = max(float(np.abs(a - b).max()) for a, b, _ in pairs)
+    # the share of the weights with a gradient that the step changed
+    share = sum(int((a != b)[g].sum()) for a, b, g in pairs) / sum(int(g.sum()) for *_, g in pairs)
+    moved[master] = step, share
+  assert 5e-7 < moved["float32"][0] < 2e-6 and moved["float32"][1] > 0.99   # lr-sized, all
+  if mode != "lora":   # LoRA's B starts at 0, where bfloat16 resolves 1e-6 as well
+    assert moved["bfloat16"][1] < 0.05   # only weights within about 2e-4 of 0 move
+
+
+def test_checkpoint_fingerprint_ignores_dtypes():
+  """A run resumes, or is evaluated, in another precision: the fingerprint holds the
+  model's shape and the trainable subset, not the dtypes."""
+  a = checkpoint.model_fingerprint(TINY, dataclasses.replace(SPECS["top_n"], dtype="float32",
+                                                             master_dtype="float32"))
+  b = checkpoint.model_fingerprint(TINY.replace(dtype="bfloat16"), dataclasses.replace(
+      SPECS["top_n"], dtype="bfloat16", master_dtype="float32"))
+  assert a == b
+  assert a != checkpoint.model_fingerprint(TINY, SPECS["full"])
 
 
 # ----------------------------------------------------------------------------- train step

@@ -126,7 +126,8 @@ def policy_logprobs(trainable, frozen, tokens, hidden, spec_trainable, cfg, rema
     return token_logprobs_and_entropy(params, cfg, tokens, remat, targets)
   b, t = tokens.shape
   positions = jnp.broadcast_to(jnp.arange(t), (b, t))
-  x, _ = decoder.hidden_states(trainable, cfg, tokens, positions, remat=remat, inputs=hidden)
+  x, _ = decoder.hidden_states(trainable_lib.compute_view(spec_trainable, trainable), cfg, tokens,
+                               positions, remat=remat, inputs=hidden)
   return _head_logprobs(frozen, cfg, x, tokens, targets)
 
 

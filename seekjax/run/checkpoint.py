@@ -83,8 +83,12 @@ def _shorten(x, limit: int = 80) -> str:
 
 
 def model_fingerprint(model_cfg, trainable_spec) -> dict:
+  """What a checkpoint must match to restore: the model's shape and the trainable subset,
+  not the dtypes (the restore casts to the template's, so a run can resume or be
+  evaluated in another precision)."""
   return {"model": {k: v for k, v in model_cfg.__dict__.items() if k != "dtype"},
-          "trainable": dict(trainable_spec.__dict__)}
+          "trainable": {k: v for k, v in trainable_spec.__dict__.items()
+                        if k not in ("dtype", "master_dtype")}}
 
 
 def _jsonable(x):

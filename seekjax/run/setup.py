@@ -128,7 +128,8 @@ def trainable_spec(cfg) -> trainable_lib.Trainable:
   """Which parameters the run trains (config.model's trainable, top_n and LoRA keys)."""
   m = cfg.model
   return trainable_lib.Trainable(mode=m.trainable, top_n=m.top_n, lora_rank=m.lora_rank,
-                                 lora_alpha=m.lora_alpha, lora_targets=tuple(m.lora_targets))
+                                 lora_alpha=m.lora_alpha, lora_targets=tuple(m.lora_targets),
+                                 dtype=m.dtype, master_dtype=m.master_dtype)
 
 
 def rollout_settings(cfg) -> ml_collections.ConfigDict:
