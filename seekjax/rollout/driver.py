@@ -66,8 +66,8 @@ class Episodes:
     return len(self.answers)
 
 
-PHASES = ("prefill", "warm_up", "decode", "compact", "append", "host", "decode_calls",
-          "decode_row_steps")
+TIMED_PHASES = ("prefill", "warm_up", "decode", "compact", "append", "host")   # seconds
+PHASES = TIMED_PHASES + ("decode_calls", "decode_row_steps")                  # + counts
 
 
 class _Host:
@@ -265,7 +265,7 @@ def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start,
                        tables, params, a * group, verbose))
   episodes = _concat(parts, group, time.perf_counter() - t_start)
   episodes.helper_faults = pool.stats()
-  timed = sum(episodes.phase_times.get(k, 0.0) for k in PHASES[:6])
+  timed = sum(episodes.phase_times.get(k, 0.0) for k in TIMED_PHASES)
   episodes.phase_times["other"] = max(episodes.wall_time - timed, 0.0)
   return episodes
 
