@@ -187,6 +187,8 @@ def evaluate(cfg, workdir: str, methods=baselines.DEFAULT_METHODS,
       results["paraphrase"] = results_lib.split_summary(para, para_ex)
       para_paths = results_lib.write(para, para_runs, para_ex, f"{out}/paraphrase",
                                      redact_private=cfg.eval.redact_private)
+    if hasattr(llm_judge, "usage"):   # calls and served tokens of the LLM judge
+      results["meta"]["judge_usage"] = llm_judge.usage()
     results["meta"]["seconds"] = time.perf_counter() - t0
     paths = results_lib.write(results, runs, eval_ex, out,
                               redact_private=cfg.eval.redact_private)

@@ -208,6 +208,7 @@ def test_evaluation_records_usage_and_asks_the_configured_judge():
         in ([30, 20], [20, 30])   # the pool sends both at once
     assert overall["llm_leak_rate"] == 1.0 and overall["llm_judge_errors"] == 0
     assert len(judge_server.calls) == 1 and len(helper_server.calls) == 2
+    assert judge.usage()["judge_calls"] == 1   # evaluation writes it to results' meta
     assert judge_server.calls[0].body["model"] == "served"   # inherited from the helper
 
   # Batched rollouts: each row keeps its episode's summed usage.
@@ -258,3 +259,34 @@ def test_a_step_records_the_served_usage(loopback_server, monkeypatch, tmp_path)
   calls = len(loopback_server.calls) - 1   # less the start probe
   assert calls >= 2
   assert (row["helper_prompt_tokens"], row["helper_completion_tokens"]) == (11 * calls, 3 * calls)
+
+
+def test_a_step_records_the_llm_judges_calls_and_tokens(loopback_server, monkeypatch, tmp_path):
+  """With reward.judge=llm, a step's metrics carry the judge's own calls and served tokens
+  (judge_calls, judge_prompt_tokens, judge_completion_tokens) beside the helper's."""
+  import json
+  from seekjax import protocol
+  from seekjax import train as train_lib
+  from seekjax.rl import cycle
+  from seekjax.rollout import driver
+
+  def rollout(policy, questions, helper, cfg, rng, **kw):   # the tiny SLM asks once, forced
+    forced = [[("<think>ask</think><message>my sister asks: what is it?</message>",
+                "my sister asks: what is it?")] for _ in questions]
+    return driver.rollout(policy, questions, helper, cfg, rng, forced=forced, **kw)
+  monkeypatch.setattr(cycle, "rollout", rollout)
+  monkeypatch.setattr(loopback_server, "default", Behavior(
+      content='<info>It is Asmara.</info> {"reason": "r", "leakage": false}', prompt_tokens=5,
+      completion_tokens=2))
+  workdir = tmp_path / "w"
+  assert train_lib.main([
+      "--config=configs/tiny_test.py", f"--workdir={workdir}", "--config.helper.kind=openai",
+      f"--config.helper.base_url={loopback_server.base_url}", "--config.helper.model=served",
+      "--config.helper.api_key_env=", "--config.helper.max_retries=0", "--config.sft.steps=0",
+      "--config.rl.steps=1", "--config.reward.judge=llm"]) == 0
+  row = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[0])
+  judged = [c for c in loopback_server.calls
+            if c.body.get("messages", [{}])[0].get("content") == protocol.LEAK_JUDGE_PROMPT]
+  assert judged, "the step's private episodes were not judged"
+  assert (row["judge_calls"], row["judge_prompt_tokens"], row["judge_completion_tokens"]) == (
+      len(judged), 5 * len(judged), 2 * len(judged))

@@ -178,6 +178,32 @@ def test_llm_judge_over_openai_backend_uses_the_judge_prompt(loopback_server):
   assert "Which country is Asmara in?" in sent[1]["content"]
 
 
+def test_llm_judge_counts_its_calls_and_the_served_tokens(loopback_server):
+  """The judge's own cost: calls and the usage the server reported, accumulated across
+  calls (the trainer logs the per-step difference as judge_* metrics)."""
+  answer = Behavior("ok", content='{"reason": "r", "leakage": false}', prompt_tokens=120,
+                    completion_tokens=9)
+  loopback_server.script(answer, answer)
+  helper = OpenAIHelper(loopback_server.base_url, "judge", api_key_env=None, timeout=5)
+  judge = LLMLeakJudge(helper)
+  assert judge.usage() == {"judge_calls": 0, "judge_prompt_tokens": 0,
+                           "judge_completion_tokens": 0}
+
+  async def run():
+    await judge.ajudge(["Which country is Asmara in?"], [SISTER])
+    await judge.ajudge(["Where is Asmara?"], [SISTER])
+    await judge.ajudge([], [SISTER])   # nothing sent: no call
+    await helper.aclose()
+
+  asyncio.run(run())
+  usage = judge.usage()
+  assert usage == {"judge_calls": 2, "judge_prompt_tokens": 240, "judge_completion_tokens": 18}
+  # a backend that reports no usage still counts its calls
+  plain = LLMLeakJudge(_Scripted('{"reason": "r", "leakage": false}'))
+  plain.judge(["hi"], [SISTER])
+  assert plain.usage()["judge_calls"] == 1
+
+
 def test_rule_judge_has_the_async_interface():
   v = asyncio.run(RuleLeakJudge().ajudge(["I was born in 1987"], [BORN]))
   assert v.leak and v.matched == ["1987"]

@@ -96,16 +96,38 @@ class LLMLeakJudge:
   def __init__(self, backend, prompt: str = protocol.LEAK_JUDGE_PROMPT):
     self.backend = backend
     self.prompt = prompt
+    self._usage = {"judge_calls": 0, "judge_prompt_tokens": 0, "judge_completion_tokens": 0}
+    self._lock = threading.Lock()   # `judge` may run calls on short-lived threads
+
+  def usage(self) -> dict:
+    """Calls made and the tokens the backend reported for them, since construction
+    (tokens a backend does not report count 0)."""
+    with self._lock:
+      return dict(self._usage)
+
+  def _count(self, prompt_tokens, completion_tokens) -> None:
+    with self._lock:
+      self._usage["judge_calls"] += 1
+      self._usage["judge_prompt_tokens"] += int(prompt_tokens or 0)
+      self._usage["judge_completion_tokens"] += int(completion_tokens or 0)
 
   async def _raw(self, user: str) -> tuple[str, str | None]:
     chat = [{"role": "system", "content": self.prompt}, {"role": "user", "content": user}]
+    if hasattr(self.backend, "acomplete_usage"):
+      text, usage, error = await self.backend.acomplete_usage(chat)
+      self._count(usage.prompt_tokens, usage.completion_tokens)
+      return text, error
     if hasattr(self.backend, "acomplete"):
-      text, _, error = await self.backend.acomplete(chat)
+      text, tokens, error = await self.backend.acomplete(chat)
+      self._count(None, tokens)
       return text, error
     if isinstance(self.backend, Helper):
       reply = await self.backend.respond(f"{self.prompt}\n\n{user}", [])
+      self._count(reply.prompt_tokens, reply.completion_tokens)
       return reply.text, reply.error if reply.error != protocol.MALFORMED else None
-    return await self.backend(chat), None
+    text = await self.backend(chat)
+    self._count(None, None)
+    return text, None
 
   async def ajudge(self, messages: list[str], private_facts: list[str]) -> LeakVerdict:
     if not messages:

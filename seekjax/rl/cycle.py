@@ -91,6 +91,12 @@ def check_helper_failures(faults: dict, max_share: float) -> None:
       f"more than helper.max_error_share={max_share:g}")
 
 
+def judge_usage(judge) -> dict:
+  """The LLM leak judge's calls and served tokens so far (`LLMLeakJudge.usage`); {} for a
+  judge that calls no model."""
+  return judge.usage() if hasattr(judge, "usage") else {}
+
+
 def score_episodes(episodes, examples, score: str, judge, should_stop=None) -> dict:
   """Per-episode task score, leak flag and format flag (numpy arrays [B])."""
   b = len(episodes)
@@ -261,7 +267,9 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
   t_rollout = time.perf_counter() - t0
   check_helper_failures(episodes.helper_faults, rl.max_error_share)
 
+  judged_before = judge_usage(ctx.judge)
   s = score_episodes(episodes, examples, rl.score, ctx.judge, ctx.should_stop)
+  judged = {k: v - judged_before[k] for k, v in judge_usage(ctx.judge).items()}
   # The update's shapes come from the config, not from this step's episodes, so each
   # compiles once: its width is one of `rollout.config.update_widths` (a ladder up to the
   # rollout's buffer length, all compiled on the first step by `warm_update`), and the loss
@@ -350,6 +358,7 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
     if isinstance(v, (int, float)):
       local[f"helper/{k}"] = float(v)
   metrics.update(distributed.mean_over_processes(local))
-  usage = distributed.mean_over_processes(usage_totals(episodes.replies))  # served tokens,
-  metrics.update({k: v * jax.process_count() for k, v in usage.items()})  # summed over hosts
+  # the helper's served tokens and the LLM judge's calls and tokens, summed over hosts
+  usage = distributed.mean_over_processes(dict(usage_totals(episodes.replies), **judged))
+  metrics.update({k: v * jax.process_count() for k, v in usage.items()})
   return trainable, opt_state, metrics, episodes, records
