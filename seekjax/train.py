@@ -149,7 +149,7 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
     save_best = None if best is None else functools.partial(save, into=best)
     last = _rl_loop(ctx, cfg, schedule, data, save, workdir, start,
                     (trainable, ref_trainable, opt_state), stop, stop_after, ckpt.latest_step,
-                    parts.val_examples, save_best)
+                    parts.val_examples, save_best, fork_source=source)
   finally:
     for manager in (ckpt, best):
       if manager is not None:
@@ -173,13 +173,16 @@ def _restore_fork(source: str, cfg, template, fingerprint):
 
 
 def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_after,
-             latest_checkpoint, val_examples=(), save_best=None) -> dict:
+             latest_checkpoint, val_examples=(), save_best=None, fork_source=None) -> dict:
   """The RL steps from `start`; `save`s on schedule, at the end, and when stopping.
 
   With train.eval_every, the policy answers `val_examples` before the first step (a
   step-0 row, once) and after every eval_every-th step (`run/validation.py`).
   `save_best` (train.select_checkpoint="best_val"): called like `save` whenever a
   validation row is the best of the curve so far (`validation.best_row`).
+  `fork_source`: the workdir this run was forked from (on its first start), whose step-0
+  validation point is read instead of measured again when it applies
+  (`validation.forked_point`).
 
   A step whose loss, gradient norm or reward is not finite raises NonFiniteError after
   its metrics row is written and before anything of it is saved.
@@ -199,10 +202,12 @@ def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_
         [r for r in validation.curve_rows(workdir) if r["step"] <= start])
         if writer.enabled else None)[0]
 
-  def validate(step, trainable, row):
+  def validate(step, trainable, row, point=None):
+    """Record the validation point at `step` on `row`: `point` (val/* metrics) when given,
+    else the policy answers the validation questions now."""
     nonlocal best_point
-    row.update(validation.evaluate_policy(ctx, trainable, list(val_examples),
-                                          cfg.rl.questions_per_step * cfg.rl.group_size))
+    row.update(point or validation.evaluate_policy(
+        ctx, trainable, list(val_examples), cfg.rl.questions_per_step * cfg.rl.group_size))
     writer.write(step, row)
     if writer.enabled:
       validation.plot_curve(workdir)
@@ -216,7 +221,13 @@ def _rl_loop(ctx, cfg, schedule, data, save, workdir, start, params, stop, stop_
 
   try:
     if every and start == 0 and 0 not in metrics_lib.steps_logged(writer.path):
-      validate(0, trainable, {})   # the curve starts at the cold start
+      # the curve starts at the cold start; a fork of a run that measured it reads it
+      point = (validation.forked_point(fork_source, configcheck.config_to_dict(cfg), 0)
+               if fork_source is not None else None)
+      if point is not None:
+        log(f"validation at step 0: read from {fork_source} (same weights and validation "
+            "settings)")
+      validate(0, trainable, {}, point)
     for step in range(start, cfg.rl.steps):
       if stop.signal:   # it came before the first step, whose start state is checkpointed
         break

@@ -153,3 +153,34 @@ def test_best_val_needs_the_curve_and_its_checkpoint(tmp_path, capsys):
   with pytest.raises(checkpoint.CheckpointError, match=r"no best validation checkpoint.*"
                                                        r"select_checkpoint=last$"):
     evaluate_lib.restore_policy(cfg, str(tmp_path / "v"), model=None)
+
+
+def test_a_fork_reads_its_sources_step_0_point_when_the_settings_agree(tmp_path, monkeypatch):
+  """A fork of a cold start that measured its validation point reads it (same weights, same
+  validation settings: only RL settings differ) instead of answering again; a fork whose
+  rollouts take other rows (which can move greedy numerics) measures its own."""
+  answered = []
+
+  def scripted(ctx, trainable, examples, batch_size=0):
+    answered.append(batch_size)
+    return {"val/em": 0.25 * len(answered), "val/messages_per_episode": 1.0, "val/n": 6.0,
+            "val/seconds": 3.0}
+  monkeypatch.setattr(validation, "evaluate_policy", scripted)
+  common = ("train.eval_every=1", "task.val_size=6")
+  cold = str(tmp_path / "cold")
+  train_lib.train(_cfg("rl.steps=0", *common), cold)
+  assert len(answered) == 1
+
+  same = str(tmp_path / "same")
+  train_lib.train(_cfg("rl.steps=1", "optim.lr=5e-4", "reward.cost_gate=any_correct", *common),
+                  same, fork_from=cold)
+  rows = [json.loads(l) for l in open(os.path.join(same, "metrics.jsonl"))]
+  assert len(answered) == 2                            # step 1 only
+  assert rows[0]["step"] == 0 and rows[0]["val/em"] == 0.25 and rows[0]["val/seconds"] == 0.0
+  assert rows[1]["step"] == 1 and rows[1]["val/em"] == 0.5
+
+  other = str(tmp_path / "other")
+  cfg = _cfg("rl.steps=1", "rl.questions_per_step=1", *common)
+  train_lib.train(cfg, other, fork_from=cold)
+  rows = [json.loads(l) for l in open(os.path.join(other, "metrics.jsonl"))]
+  assert len(answered) == 4 and rows[0]["val/em"] == 0.75   # step 0 answered again

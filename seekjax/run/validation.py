@@ -59,6 +59,36 @@ def evaluate_policy(ctx: cycle.RunContext, trainable, examples: list[dict],
   return out
 
 
+# What the validation points depend on besides the weights: the validation questions
+# (task, seed), the helper, the model and its rollout (greedy, so not the sampling keys),
+# and the rows a rollout takes. A fork whose source agrees on these reads the source's
+# point at the forked step instead of answering the same questions again.
+_SAME_FOR_POINTS = ("seed", "model.", "task.", "helper.", "rollout.")
+_NOT_FOR_POINTS = ("rollout.temperature", "rollout.top_k", "rollout.top_p")
+
+
+def _point_settings(config: dict) -> dict:
+  flat = workdir_lib.flat({k: v for k, v in config.items() if k != workdir_lib.RUN_KEY})
+  out = {k: v for k, v in flat.items()
+         if k.startswith(_SAME_FOR_POINTS) and k not in _NOT_FOR_POINTS}
+  rl = config.get("rl", {})
+  out["rows"] = rl.get("questions_per_step", 0) * rl.get("group_size", 0)
+  return out
+
+
+def forked_point(source, config: dict, step: int) -> dict | None:
+  """The `val/*` metrics of `source`'s validation point at `step` when `source` (the
+  workdir a run was forked from) measured it with the same validation settings as
+  `config` (a resolved config dict), else None. val/seconds becomes 0: nothing ran."""
+  saved = workdir_lib.read_config(source)
+  if saved is None or _point_settings(saved) != _point_settings(config):
+    return None
+  row = next((r for r in curve_rows(source) if r["step"] == step), None)
+  if row is None:
+    return None
+  return dict({k: v for k, v in row.items() if k.startswith(PREFIX)}, **{PREFIX + "seconds": 0.0})
+
+
 def selection_key(row: dict) -> tuple:
   """What `best_val` maximises over validation rows: EM, then fewer messages/episode."""
   return (row[PREFIX + "em"], -row.get(PREFIX + "messages_per_episode", 0.0))
