@@ -10,7 +10,6 @@ advantages: positive pushes the policy toward asking, negative away from it).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections import defaultdict
@@ -20,21 +19,19 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from seekjax.rl.records import asking_push  # noqa: E402
+from seekjax.run.metrics import episode_rows  # noqa: E402
 
 
 def load(workdir: str) -> dict[int, list[dict]]:
-  """{step: [episode records in row order]} from WORKDIR/episodes.jsonl."""
-  path = os.path.join(workdir, "episodes.jsonl")
-  if not os.path.exists(path):
-    raise SystemExit(f"error: {path}: no such file (runs log it with train.log_episodes=True)")
+  """{step: [episode records in row order]} of the run's episode log (`episodes.jsonl`, or
+  the per-step files of a remote workdir)."""
+  try:
+    rows = episode_rows(workdir)
+  except FileNotFoundError as e:
+    raise SystemExit(f"error: {e}") from None
   steps = defaultdict(list)
-  with open(path) as f:
-    for line in f:
-      try:
-        r = json.loads(line)
-      except ValueError:
-        continue   # a partial last line
-      steps[r["step"]].append(r)
+  for r in rows:
+    steps[r["step"]].append(r)
   return dict(sorted(steps.items()))
 
 

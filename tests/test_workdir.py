@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from etils import epath
 from etils.epath import backend as epath_backend
 from fsspec.implementations.memory import MemoryFileSystem
 
@@ -90,6 +91,25 @@ def test_remote_workdir_config_and_metrics_go_to_the_bucket(bucket, tmp_path, mo
   prepare_workdir("gs://bucket/run", cfg, overwrite=False)
   with pytest.raises(workdir_lib.WorkdirError, match="holds another run"):
     prepare_workdir("gs://bucket/run", configlib.apply_overrides(cfg, ["seed=3"]), False)
+
+
+def test_remote_episode_log_writes_one_object_per_step(bucket):
+  """On a bucket (no append) each step's episode records are one object, not a rewrite of
+  a growing file; a resume removes the steps it samples again, and `episode_rows` reads
+  the objects back in step order, as it reads a local episodes.jsonl."""
+  from seekjax.run.metrics import EpisodeLog, episode_rows
+  log = EpisodeLog("gs://bucket/run")
+  for step in (1, 2, 3):
+    log.write([{"step": step, "row": 0}, {"step": step, "row": 1, "x": float("nan")}])
+  names = sorted(p.name for p in epath.Path("gs://bucket/run/episodes").iterdir())
+  assert names == ["0000001.jsonl", "0000002.jsonl", "0000003.jsonl"]
+  assert not epath.Path("gs://bucket/run/episodes.jsonl").exists()
+  EpisodeLog("gs://bucket/run", resume_step=1).write([{"step": 2, "row": 5}])
+  rows = episode_rows("gs://bucket/run")
+  assert [(r["step"], r["row"]) for r in rows] == [(1, 0), (1, 1), (2, 5)]
+  assert rows[1]["x"] is None   # strict JSON
+  with pytest.raises(FileNotFoundError, match="train.log_episodes=True"):
+    episode_rows("gs://bucket/other")
 
 
 def test_remote_eval_results_go_to_the_bucket(bucket, monkeypatch):

@@ -144,25 +144,85 @@ class EpisodeLog:
   """Appends a step's per-episode records (`rl/records.episode_records`) to
   `<workdir>/episodes.jsonl`; process k > 0 writes its own episodes to
   `episodes.p<k>.jsonl`. A resumed run first drops the rows of steps after resume_step
-  (they will be sampled again). A remote workdir's file is rewritten whole at each step."""
+  (they will be sampled again).
+
+  Object stores have no append, so on a remote workdir each step's records go to an
+  object of their own, `episodes/<step>.jsonl` (`episodes/<step>.p<k>.jsonl`), instead of
+  rewriting one growing file at every step; `episode_rows` reads either layout."""
 
   def __init__(self, workdir: str, enabled: bool = True, resume_step: int | None = None):
     k = jax.process_index()
-    self.enabled = enabled
-    self.path = workdir_lib.as_path(workdir) / ("episodes.jsonl" if k == 0
-                                                 else f"episodes.p{k}.jsonl")
+    self.enabled, self.suffix = enabled, "" if k == 0 else f".p{k}"
+    self.remote = workdir_lib.is_remote(workdir)
+    root = workdir_lib.as_path(workdir)
+    self.path = root / EPISODE_DIR if self.remote else root / f"episodes{self.suffix}.jsonl"
     self.out = None
     if not enabled:
+      return
+    if self.remote:
+      if resume_step is not None:
+        for step, obj in _step_objects(self.path, self.suffix):
+          if step > resume_step:
+            obj.unlink()
       return
     if resume_step is not None and self.path.exists():
       keep = [line + "\n" for line in self.path.read_text().splitlines()
               if (step := _row_step(line)) is not None and step <= resume_step]
       workdir_lib.write_text(self.path, "".join(keep))
-    self.out = _JsonlAppender(self.path, workdir_lib.is_remote(workdir))
+    self.out = _JsonlAppender(self.path, remote=False)
 
   def write(self, records: list[dict]) -> None:
-    if self.out is not None and records:
-      self.out.append("".join(json_row(r) + "\n" for r in records))
+    if not self.enabled or not records:
+      return
+    text = "".join(json_row(r) + "\n" for r in records)
+    if self.remote:   # one step's records a call (the trainer's), in one object
+      self.path.mkdir(parents=True, exist_ok=True)
+      workdir_lib.write_text(self.path / f"{int(records[0]['step']):07d}{self.suffix}.jsonl", text)
+    else:
+      self.out.append(text)
+
+
+EPISODE_DIR = "episodes"
+
+
+def _step_objects(directory, suffix: str) -> list[tuple[int, epath.Path]]:
+  """(step, path) of the per-step episode objects of one process, by step."""
+  if not directory.exists():
+    return []
+  out = []
+  for obj in directory.iterdir():
+    stem = obj.name.partition(".")[0]
+    if stem.isdigit() and obj.name == f"{stem}{suffix}.jsonl":
+      out.append((int(stem), obj))
+  return sorted(out)
+
+
+def episode_rows(workdir: str, process: int = 0) -> list[dict]:
+  """The episode records a run logged (`EpisodeLog`), of one process, in step order:
+  from `episodes.jsonl` (`episodes.p<k>.jsonl`), or from the per-step objects a remote
+  workdir holds. Partial lines (a run killed while writing) are skipped. Raises
+  FileNotFoundError when the run logged none."""
+  root = workdir_lib.as_path(workdir)
+  suffix = "" if process == 0 else f".p{process}"
+  path = root / f"episodes{suffix}.jsonl"
+  if path.exists():
+    texts = [path.read_text()]
+  else:
+    objects = _step_objects(root / EPISODE_DIR, suffix)
+    if not objects:
+      raise FileNotFoundError(f"{path}: no such file, nor per-step files in "
+                              f"{root / EPISODE_DIR} (runs log them with train.log_episodes=True)")
+    texts = [obj.read_text() for _, obj in objects]
+  rows = []
+  for text in texts:
+    for line in text.splitlines():
+      try:
+        row = json.loads(line)
+      except ValueError:
+        continue
+      if isinstance(row, dict):
+        rows.append(row)
+  return rows
 
 
 def _row_step(line: str) -> int | None:
