@@ -405,3 +405,21 @@ def test_rollout_that_compacts_after_warm_up_compiles_nothing(scripted_model, mo
   counted, names = compiles.since(before)
   assert sizes, "the second rollout should have compacted"
   assert counted["compiles"] == 0, names
+
+
+def test_feedback_for_every_row_after_a_warm_up_without_it_compiles_nothing(scripted_model):
+  """The first rollout of a shape also compiles the whole batch's feedback append, so a
+  later rollout in which every row gets its reply at once compiles nothing new, even when
+  the first one only ever appended to a few rows at a time."""
+  from seekjax import compiles
+  compiles.install()
+  turn = "<think>I do not know.</think><message>capital of Eritrea?</message>"
+  cfg = _cfg(temperature=1.5, group_size=2, max_steps_per_call=4, compact_min_rows=2)
+  together = [[(turn, "capital of Eritrea?")] for _ in QUESTIONS]
+  apart = [together[q] if q % 2 else [] for q in range(len(QUESTIONS))]
+  rollout(scripted_model, QUESTIONS, ScriptedHelper(), cfg, jax.random.PRNGKey(5), forced=apart)
+  before = compiles.snapshot()
+  rollout(scripted_model, QUESTIONS, ScriptedHelper(), cfg, jax.random.PRNGKey(5),
+          forced=together)
+  counted, names = compiles.since(before)
+  assert counted["compiles"] == 0, names

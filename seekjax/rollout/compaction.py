@@ -80,6 +80,13 @@ def warm_up(params, tables, state, spec, sizes, width):
     dummy = engine.append_chunk(params, dummy, jnp.zeros((n, width), jnp.int32),
                                 jnp.zeros((n,), jnp.int32), spec=spec)
     engine.finish_rows(dummy, jnp.zeros((n,), bool), engine.FINISH_NONE)
+  # feedback for more rows than the largest smaller batch holds goes to the whole batch
+  # (`append_chunk`); which rows have their replies at once depends on the helper's
+  # latency, so a run may first meet it at any step: compile it here, on a finished copy
+  full = engine.finish_rows(jax.tree.map(jnp.copy, state), jnp.ones((batches[0],), bool),
+                            engine.FINISH_NONE)
+  engine.append_chunk(params, full, jnp.zeros((batches[0], width), jnp.int32),
+                      jnp.zeros((batches[0],), jnp.int32), spec=spec)
   # feedback appended to a few rows of a batch of m (`append_index`): one program per
   # (m, n), on a copy (append_rows consumes its state) and chunks of length 0
   for m in batches:
