@@ -511,6 +511,21 @@ def test_checkpoint_fingerprint_ignores_dtypes():
   assert a != checkpoint.model_fingerprint(TINY, SPECS["full"])
 
 
+def test_a_checkpoint_restores_into_another_dtype(tmp_path):
+  """A state saved in bfloat16 restores into a float32 template, with the
+  values bfloat16 holds: the restore casts to the template's dtype."""
+  fp = checkpoint.model_fingerprint(TINY, SPECS["full"])
+  w = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8)), jnp.bfloat16)
+  saver = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  saver.save(1, {"w": w}, {}, fp)
+  saver.close()
+  loader = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  state, _ = loader.restore(1, {"w": jnp.zeros((4, 8), jnp.float32)}, fp)
+  loader.close()
+  assert state["w"].dtype == jnp.float32
+  np.testing.assert_array_equal(np.asarray(state["w"]), np.asarray(w, np.float32))
+
+
 # ----------------------------------------------------------------------------- train step
 # Each make_train_step costs seconds of XLA compile on CPU, so each compiled pair
 # (micro_batches 1 and 2) is shared by several checks: the balanced and the ragged batch,
