@@ -138,8 +138,9 @@ def to_global(mesh, tree):
     return tree
 
   def one(x):
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return x
+    if isinstance(x, jax.ShapeDtypeStruct) or (isinstance(x, jax.Array)
+                                               and not x.is_fully_addressable):
+      return x   # a restore template's abstract leaf, or already global
     value = np.asarray(x)
     rep = NamedSharding(mesh, P())
     return jax.make_array_from_callback(value.shape, rep, lambda idx: value[idx])

@@ -84,7 +84,7 @@ def restore_policy(cfg, workdir: str, model) -> dict:
     # must match, so the template is built with the trainer's optimizer. A damaged
     # latest checkpoint falls back to the newest one that restores (left in place).
     optimizer, _ = setup.make_rl_optimizer(cfg)
-    template = checkpoint.train_state(trainable, trainable_lib.reference_copy(spec, trainable),
+    template = checkpoint.train_state(trainable, trainable_lib.reference_template(spec, trainable),
                                       optimizer.init(trainable), 0)
     step, state, _ = ckpt.restore_latest(
         template, checkpoint.model_fingerprint(model.config, spec), log=log, set_aside=False)

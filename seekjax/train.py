@@ -111,7 +111,8 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
     restored = None
     if source is not None or ckpt.all_steps():
       template = distributed.to_global(mesh, checkpoint.train_state(
-          trainable, trainable_lib.reference_copy(spec, trainable), optimizer.init(trainable), 0))
+          trainable, trainable_lib.reference_template(spec, trainable), optimizer.init(trainable),
+          0))
       restored = (_restore_fork(source, cfg, template, fingerprint) if source is not None
                   else ckpt.restore_latest(template, fingerprint, log=log))
     forked_from = None if source is None else {

@@ -63,6 +63,15 @@ def reference_copy(spec: Trainable, trainable):
   return jax.tree.map(lambda x: x.copy(), compute_view(spec, trainable))
 
 
+def reference_template(spec: Trainable, trainable):
+  """The shape, dtype and sharding of `reference_copy(spec, trainable)` without reading a
+  value (a restore template: the arrays may have been donated)."""
+  def one(x):
+    dtype = spec.dtype if spec.dtype and jnp.issubdtype(x.dtype, jnp.floating) else x.dtype
+    return jax.ShapeDtypeStruct(x.shape, dtype, sharding=getattr(x, "sharding", None))
+  return jax.tree.map(one, trainable)
+
+
 def init(spec: Trainable, params, rng):
   """Split params into (trainable, frozen); LoRA creates fresh adapters (B = 0). The
   trainable part comes back in `spec.master_dtype`."""
