@@ -66,14 +66,12 @@ class Episodes:
     return len(self.answers)
 
 
-def _to_device(x):
-  """A host array on the default device: a transfer, where jnp.asarray would compile a
-  small staging program for every new shape (the rows a feedback batch holds vary)."""
-  return jax.device_put(x)
-
-
 TIMED_PHASES = ("prefill", "warm_up", "decode", "compact", "append", "host")   # seconds
 PHASES = TIMED_PHASES + ("decode_calls", "decode_row_steps")                  # + counts
+
+
+# Host arrays reach the device with jax.device_put, a plain transfer: jnp.asarray compiles
+# a small staging program for every new shape, and the rows a feedback batch holds vary.
 
 
 class _Host:
@@ -261,7 +259,7 @@ def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start,
   v = model.config.vocab_size
   mn, mh = tagmatch.tag_tables(tok, v, protocol.MESSAGE_CLOSE)
   an, ah = tagmatch.tag_tables(tok, v, protocol.ANSWER_CLOSE)
-  tables = engine.TagTables(_to_device(mn), _to_device(mh), _to_device(an), _to_device(ah))
+  tables = engine.TagTables(jax.device_put(mn), jax.device_put(mh), jax.device_put(an), jax.device_put(ah))
   params = decoder.unstack_layers(model.params)  # decode reads each layer in place
   parts = []
   for a, e in waves(len(prompts), group, sharding.batch_divisor(model.mesh),
@@ -302,7 +300,7 @@ def _wave(model, tok, prompts, width, pool, cfg, rng, prefixes, spec, tables, pa
   host_id = next(_host_ids)
   engine._HOSTS[host_id] = host  # pylint: disable=protected-access
   try:
-    prompts_dev, lens_dev = _to_device(prompt_arr), _to_device(prompt_len)
+    prompts_dev, lens_dev = jax.device_put(prompt_arr), jax.device_put(prompt_len)
     if model.mesh is not None and n_pad % sharding.batch_divisor(model.mesh) == 0:
       prompts_dev = jax.device_put(prompts_dev, sharding.batch_sharding(model.mesh, 2))
       lens_dev = jax.device_put(lens_dev, sharding.batch_sharding(model.mesh, 1))
@@ -376,7 +374,7 @@ def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=
     if index is not None:
       t = time.perf_counter()
       store.write(state, np.flatnonzero(status == engine.DONE))
-      state = engine.take_rows(state, _to_device(index), spec=spec)
+      state = engine.take_rows(state, jax.device_put(index), spec=spec)
       status = status[index]
       state.length.block_until_ready()
       times["compact"] += time.perf_counter() - t
@@ -414,7 +412,7 @@ def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=
         continue
       chunks[i] = ids[:room]
     if no_room.any():
-      state = engine.finish_rows(state, _to_device(no_room), engine.FINISH_BUDGET)
+      state = engine.finish_rows(state, jax.device_put(no_room), engine.FINISH_BUDGET)
     if chunks:
       b = parked.shape[0]
       index = compaction.append_index(sorted(chunks), b, sizes)
@@ -427,11 +425,11 @@ def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=
         chunk_len[j] = len(ids)
       t = time.perf_counter()
       if index is None:
-        state = engine.append_chunk(params, state, _to_device(chunk), _to_device(chunk_len),
+        state = engine.append_chunk(params, state, jax.device_put(chunk), jax.device_put(chunk_len),
                                     spec=spec)
       else:
-        state = engine.append_rows(params, state, _to_device(index), _to_device(chunk),
-                                   _to_device(chunk_len), spec=spec)
+        state = engine.append_rows(params, state, jax.device_put(index), jax.device_put(chunk),
+                                   jax.device_put(chunk_len), spec=spec)
       state.length.block_until_ready()
       times["append"] += time.perf_counter() - t
 

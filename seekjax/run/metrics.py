@@ -140,6 +140,23 @@ class MetricsWriter:
       self.tb.close()
 
 
+EPISODE_DIR = "episodes"   # a remote workdir's per-step episode objects
+
+
+def jsonl_rows(text: str) -> list[dict]:
+  """The JSON objects of a JSONL text; a line that does not parse (a run killed while
+  writing leaves a partial last line) is skipped."""
+  rows = []
+  for line in text.splitlines():
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue
+    if isinstance(row, dict):
+      rows.append(row)
+  return rows
+
+
 class EpisodeLog:
   """Appends a step's per-episode records (`rl/records.episode_records`) to
   `<workdir>/episodes.jsonl`; process k > 0 writes its own episodes to
@@ -182,9 +199,6 @@ class EpisodeLog:
       self.out.append(text)
 
 
-EPISODE_DIR = "episodes"
-
-
 def _step_objects(directory, suffix: str) -> list[tuple[int, epath.Path]]:
   """(step, path) of the per-step episode objects of one process, by step."""
   if not directory.exists():
@@ -213,16 +227,7 @@ def episode_rows(workdir: str, process: int = 0) -> list[dict]:
       raise FileNotFoundError(f"{path}: no such file, nor per-step files in "
                               f"{root / EPISODE_DIR} (runs log them with train.log_episodes=True)")
     texts = [obj.read_text() for _, obj in objects]
-  rows = []
-  for text in texts:
-    for line in text.splitlines():
-      try:
-        row = json.loads(line)
-      except ValueError:
-        continue
-      if isinstance(row, dict):
-        rows.append(row)
-  return rows
+  return [row for text in texts for row in jsonl_rows(text)]
 
 
 def _row_step(line: str) -> int | None:

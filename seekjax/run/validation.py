@@ -16,12 +16,12 @@ the held-out split with it: early stopping chosen on validation, never on held-o
 from __future__ import annotations
 
 import io
-import json
 import time
 
 from seekjax.eval import baselines, metrics
 from seekjax.helpers import RuleLeakJudge
 from seekjax.rl import cycle
+from seekjax.run import metrics as metrics_lib
 from seekjax.run import workdir as workdir_lib
 
 # The curve's metrics: EM, messages per episode, leak rate (over the private questions;
@@ -108,14 +108,8 @@ def curve_rows(workdir) -> list[dict]:
   path = workdir_lib.as_path(workdir) / "metrics.jsonl"
   if not path.exists():
     return []
-  rows = []
-  for line in path.read_text().splitlines():
-    try:
-      row = json.loads(line)
-    except ValueError:
-      continue   # a partial last line of a killed run
-    if isinstance(row, dict) and isinstance(row.get(PREFIX + "em"), (int, float)):
-      rows.append(row)
+  rows = [r for r in metrics_lib.jsonl_rows(path.read_text())
+          if isinstance(r.get(PREFIX + "em"), (int, float))]
   return sorted(rows, key=lambda r: r["step"])
 
 
