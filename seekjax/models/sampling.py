@@ -31,9 +31,28 @@ def sample_token(logits, rng, temperature: float, top_k: int = 0, top_p: float =
     cutoff_idx = jnp.sum(cum < top_p, axis=-1, keepdims=True)
     cutoff = jnp.take_along_axis(sorted_logits, cutoff_idx, axis=-1)
     filtered = jnp.where(filtered < cutoff, -jnp.inf, filtered)
-  ids = jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
+  u = jax.random.uniform(rng, filtered.shape[:-1])
+  ids = categorical_icdf(filtered, u)
   lp = jax.nn.log_softmax(scaled, axis=-1)
   return ids, jnp.take_along_axis(lp, ids[:, None], axis=-1)[:, 0]
+
+
+def categorical_icdf(logits, u):
+  """One draw per row from softmax(logits) by inverting its CDF at u (float32[...], in
+  [0, 1)): one uniform a row, where the Gumbel-max trick (`jax.random.categorical`) needs
+  one a vocabulary entry; on a CPU, generating those was most of a sampled decode step's
+  sampling cost. Entries at -inf (top-k / top-p) are never drawn.
+
+  logits: float32[..., V]. Returns int32[...].
+  """
+  p = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+  cdf = jnp.cumsum(p, axis=-1)
+  x = u[..., None] * cdf[..., -1:]
+  # the first entry whose CDF exceeds x; it has p > 0 since the CDF rises there. x can
+  # round up to the total, so cap at the last entry with p > 0.
+  ids = jnp.sum(cdf <= x, axis=-1)
+  last = logits.shape[-1] - 1 - jnp.argmax((p > 0)[..., ::-1], axis=-1)
+  return jnp.minimum(ids, last).astype(jnp.int32)
 
 
 def row_keys(rng, rows, positions):
