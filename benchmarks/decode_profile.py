@@ -102,8 +102,13 @@ def main(argv=None) -> int:
     assert np.all(np.asarray(out.status) == engine.RUNNING), "a row stopped"
     return dt / steps * 1e3
 
-  for name in variants:   # compile
+  compile_s = {}
+  for name in variants:   # compile (the first call of each variant)
+    t0 = time.perf_counter()
     run(name)
+    compile_s[name] = time.perf_counter() - t0
+  print("[decode_profile] first call (compile + prefill + decode) s: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in compile_s.items()), file=sys.stderr, flush=True)
   times = {name: [] for name in variants}
   for rep in range(args.reps):
     for name in variants:
@@ -125,7 +130,7 @@ def main(argv=None) -> int:
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w", encoding="utf-8") as f:
     json.dump(dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), jax=jax.__version__,
-                   args=vars(args), ms_per_step=times, median=med, loadavg=load, table=table),
+                   args=vars(args), first_call_s=compile_s, ms_per_step=times, median=med, loadavg=load, table=table),
               f, indent=1)
   print(f"written to {args.out}")
   return 0

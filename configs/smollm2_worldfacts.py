@@ -23,7 +23,10 @@ Changes from the base:
 - 60 RL steps, not 20: on the long config's validation curves (same cold start and RL
   settings) step 20 sat at or below step 0 (0.354 and 0.333 against 0.347), and step 60
   was above it in both runs (0.389 with an 80-step schedule, 0.410 with a 160-step one);
-  20 steps left held-out EM below the cold start's (-0.010 on 96 questions).
+  20 steps left held-out EM below the cold start's (-0.010 on 96 questions); 60 steps
+  gave +0.094 [+0.021, +0.167] (docs/results/history.md, eighth session). Measured: 39 min
+  on a slow stretch of the 2-core box with tests sharing it for 13 min; about 23 min at
+  the box's faster step rate.
 """
 from configs import _base
 
