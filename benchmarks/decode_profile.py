@@ -130,8 +130,8 @@ def main(argv=None) -> int:
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w", encoding="utf-8") as f:
     json.dump(dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), jax=jax.__version__,
-                   args=vars(args), first_call_s=compile_s, ms_per_step=times, median=med, loadavg=load, table=table),
-              f, indent=1)
+                   args=vars(args), first_call_s=compile_s, ms_per_step=times, median=med,
+                   loadavg=load, table=table), f, indent=1)
   print(f"written to {args.out}")
   return 0
 

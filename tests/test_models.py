@@ -189,8 +189,8 @@ def test_inverse_cdf_draws_follow_the_softmax_and_never_a_masked_entry():
   # last entry with mass even when u * total rounds up to the total
   masked = jnp.asarray([[-jnp.inf, -jnp.inf, 0.0, 1.0, -jnp.inf]] * 3)
   edge = categorical_icdf(masked, jnp.asarray([0.0, np.nextafter(1.0, 0.0), 0.5], jnp.float32))
-  assert np.asarray(edge).tolist()[:2] == [2, 3]
-  # per-row keys: rows of a batch at different positions draw from the same softmax
+  assert np.asarray(edge).tolist() == [2, 3, 3]   # 0.5 of the mass lies in entry 3
+  # per-row keys (as the rollout's): each row draws on its own from the same softmax
   keys = row_keys(jax.random.PRNGKey(3), jnp.arange(4096, dtype=jnp.int32),
                   jnp.full((4096,), 7, jnp.int32))
   ids, lp = sample_token_rows(jnp.broadcast_to(logits, (4096, 5)), keys, 1.0)
