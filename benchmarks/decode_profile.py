@@ -68,7 +68,7 @@ def main(argv=None) -> int:
   v = cfg.vocab_size
   never = jnp.zeros((1, v), jnp.int32)
   tables = engine.TagTables(never, never.astype(bool), never, never.astype(bool))
-  base = engine.EngineSpec(model=cfg, max_len=640, turn_window=10_000, episode_budget=10_000,
+  base = engine.EngineSpec(model=cfg, max_len=640, turn_window=10_000,
                            max_steps=args.steps, temperature=0.7, top_k=0, top_p=1.0,
                            eos_ids=(), capture_layer=cfg.num_layers - 2)
   variants = {
@@ -84,7 +84,8 @@ def main(argv=None) -> int:
     spec, fill = variants[name]
     prompts = jnp.asarray(rng.integers(100, v, (args.rows, fill)), jnp.int32)
     state = engine.prefill(params, prompts, jnp.full((args.rows,), fill, jnp.int32),
-                           jax.random.PRNGKey(0), jnp.int32(0), spec=spec, group=1)
+                           jax.random.PRNGKey(0), jnp.int32(0), jnp.int32(10_000), spec=spec,
+                           group=1)
     jax.block_until_ready(state)
     # the Gumbel variant traces the loop with the old sampler; jit keys its cache on the
     # spec, so it gets a spec of its own (one more step a call, then one step less)

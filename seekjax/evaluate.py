@@ -37,7 +37,7 @@ from seekjax.helpers import RuleLeakJudge
 from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
 from seekjax.rl import trainable as trainable_lib
-from seekjax.rollout import engine
+from seekjax.rollout import config as rollout_config, engine
 from seekjax.run import checkpoint, setup
 from seekjax.run import workdir as workdir_lib
 from seekjax.tasks.paraphrase import TASK as paraphrase_task, world_paraphrase_examples
@@ -52,8 +52,13 @@ def log(msg: str) -> None:
 
 
 def eval_rollout_config(rollout_cfg):
-  """The run's rollout settings, made greedy with one episode per question."""
-  return baselines.with_settings(rollout_cfg, temperature=0.0, group_size=1)
+  """The run's rollout settings, made greedy with one episode per question, with the
+  run's cache length as the least every method's rollouts use: methods with a smaller
+  budget (slm_cot, the cascade's check: max_turns 0) or shorter prompts then share the
+  programs `dynamic` and `cold_start` compile, instead of compiling their own."""
+  cfg = baselines.with_settings(rollout_cfg, temperature=0.0, group_size=1)
+  cfg.cache_length = rollout_config.cache_length([1], cfg)
+  return cfg
 
 
 def restore_policy(cfg, workdir: str, model) -> dict:

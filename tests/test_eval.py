@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import seekjax as sj
-from seekjax import configlib, evaluate as evaluate_lib
+from seekjax import compiles, configlib, evaluate as evaluate_lib
 from seekjax.eval import baselines, metrics, report, results as results_lib, stats
 from seekjax.eval.scrub import scrub_question
 from seekjax.helpers import RuleLeakJudge
@@ -16,6 +16,7 @@ from seekjax.helpers.base import LeakVerdict
 from seekjax.run import checkpoint, setup as setup_lib
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
+from seekjax.rollout.config import cache_length
 from seekjax.tasks import make_example
 from tests.scripted import ScriptedHelper
 
@@ -293,6 +294,41 @@ def test_baselines_answering_and_self_verifying_slms():
   casc = runs["cascade"]   # verification says yes: nobody escalates, nothing is sent
   assert casc.extra["verdicts"] == ["yes"] * 4 and list(casc.num_messages) == [0] * 4
   assert casc.answers == runs["slm_cot"].answers == ["yes"] * 4
+
+
+def test_methods_with_other_budgets_share_the_runs_compiled_programs():
+  """slm_cot's rollouts (max_turns 0: a quarter of the budget) run in the run's cache
+  length: they compile nothing once `dynamic`'s shapes are compiled, and their episodes
+  (the budget now a value of the state) equal those of a cache sized for them alone."""
+  model = chain_model("<message>Eritrea</message>")   # asks (9 tokens), is refused, ...
+  run_cfg = sj.rollout_config(max_turns=2, max_new_tokens=16, max_message_tokens=16,
+                              temperature=0.7, max_steps_per_call=16, max_feedback_tokens=32,
+                              prompt_width=64, system_prompt="Answer or ask.")
+  rcfg = evaluate_lib.eval_rollout_config(run_cfg)
+  assert rcfg.temperature == 0.0 and rcfg.group_size == 1
+  assert rcfg.cache_length == cache_length([1], run_cfg) == 256   # 64 + 3 x 16 + 2 x 40
+  sj.rollout(model, QUESTIONS, ScriptedHelper(), rcfg, 0)   # dynamic's programs
+  # slm_cot's settings: its refused message leaves no room for feedback in 16 tokens;
+  # a 6-token budget: the decode loop itself stops the rows
+  for cot_cfg, ended_at in ((baselines.with_settings(rcfg, max_turns=0), 9),
+                            (baselines.with_settings(rcfg, max_turns=0, max_episode_tokens=6), 6)):
+    alone_cfg = baselines.with_settings(cot_cfg, cache_length=0)
+    assert cache_length([1], alone_cfg) == 128
+    alone = sj.rollout(model, QUESTIONS, ScriptedHelper(), alone_cfg, 0)
+    before = compiles.snapshot()
+    shared = sj.rollout(model, QUESTIONS, ScriptedHelper(), cot_cfg, 0)
+    # nothing but the small program that ends rows whose feedback has no room left, a path
+    # dynamic's episodes never took here
+    assert set(compiles.since(before)[1]) <= {"jit(finish_rows)"}
+    assert shared.tokens.shape[1] == 256 and alone.tokens.shape[1] == 128
+    assert set(alone.finish) == {"episode_budget"}   # the budget, not the cache, ended them
+    assert set(alone.lengths - alone.prompt_lengths) == {ended_at}
+    for f in ("lengths", "prompt_lengths"):
+      np.testing.assert_array_equal(getattr(shared, f), getattr(alone, f))
+    np.testing.assert_array_equal(shared.tokens[:, :128], alone.tokens)
+    np.testing.assert_array_equal(shared.loss_mask[:, :128], alone.loss_mask)
+    assert shared.finish == alone.finish and shared.refusals == alone.refusals
+    assert shared.transcripts == alone.transcripts and not shared.tokens[:, 128:].any()
 
 
 # ----------------------------------------------------------------------------- CLI

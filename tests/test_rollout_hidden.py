@@ -74,10 +74,10 @@ def test_captured_hidden_equals_the_frozen_layers_forward_and_waves_carry_it(scr
 
 
 def test_without_capture_the_state_has_no_buffer(scripted4):
-  spec = engine.EngineSpec(model=scripted4.config, max_len=64, turn_window=8, episode_budget=16,
-                           max_steps=4, temperature=1.0, top_k=0, top_p=1.0, eos_ids=(0,))
+  spec = engine.EngineSpec(model=scripted4.config, max_len=64, turn_window=8, max_steps=4,
+                           temperature=1.0, top_k=0, top_p=1.0, eos_ids=(0,))
   prompts, lens = jnp.ones((1, 8), jnp.int32), jnp.full((1,), 8, jnp.int32)
-  args = (scripted4.params, prompts, lens, jax.random.PRNGKey(0), jnp.int32(0))
+  args = (scripted4.params, prompts, lens, jax.random.PRNGKey(0), jnp.int32(0), jnp.int32(16))
   off = engine.prefill(*args, spec=spec, group=2)
   assert off.hidden is None
   on = engine.prefill(*args, spec=engine.EngineSpec(**dict(vars(spec), capture_layer=1)),

@@ -21,7 +21,7 @@ POOL_KEYS = dict(helper_timeout="timeout", helper_concurrency="concurrency",
 def from_run_config(cfg, group_size: int = 1) -> ml_collections.ConfigDict:
   """The rollout settings of a run config: config.rollout plus the helper pool's keys of
   config.helper (see configs/_base.py for each); `group_size` samples per question."""
-  d = dict(cfg.rollout.to_dict(), group_size=group_size, prompt_width=0,
+  d = dict(cfg.rollout.to_dict(), group_size=group_size, prompt_width=0, cache_length=0,
            **{k: cfg.helper[h] for k, h in POOL_KEYS.items()})
   for k, (default, _) in _base.SCHEMA["rollout"].items():
     if isinstance(default, _base.optional):   # keep the type of a None default
@@ -63,9 +63,13 @@ def cache_length(prompt_lengths, cfg) -> int:
   context. Not the next power of two: on the default (256 + 336) that would be 1024
   slots where 640 hold every episode, and the buffer's width is what the update, the
   captured hidden states and the cache pay for. The memory plan sizes its kv cache row
-  with this."""
+  with this.
+
+  A larger `cache_length` (0 when unset) raises it: rollouts with other budgets or
+  prompts (the evaluation's methods) then share one cache length, and with it every
+  compiled program (the budget is a value of the state, not a shape)."""
   n = prompt_width(prompt_lengths, cfg) + episode_budget(cfg)
-  return -(-n // 128) * 128
+  return max(-(-n // 128) * 128, int(getattr(cfg, "cache_length", 0) or 0))
 
 
 def update_widths(cache_len: int, cfg) -> tuple[int, ...]:

@@ -243,8 +243,8 @@ def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start,
   budget = episode_budget(cfg)
   max_len = cache_length([len(p) for p in prompts], cfg)
   if max_len > model.config.max_position_embeddings:
-    raise ValueError(f"longest prompt ({max(len(p) for p in prompts)} tokens) + episode budget "
-                     f"({budget}) exceeds the model's context "
+    raise ValueError(f"cache length {max_len} (longest prompt: {max(len(p) for p in prompts)} "
+                     f"tokens, episode budget: {budget}) exceeds the model's context "
                      f"({model.config.max_position_embeddings})")
   per_shard = engine.per_shard_mesh(model.mesh) if cfg.per_shard_decode else None
   if capture_layer is not None and not 0 <= capture_layer <= model.config.num_layers:
@@ -252,21 +252,21 @@ def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start,
                      f"{model.config.num_layers}] (the model's layers)")
   spec = engine.EngineSpec(
       model=model.config, max_len=max_len, turn_window=int(cfg.max_new_tokens),
-      episode_budget=budget, max_steps=int(cfg.max_steps_per_call),
+      max_steps=int(cfg.max_steps_per_call),
       temperature=float(cfg.temperature), top_k=int(cfg.top_k), top_p=float(cfg.top_p),
       eos_ids=tuple(int(i) for i in tok.eos_ids), mesh=per_shard, rows_mesh=model.mesh,
       capture_layer=None if capture_layer is None else int(capture_layer))
   v = model.config.vocab_size
   mn, mh = tagmatch.tag_tables(tok, v, protocol.MESSAGE_CLOSE)
   an, ah = tagmatch.tag_tables(tok, v, protocol.ANSWER_CLOSE)
-  tables = engine.TagTables(jax.device_put(mn), jax.device_put(mh), jax.device_put(an), jax.device_put(ah))
+  tables = engine.TagTables(*(jax.device_put(t) for t in (mn, mh, an, ah)))
   params = decoder.unstack_layers(model.params)  # decode reads each layer in place
   parts = []
   for a, e in waves(len(prompts), group, sharding.batch_divisor(model.mesh),
                     int(cfg.get("max_rows_per_device") or 0)):
     wave_prefixes = None if prefixes is None else prefixes[a:e]
     parts.append(_wave(model, tok, prompts[a:e], width, pool, cfg, rng, wave_prefixes, spec,
-                       tables, params, a * group, verbose))
+                       tables, params, a * group, budget, verbose))
   episodes = _concat(parts, group, time.perf_counter() - t_start)
   episodes.helper_faults = pool.stats()
   timed = sum(episodes.phase_times.get(k, 0.0) for k in TIMED_PHASES)
@@ -275,7 +275,7 @@ def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start,
 
 
 def _wave(model, tok, prompts, width, pool, cfg, rng, prefixes, spec, tables, params,
-          first_row, verbose) -> Episodes:
+          first_row, budget, verbose) -> Episodes:
   """One wave's episodes (its rows' ids start at `first_row`); question_index is local."""
   t_start = time.perf_counter()
   group = int(cfg.group_size)
@@ -305,8 +305,8 @@ def _wave(model, tok, prompts, width, pool, cfg, rng, prefixes, spec, tables, pa
       prompts_dev = jax.device_put(prompts_dev, sharding.batch_sharding(model.mesh, 2))
       lens_dev = jax.device_put(lens_dev, sharding.batch_sharding(model.mesh, 1))
     t = time.perf_counter()
-    state = engine.prefill(params, prompts_dev, lens_dev, rng, jnp.int32(first_row), spec=spec,
-                           group=group)
+    state = engine.prefill(params, prompts_dev, lens_dev, rng, jnp.int32(first_row),
+                           jnp.int32(budget), spec=spec, group=group)
     state.length.block_until_ready()
     host.times["prefill"] += time.perf_counter() - t
     store = compaction.RowStore(b, state.hidden is not None)
@@ -316,7 +316,7 @@ def _wave(model, tok, prompts, width, pool, cfg, rng, prefixes, spec, tables, pa
     compaction.warm_up(params, tables, state, spec, sizes, chunk_width(cfg))
     host.times["warm_up"] += time.perf_counter() - t
     t = time.perf_counter()
-    state = _run(params, tables, state, host, host_id, spec, verbose, store, sizes)
+    state = _run(params, tables, state, host, host_id, spec, budget, verbose, store, sizes)
     inner = sum(host.times[k] for k in ("decode", "compact", "append"))
     host.times["host"] += time.perf_counter() - t - inner
     store.write(state)
@@ -350,7 +350,7 @@ def _concat(parts: list, group: int, wall: float) -> Episodes:
                                        collections.Counter())))
 
 
-def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=()):
+def _run(params, tables, state, host, host_id, spec, budget, verbose, store=None, sizes=()):
   """Decode, hand messages to the helper and append its replies until every row is DONE.
 
   sizes: the smaller batches the rows may move to as they finish
@@ -405,8 +405,7 @@ def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=
     for row in ready:
       ids = feedback_ids(host.tok, *host.take_feedback(row), host.cfg.max_feedback_tokens)
       i = batch_row[row]
-      room = min(spec.max_len - int(length[i]),
-                 spec.episode_budget - int(length[i] - prompt_len[i])) - 1
+      room = min(spec.max_len - int(length[i]), budget - int(length[i] - prompt_len[i])) - 1
       if room < 8:
         no_room[i] = True
         continue
@@ -425,8 +424,8 @@ def _run(params, tables, state, host, host_id, spec, verbose, store=None, sizes=
         chunk_len[j] = len(ids)
       t = time.perf_counter()
       if index is None:
-        state = engine.append_chunk(params, state, jax.device_put(chunk), jax.device_put(chunk_len),
-                                    spec=spec)
+        state = engine.append_chunk(params, state, jax.device_put(chunk),
+                                    jax.device_put(chunk_len), spec=spec)
       else:
         state = engine.append_rows(params, state, jax.device_put(index), jax.device_put(chunk),
                                    jax.device_put(chunk_len), spec=spec)

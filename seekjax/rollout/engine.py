@@ -52,6 +52,9 @@ class SamplingState:
   rows: jax.Array        # int32[B]      each row's index among the wave's rows (the host's
                          #               row id): arange(B), until `take_rows` compacts
   steps: jax.Array       # int32[]       decode steps taken in the current call
+  budget: jax.Array      # int32[]       most tokens a row may hold after its prompt (the
+                         #               episode budget: a value, not a shape, so rollouts
+                         #               with other budgets share the compiled programs)
   # dtype[B, L, D] the residual stream after the first `EngineSpec.capture_layer` layers of
   # the token at each slot (as tokens: valid for slots [0, length)); None when not captured
   hidden: jax.Array | None = None
@@ -74,7 +77,6 @@ class EngineSpec:
   model: ModelConfig
   max_len: int             # L
   turn_window: int         # M: most tokens one SLM turn may sample
-  episode_budget: int      # most tokens after the prompt
   max_steps: int           # decode steps per call
   temperature: float
   top_k: int
@@ -133,11 +135,13 @@ def _split_rows(x, mesh: Mesh | None, cache: bool = False):
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "group"))
-def prefill(params, prompts, prompt_len, rng, first_row, *, spec: EngineSpec, group: int):
+def prefill(params, prompts, prompt_len, rng, first_row, budget, *, spec: EngineSpec,
+            group: int):
   """Prefill N distinct prompts once, then give each G rows (B = N*G).
 
   prompts: int32[N, P] right-padded, prompt_len: int32[N], first_row: int32[] (the
-  episode id of row 0). Returns SamplingState with B rows, split over `spec.rows_mesh`.
+  episode id of row 0), budget: int32[] (the episode budget: most tokens after a row's
+  prompt). Returns SamplingState with B rows, split over `spec.rows_mesh`.
   """
   n, p = prompts.shape
   cfg = spec.model
@@ -166,7 +170,7 @@ def prefill(params, prompts, prompt_len, rng, first_row, *, spec: EngineSpec, gr
       prompt_len=_split_rows(length, mesh), turn_start=_split_rows(length, mesh),
       status=zeros, finish=zeros, msg_q=zeros, ans_q=zeros, rng=rng,
       first_row=jnp.asarray(first_row, jnp.int32), rows=rows, steps=jnp.int32(0),
-      hidden=hidden)
+      budget=jnp.asarray(budget, jnp.int32), hidden=hidden)
 
 
 def _turn_window(tokens, turn_start, width):
@@ -192,7 +196,8 @@ def decode_until_blocked(params, tables: TagTables, state: SamplingState, host_i
   mesh = spec.mesh
   axes = tuple(a for a in BATCH_AXES if a in mesh.shape)
   rows = P(axes)
-  state_spec = jax.tree.map(lambda _: rows, state).replace(rng=P(), first_row=P(), steps=P())
+  state_spec = jax.tree.map(lambda _: rows, state).replace(rng=P(), first_row=P(), steps=P(),
+                                                           budget=P())
 
   def shard(params, tables, state, host_id):
     out = _decode_loop(params, tables, state, host_id, spec=spec, ordered=False)
@@ -234,7 +239,7 @@ def _decode_loop(params, tables, state, host_id, *, spec, ordered):
     answered = running & ans_hit
     eos_now = running & jnp.isin(ids, eos) & ~answered
     ended = answered | eos_now
-    no_room = (length - s.prompt_len >= spec.episode_budget) | (length >= max_len)
+    no_room = (length - s.prompt_len >= s.budget) | (length >= max_len)
     closed = running & msg_hit & ~ended & ~no_room
     turn_spent = running & ~ended & ~closed & (length - s.turn_start >= spec.turn_window)
     out_of_budget = running & ~ended & ~closed & no_room
@@ -263,7 +268,7 @@ def _decode_loop(params, tables, state, host_id, *, spec, ordered):
                          logits=logits, length=length, prompt_len=s.prompt_len,
                          turn_start=s.turn_start, status=status, finish=finish, msg_q=msg_q,
                          ans_q=ans_q, rng=s.rng, first_row=s.first_row, rows=s.rows,
-                         steps=s.steps + 1, hidden=hidden)
+                         steps=s.steps + 1, budget=s.budget, hidden=hidden)
 
   state = state.replace(steps=jnp.int32(0))
   return jax.lax.while_loop(cond, body, state)
