@@ -195,7 +195,9 @@ def test_rollout_defaults_are_the_base_configs():
   from seekjax.run.setup import rollout_settings
   base, rcfg = _base.get_config(), rollout_config()
   assert set(rcfg.keys()) == (set(base.rollout.keys()) | set(POOL_KEYS)
-                              | {"group_size", "prompt_width"})   # prompt_width: set-up's
+                              | {"group_size", "prompt_width", "cache_length"})
+  # prompt_width: set-up's; cache_length: the evaluation's (0: derived)
+  assert (rcfg.prompt_width, rcfg.cache_length) == (0, 0)
   for k in base.rollout.keys():
     assert rcfg[k] == base.rollout[k], k
   for k, h in POOL_KEYS.items():

@@ -297,7 +297,7 @@ def test_baselines_answering_and_self_verifying_slms():
 
 
 def test_methods_with_other_budgets_share_the_runs_compiled_programs():
-  """slm_cot's rollouts (max_turns 0: a quarter of the budget) run in the run's cache
+  """slm_cot's rollouts (max_turns 0: a budget of one turn) run in the run's cache
   length: they compile nothing once `dynamic`'s shapes are compiled, and their episodes
   (the budget now a value of the state) equal those of a cache sized for them alone."""
   model = chain_model("<message>Eritrea</message>")   # asks (9 tokens), is refused, ...
