@@ -275,7 +275,7 @@ def test_knowledge_helper_is_fast_on_a_large_fact_base():
 def test_local_lm_helper_runs_jax_on_its_own_thread(tiny_model, monkeypatch, request):
   from seekjax.helpers.local_lm import LocalLMHelper, facts_prompt
   from seekjax.models import generate as gen
-  threads, durations, original = [], [], gen.generate_ids
+  threads, durations, slept, original = [], [], [], gen.generate_ids
 
   def spy(*a, **kw):
     threads.append(threading.current_thread().name)
@@ -283,6 +283,7 @@ def test_local_lm_helper_runs_jax_on_its_own_thread(tiny_model, monkeypatch, req
     try:
       if len(threads) == 1:
         time.sleep(1.0)   # a call that surely blocks its thread for a second
+        slept.append((t0, time.perf_counter()))
       return original(*a, **kw)
     finally:
       durations.append(time.perf_counter() - t0)
@@ -298,16 +299,15 @@ def test_local_lm_helper_runs_jax_on_its_own_thread(tiny_model, monkeypatch, req
   assert helper.retrieve("capital of Bhutan?") == ["The capital of Bhutan is Thimphu."]
   assert "- The capital of Bhutan is Thimphu." in facts_prompt("S", helper.retrieve("Bhutan"))
 
+  ticks = []
+
   async def run():
-    gaps, stop = [], False
+    stop = False
 
     async def ticker():
-      last = time.perf_counter()
       while not stop:
         await asyncio.sleep(0.005)
-        now = time.perf_counter()
-        gaps.append(now - last)
-        last = now
+        ticks.append(time.perf_counter())
 
     tick = asyncio.create_task(ticker())
     replies = await asyncio.gather(*(helper.respond(f"capital {i}?", []) for i in range(4)))
@@ -316,21 +316,21 @@ def test_local_lm_helper_runs_jax_on_its_own_thread(tiny_model, monkeypatch, req
     await tick
     await helper.aclose()
     late = await helper.respond("after close", [])
-    return replies, again, gaps, late
+    return replies, again, late
 
-  replies, again, gaps, late = asyncio.run(run())
+  replies, again, late = asyncio.run(run())
   assert threads and all(n.startswith("seekjax-local-lm") for n in threads)
   assert sum(helper.batch_sizes) == 6 and len(helper.batch_sizes) <= 4   # 4 requests batched
   # a random model may emit no letters at all: then the reply is defined as malformed
   assert all(r.error in (None, "malformed") and 0 < r.tokens <= 8 for r in replies)
   assert again[0].text == again[1].text                                  # greedy: deterministic
-  # Had a generate call run on the event loop, the loop would have stalled for its whole
-  # duration: at least the spy's 1 s sleep. Short stalls remain possible (the worker holds
-  # the GIL while tracing, and CPython's garbage collector pauses every thread), so the
-  # bound is relative to the longest call. How long compilation takes does not matter: a
-  # fast CI box once compiled in 0.37 s.
-  assert max(durations) >= 1.0
-  assert max(gaps) < 0.4 * max(durations), (max(gaps), durations)
+  # Had a generate call run on the event loop, the loop could not have ticked while the
+  # spy's first call slept. On the worker's thread the sleep releases the GIL and the loop
+  # ticks through it. (Stalls elsewhere do not decide anything: the worker holds the GIL
+  # while it traces, for a time that depends on the box's load.)
+  assert max(durations) >= 1.0 and len(slept) == 1
+  start, end = slept[0]
+  assert sum(start + 0.1 < t < end - 0.1 for t in ticks) >= 10, (slept, len(ticks))
   assert late.error == "exception:RuntimeError"
 
 
