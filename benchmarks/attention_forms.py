@@ -6,7 +6,8 @@ Two parts, each timed side by side in one process (alternating, after a warm-up)
 
 1. The rollout's decode step (`engine.decode_until_blocked`, 16 rows, a 640-slot cache,
    sampling at temperature 0.7, the residual after layer 28 kept) with the rows'
-   positions at each --fills value: the step's cost as the attention window grows.
+   positions at each --fills value: the step's cost as the attention window grows, with
+   the CPU attention kernel and with XLA's attention (SEEKJAX_CPU_KERNELS=0).
 2. One decode step's cached attention alone, over the 30 layers' caches (a write of the
    new key and value, then attention over window --window of 640 slots), in the forms:
 
@@ -16,6 +17,8 @@ Two parts, each timed side by side in one process (alternating, after a warm-up)
                   and the dots need no transpose
      elementwise  kv_major with multiply-and-sum in place of the dots
      whole        kv_major over all 640 slots, masked (no slice, 2.5x the bytes)
+     kernel       `seekjax.models.cpu_attention`: each row's slots 0..pos read in
+                  place from the [B, S, K, hd] cache (what the decode step runs on CPU)
      stream       the floor: one jitted sum over the same bytes the window holds
 
    and the bytes each reads, as GB/s.
@@ -40,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import seekjax as sj
+from seekjax.models import cpu_attention as kernels
 from seekjax.models import decoder
 from seekjax.rollout import engine
 
@@ -61,19 +65,25 @@ def _alternate(fns: dict, reps: int) -> dict:
 
 
 def decode_steps(fills, reps: int) -> dict:
-  """ms per decode step of the rollout's loop, rows at each fill (median of reps)."""
+  """ms per decode step of the rollout's loop, rows at each fill (median of reps), with the
+  CPU attention kernel and with XLA's attention (SEEKJAX_CPU_KERNELS=0 while tracing),
+  alternating."""
   model = sj.load_model("smollm2-135m")
   cfg = model.config
   params = decoder.unstack_layers(model.params)
   never = jnp.zeros((1, cfg.vocab_size), jnp.int32)
   tables = engine.TagTables(never, never.astype(bool), never, never.astype(bool))
-  spec = engine.EngineSpec(model=cfg, max_len=SLOTS, turn_window=10_000, max_steps=32,
-                           temperature=0.7, top_k=0, top_p=1.0, eos_ids=(),
-                           capture_layer=cfg.num_layers - 2)
+  # The two forms are traced under different (never reached) turn windows: the spec is the
+  # jit's static key, so each keeps its own compiled loop.
+  specs = {form: engine.EngineSpec(model=cfg, max_len=SLOTS, turn_window=window, max_steps=32,
+                                   temperature=0.7, top_k=0, top_p=1.0, eos_ids=(),
+                                   capture_layer=cfg.num_layers - 2)
+           for form, window in (("kernel", 10_000), ("xla", 10_001))}
   rng = np.random.default_rng(0)
 
-  def step_ms(fill):
+  def step_ms(fill, form):
     prompts = jnp.asarray(rng.integers(100, cfg.vocab_size, (ROWS, fill)), jnp.int32)
+    spec = specs[form]
     state = engine.prefill(params, prompts, jnp.full((ROWS,), fill, jnp.int32),
                            jax.random.PRNGKey(0), jnp.int32(0), jnp.int32(10_000), spec=spec,
                            group=1)
@@ -82,13 +92,21 @@ def decode_steps(fills, reps: int) -> dict:
     out = engine.decode_until_blocked(params, tables, state, jnp.int32(-1), spec=spec)
     return (time.perf_counter() - t0) / int(out.steps) * 1e3
 
-  step_ms(fills[0])   # compile
-  times = {f: [] for f in fills}
+  saved = os.environ.get("SEEKJAX_CPU_KERNELS")
+  for form in specs:   # compile each under its setting
+    os.environ["SEEKJAX_CPU_KERNELS"] = "1" if form == "kernel" else "0"
+    step_ms(fills[0], form)
+  if saved is None:
+    os.environ.pop("SEEKJAX_CPU_KERNELS")
+  else:
+    os.environ["SEEKJAX_CPU_KERNELS"] = saved
+  times = {(f, form): [] for f in fills for form in specs}
   for _ in range(reps):
     for f in fills:
-      times[f].append(step_ms(f))
-  return {f"fill {f} (windows {_window(f + 1)}-{_window(f + 32)})": statistics.median(x)
-          for f, x in times.items()}
+      for form in specs:
+        times[f, form].append(step_ms(f, form))
+  return {f"{form}, fill {f} (windows {_window(f + 1)}-{_window(f + 32)})": statistics.median(x)
+          for (f, form), x in times.items()}
 
 
 def _window(end: int) -> int:
@@ -114,13 +132,20 @@ def _attend(q, k, v, pos, kv_major, elementwise=False):
   return jnp.einsum("bkgs,bksd->bkgd", p, v).reshape(ROWS, HEADS, HD)
 
 
-def _layers_fn(window, kv_major, elementwise=False):
+def _layers_fn(window, kv_major, elementwise=False, kernel=False):
   """All layers: write each layer's new key/value at `pos`, attend over the window."""
   rows = jnp.arange(ROWS)
 
   def f(q, ks, vs, new, pos):
     out_k, out_v = [], []
     for k_buf, v_buf in zip(ks, vs):
+      if kernel:
+        k_buf, v_buf = (b.at[rows, pos].set(new, mode="drop") for b in (k_buf, v_buf))
+        out = kernels.cached_attention(q[:, None], k_buf, v_buf, pos[:, None])
+        q = q + 1e-3 * out.reshape(q.shape)
+        out_k.append(k_buf)
+        out_v.append(v_buf)
+        continue
       if kv_major:
         k_buf, v_buf = (b.at[rows, :, pos].set(new, mode="drop") for b in (k_buf, v_buf))
         k, v = k_buf[:, :, :window], v_buf[:, :, :window]
@@ -143,11 +168,13 @@ def attention_forms(window: int, reps: int) -> dict:
   base = rng.standard_normal((2, LAYERS, ROWS, SLOTS, KV, HD)).astype(np.float32)
   forms = {"seekjax": (window, False, False), "kv_major": (window, True, False),
            "elementwise": (window, True, True), "whole": (SLOTS, True, False)}
+  if kernels.usable(q[:, None], base[0, 0]):
+    forms["kernel"] = (window, False, False)
   state, fns, out = {}, {}, {}
   for name, (w, kv_major, ew) in forms.items():
     bufs = base.transpose(0, 1, 2, 4, 3, 5) if kv_major else base
     state[name] = [[jnp.asarray(b) for b in bufs[0]], [jnp.asarray(b) for b in bufs[1]]]
-    fns[name] = _layers_fn(w, kv_major, ew)
+    fns[name] = _layers_fn(w, kv_major, ew, kernel=name == "kernel")
 
   def call(name):
     def run():
