@@ -3,14 +3,15 @@ commit, side by side, with each step's split (rollout, reference, update, helper
 compile).
 
     .venv/bin/python benchmarks/rl_steps_per_hour.py [--base 9461232[,a9d8e7f]] [--steps 8]
-        [--set rl.group_size=4 ...] [--head_set sft.restate_reply=false ...]
+        [--set rl.group_size=4 ...] [--head_set sft.restate_reply=false ...] [--head_set_too a9d8e7f]
         [--out benchmarks/results/rl_steps_per_hour.json]
 
 Both trees run the same command, `python -m seekjax.train` on
 configs/smollm2_worldfacts.py with `rl.steps=STEPS` (the default's own cold start, so the
 episodes ask and read feedback as the default's do), plus `--set` overrides (every run)
 and `--head_set` overrides (this tree only: keys the older trees do not have, so that all
-runs train the same settings when the default config has changed), each from its own tree (so each imports its own seekjax) with
+runs train the same settings when the default config has changed; `--head_set_too` gives
+them to the named bases as well), each from its own tree (so each imports its own seekjax) with
 the same venv, at the same time: they share the machine's load, so the ratio compares
 like with like on a noisy box. Each run gets a fresh workdir and no persistent JAX
 compilation cache, so the first steps pay their compiles as a first `make run` does.
@@ -92,6 +93,8 @@ def main() -> int:
                   help="a config override for every run")
   ap.add_argument("--head_set", action="append", default=[], metavar="KEY=VALUE",
                   help="a config override for this tree's run only")
+  ap.add_argument("--head_set_too", default="",
+                  help="base commit(s), comma-separated, new enough to take --head_set as well")
   ap.add_argument("--steps", type=int, default=8)
   ap.add_argument("--scratch", default=os.path.join(tempfile.gettempdir(), "rl_steps_per_hour"))
   ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
@@ -102,7 +105,9 @@ def main() -> int:
   bases = [b for b in args.base.split(",") if b]
   trees = {("base" if len(bases) == 1 else f"base_{b}"): worktree(b) for b in bases}
   trees["head"] = ROOT
-  overrides = {name: args.set + (args.head_set if name == "head" else []) for name in trees}
+  newer = {"head"} | {("base" if len(bases) == 1 else f"base_{b}")
+                      for b in args.head_set_too.split(",") if b}
+  overrides = {name: args.set + (args.head_set if name in newer else []) for name in trees}
   shutil.rmtree(args.scratch, ignore_errors=True)
   procs, logs = {}, {}
   load_before = os.getloadavg()
