@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import seekjax as sj
-from seekjax.models import cpu_attention as kernels
+from seekjax.models import cpu_attention
 from seekjax.models import decoder
 from seekjax.rollout import engine
 
@@ -141,7 +141,7 @@ def _layers_fn(window, kv_major, elementwise=False, kernel=False):
     for k_buf, v_buf in zip(ks, vs):
       if kernel:
         k_buf, v_buf = (b.at[rows, pos].set(new, mode="drop") for b in (k_buf, v_buf))
-        out = kernels.cached_attention(q[:, None], k_buf, v_buf, pos[:, None])
+        out = cpu_attention.cached_attention(q[:, None], k_buf, v_buf, pos[:, None])
         q = q + 1e-3 * out.reshape(q.shape)
         out_k.append(k_buf)
         out_v.append(v_buf)
@@ -168,7 +168,7 @@ def attention_forms(window: int, reps: int) -> dict:
   base = rng.standard_normal((2, LAYERS, ROWS, SLOTS, KV, HD)).astype(np.float32)
   forms = {"seekjax": (window, False, False), "kv_major": (window, True, False),
            "elementwise": (window, True, True), "whole": (SLOTS, True, False)}
-  if kernels.usable(q[:, None], base[0, 0]):
+  if cpu_attention.usable(q[:, None], base[0, 0]):
     forms["kernel"] = (window, False, False)
   state, fns, out = {}, {}, {}
   for name, (w, kv_major, ew) in forms.items():
