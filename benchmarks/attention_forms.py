@@ -7,7 +7,8 @@ Two parts, each timed side by side in one process (alternating, after a warm-up)
 1. The rollout's decode step (`engine.decode_until_blocked`, 16 rows, a 640-slot cache,
    sampling at temperature 0.7, the residual after layer 28 kept) with the rows'
    positions at each --fills value: the step's cost as the attention window grows, with
-   the CPU attention kernel and with XLA's attention (SEEKJAX_CPU_KERNELS=0).
+   both CPU kernels (`decoder.decode_params`: packed weights), with the attention kernel
+   and XLA's dots, and with XLA alone (SEEKJAX_CPU_KERNELS=0).
 2. One decode step's cached attention alone, over the 30 layers' caches (a write of the
    new key and value, then attention over window --window of 640 slots), in the forms:
 
@@ -64,37 +65,45 @@ def _alternate(fns: dict, reps: int) -> dict:
   return times
 
 
+# Decode-step forms: (params for the loop, SEEKJAX_CPU_KERNELS while tracing, turn window).
+# The turn windows are never reached; they only make each form's spec (the jit's static
+# key) differ, so each keeps its own compiled loop.
+STEP_FORMS = {"both kernels": ("decode_params", "1", 10_000),
+              "attention kernel, XLA's dots": ("unstack_layers", "1", 10_001),
+              "XLA": ("unstack_layers", "0", 10_002)}
+
+
 def decode_steps(fills, reps: int) -> dict:
-  """ms per decode step of the rollout's loop, rows at each fill (median of reps), with the
-  CPU attention kernel and with XLA's attention (SEEKJAX_CPU_KERNELS=0 while tracing),
-  alternating."""
+  """ms per decode step of the rollout's loop, rows at each fill (median of reps), in each
+  of STEP_FORMS: both CPU kernels (packed weights), the attention kernel with XLA's dots,
+  and XLA alone; alternating."""
   model = sj.load_model("smollm2-135m")
   cfg = model.config
-  params = decoder.unstack_layers(model.params)
   never = jnp.zeros((1, cfg.vocab_size), jnp.int32)
   tables = engine.TagTables(never, never.astype(bool), never, never.astype(bool))
-  # The two forms are traced under different (never reached) turn windows: the spec is the
-  # jit's static key, so each keeps its own compiled loop.
-  specs = {form: engine.EngineSpec(model=cfg, max_len=SLOTS, turn_window=window, max_steps=32,
-                                   temperature=0.7, top_k=0, top_p=1.0, eos_ids=(),
-                                   capture_layer=cfg.num_layers - 2)
-           for form, window in (("kernel", 10_000), ("xla", 10_001))}
+  specs, params = {}, {}
+  saved = os.environ.get("SEEKJAX_CPU_KERNELS")
+  for form, (fn, env, window) in STEP_FORMS.items():
+    os.environ["SEEKJAX_CPU_KERNELS"] = env
+    params[form] = getattr(decoder, fn)(model.params)
+    specs[form] = engine.EngineSpec(model=cfg, max_len=SLOTS, turn_window=window, max_steps=32,
+                                    temperature=0.7, top_k=0, top_p=1.0, eos_ids=(),
+                                    capture_layer=cfg.num_layers - 2)
   rng = np.random.default_rng(0)
 
   def step_ms(fill, form):
     prompts = jnp.asarray(rng.integers(100, cfg.vocab_size, (ROWS, fill)), jnp.int32)
     spec = specs[form]
-    state = engine.prefill(params, prompts, jnp.full((ROWS,), fill, jnp.int32),
+    state = engine.prefill(params[form], prompts, jnp.full((ROWS,), fill, jnp.int32),
                            jax.random.PRNGKey(0), jnp.int32(0), jnp.int32(10_000), spec=spec,
                            group=1)
     jax.block_until_ready(state)
     t0 = time.perf_counter()
-    out = engine.decode_until_blocked(params, tables, state, jnp.int32(-1), spec=spec)
+    out = engine.decode_until_blocked(params[form], tables, state, jnp.int32(-1), spec=spec)
     return (time.perf_counter() - t0) / int(out.steps) * 1e3
 
-  saved = os.environ.get("SEEKJAX_CPU_KERNELS")
-  for form in specs:   # compile each under its setting
-    os.environ["SEEKJAX_CPU_KERNELS"] = "1" if form == "kernel" else "0"
+  for form, (_, env, _) in STEP_FORMS.items():   # compile each under its setting
+    os.environ["SEEKJAX_CPU_KERNELS"] = env
     step_ms(fills[0], form)
   if saved is None:
     os.environ.pop("SEEKJAX_CPU_KERNELS")

@@ -33,3 +33,30 @@ def tiny_model(smollm_tokenizer):
                        intermediate_size=128, rope_theta=10000.0, rms_norm_eps=1e-5,
                        tie_embeddings=True, max_position_embeddings=2048)
   return sj.random_model(cfg, seed=0, tokenizer=smollm_tokenizer)
+
+
+def _greedy_decode(model, params, prompt, steps):
+  """Greedy tokens [B, steps] and logits [B, steps, V] of a cached decode loop
+  (decoder.forward with a cache, one token a step) from `params` of `model`."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from seekjax.models import decoder
+  cfg = model.config
+  cache = decoder.init_cache(cfg, prompt.shape[0], prompt.shape[1] + steps)
+  step = jax.jit(lambda p, tok, pos, c: decoder.forward(p, cfg, tok, pos, cache=c))
+  pos = jnp.broadcast_to(jnp.arange(prompt.shape[1]), prompt.shape)
+  logits, cache = step(params, prompt, pos, cache)
+  out, all_logits = [], []
+  for i in range(steps):
+    tok = jnp.argmax(logits[:, -1], -1)[:, None].astype(jnp.int32)
+    out.append(tok)
+    all_logits.append(logits[:, -1])
+    logits, cache = step(params, tok, jnp.full_like(tok, prompt.shape[1] + i), cache)
+  return np.asarray(jnp.concatenate(out, 1)), np.asarray(jnp.stack(all_logits, 1))
+
+
+@pytest.fixture
+def greedy_decode():
+  """`_greedy_decode(model, params, prompt, steps)`: the CPU kernels' decode parity tests."""
+  return _greedy_decode

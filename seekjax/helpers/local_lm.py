@@ -75,7 +75,7 @@ class LocalLMHelper(Helper):
     tok = self.model.tokenizer
     try:
       if self._decode_model is None:  # weights per layer, built once (the helper never trains)
-        self._decode_model = self.model.replace(params=decoder.unstack_layers(self.model.params))
+        self._decode_model = self.model.replace(params=decoder.decode_params(self.model.params))
       prompts = [tok.encode_chat(chat) for chat, _ in batch]
       outs = generate_ids(self._decode_model, prompts, max_new_tokens=self.max_new_tokens,
                           temperature=self.temperature, seed=self.seed + self._batches)

@@ -24,9 +24,11 @@ Two layer loops. Without a cache (training, teacher forcing) the stacked layers 
 `lax.scan`. With a cache (prefill and decode) the loop is unrolled over per-layer cache
 buffers, and the weights are best given per layer too (`unstack_layers`): slicing a layer
 out of the stacked weights copies it at every decode step, which on CPU cost a third of
-the step (BENCHMARKS.md, "Decode step"). Cached attention reads only the smallest
-window of slots (`attention_windows`) that covers the batch's furthest position, so a
-decode step costs what the live length needs, not what the buffer allocates.
+the step (BENCHMARKS.md, "Decode step"). `decode_params` does that and, on a CPU where the
+matmul kernel pays, adds each dense weight packed for it ("packed" in each layer,
+"head_packed"): a single-token step then runs its matmuls there. Cached attention reads
+only the smallest window of slots (`attention_windows`) that covers the batch's furthest
+position, so a decode step costs what the live length needs, not what the buffer allocates.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from seekjax.models import cpu_attention
+from seekjax.models import cpu_attention, cpu_matmul
 from seekjax.models.config import ModelConfig
 
 _MASK_VALUE = -1e30
@@ -101,6 +103,51 @@ def _unstack(params):
   return dict(params, layers=tuple(_layer_list(params)))
 
 
+DENSE = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+def decode_params(params):
+  """`unstack_layers`, plus each dense weight packed for `cpu_matmul` where that pays.
+
+  Packing happens on the CPU backend, for float32 weights on one device (the matmul's
+  AVX-512 form, `cpu_matmul.worthwhile`); elsewhere this is `unstack_layers`. Cheap next
+  to a rollout (one pass over the weights), and the packed copies live only as long as
+  the returned pytree.
+  """
+  params = unstack_layers(params)
+  if not _pack_pays(params):
+    return params
+  return _pack(params)
+
+
+def _pack_pays(params) -> bool:
+  if jax.default_backend() != "cpu" or "head_packed" in params or not cpu_matmul.worthwhile():
+    return False
+  embed = params["embed"]
+  head = params.get("lm_head", jax.ShapeDtypeStruct(embed.shape[::-1], embed.dtype))
+  weights = [lp[k] for lp in params["layers"] for k in DENSE] + [head]
+  one_device = all(len(w.sharding.device_set) == 1 for w in jax.tree_util.tree_leaves(params)
+                   if isinstance(w, jax.Array))
+  return one_device and all(cpu_matmul.packable(w) for w in weights)
+
+
+@jax.jit
+def _pack(params):
+  head = params["lm_head"] if "lm_head" in params else params["embed"].T
+  layers = tuple(dict(lp, packed={k: cpu_matmul.pack(lp[k]) for k in DENSE})
+                 for lp in params["layers"])
+  return dict(params, layers=layers, head_packed=cpu_matmul.pack(head))
+
+
+def _dense(x, lp, name):
+  """x @ lp[name]: by the CPU matmul kernel for a single token per row when `decode_params`
+  packed the weight, else XLA's dot."""
+  packed = lp.get("packed")
+  if packed is not None and x.shape[1] == 1 and cpu_matmul.usable(x, packed[name]):
+    return cpu_matmul.packed_matmul(x, packed[name]).astype(x.dtype)
+  return x @ lp[name]
+
+
 def _layer_list(params):
   """Per-layer param dicts (static slices of the stacked layout, or the unstacked tuple)."""
   layers = params["layers"]
@@ -149,9 +196,9 @@ def attention(q, k, v, mask):
 def _project_qkv(cfg, lp, x, positions):
   """x: [B, T, D] -> q [B, T, H, hd], k, v [B, T, K, hd] with RoPE applied to q, k."""
   b, t, _ = x.shape
-  q = x @ lp["q"]
-  k = x @ lp["k"]
-  v = x @ lp["v"]
+  q = _dense(x, lp, "q")
+  k = _dense(x, lp, "k")
+  v = _dense(x, lp, "v")
   if cfg.qkv_bias:
     q, k, v = q + lp["q_bias"], k + lp["k_bias"], v + lp["v_bias"]
   q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
@@ -164,7 +211,7 @@ def _project_qkv(cfg, lp, x, positions):
 
 
 def _mlp(lp, x):
-  return (jax.nn.silu(x @ lp["gate"]) * (x @ lp["up"])) @ lp["down"]
+  return _dense(jax.nn.silu(_dense(x, lp, "gate")) * _dense(x, lp, "up"), lp, "down")
 
 
 def _window_index(windows, positions):
@@ -218,6 +265,9 @@ def forward(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache | Non
 
 def lm_head(params, cfg: ModelConfig, x):
   """x: [B, T, D] (final-normed) -> float32[B, T, V]."""
+  packed = params.get("head_packed")
+  if packed is not None and x.shape[1] == 1 and cpu_matmul.usable(x, packed):
+    return cpu_matmul.packed_matmul(x, packed)
   head = params["embed"].T if cfg.tie_embeddings else params["lm_head"]
   return jnp.einsum("btd,dv->btv", x, head.astype(x.dtype), preferred_element_type=jnp.float32)
 
@@ -298,7 +348,7 @@ def _cached_layers(params, cfg, x, positions, cache, remat, capture=None):
     q, k, v = _project_qkv(cfg, lp, h, positions)
     k_buf = _write_rows(k_buf, k, positions)
     v_buf = _write_rows(v_buf, v, positions)
-    x = x + _cached_attention(q, k_buf, v_buf, positions, windows, index) @ lp["o"]
+    x = x + _dense(_cached_attention(q, k_buf, v_buf, positions, windows, index), lp, "o")
     x = x + _mlp(lp, rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps))
     return x, k_buf, v_buf
 

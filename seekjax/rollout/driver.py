@@ -260,7 +260,7 @@ def _rollout(model, tok, prompts, pool, cfg, rng, forced, verbose, t_start,
   mn, mh = tagmatch.tag_tables(tok, v, protocol.MESSAGE_CLOSE)
   an, ah = tagmatch.tag_tables(tok, v, protocol.ANSWER_CLOSE)
   tables = engine.TagTables(*(jax.device_put(t) for t in (mn, mh, an, ah)))
-  params = decoder.unstack_layers(model.params)  # decode reads each layer in place
+  params = decoder.decode_params(model.params)  # decode reads each layer in place
   parts = []
   for a, e in waves(len(prompts), group, sharding.batch_divisor(model.mesh),
                     int(cfg.get("max_rows_per_device") or 0)):

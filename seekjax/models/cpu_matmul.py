@@ -1,0 +1,71 @@
+"""The decode step's thin matmuls as a CPU kernel (`cpu_matmul.cc`), via the XLA FFI.
+
+A decode step multiplies a few rows (one token per batch row) by every weight of the
+model, so it is bound by reading the weights; XLA:CPU's dots read them at about a third
+of the box's streaming rate (BENCHMARKS.md). The kernel reads each weight packed into
+16-column panels (`pack`, once per rollout: `decoder.decode_params`), each panel one
+contiguous stream. Only its AVX-512 form beats XLA's dots, so the decoder packs weights
+only where that form runs (`worthwhile`). Building, loading and turning it off:
+`cpu_kernels`.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from seekjax.models import cpu_kernels
+
+TARGET = "seekjax_packed_matmul"
+PANEL = 16          # columns per panel
+N_MULTIPLE = 32     # the kernel works on pairs of panels
+
+
+def pack(w):
+  """[K, N] -> [N / 16, K, 16]: column panel p holds columns 16p..16p+15, row by row."""
+  k, n = w.shape
+  if n % N_MULTIPLE:
+    raise ValueError(f"pack: N={n} is not a multiple of {N_MULTIPLE}")
+  return w.reshape(k, n // PANEL, PANEL).transpose(1, 0, 2)
+
+
+def worthwhile() -> bool:
+  """Whether packing pays here: the kernels are available and the matmul runs its AVX-512
+  form (the portable loop is slower than XLA's dots)."""
+  lib = cpu_kernels.library()
+  return lib is not None and bool(lib.SeekjaxMatmulFast())
+
+
+def packable(w) -> bool:
+  """Whether `pack` and the kernel take this weight (float32 [K, N], N a multiple of 32)."""
+  return len(w.shape) == 2 and w.dtype == jnp.float32 and w.shape[1] % N_MULTIPLE == 0
+
+
+def supports(x, packed) -> bool:
+  """Whether the kernel takes these operands (float32, packed [P, K, 16] matching x)."""
+  return (cpu_kernels.enabled() and x.dtype == jnp.float32 and packed.dtype == jnp.float32
+          and packed.ndim == 3 and packed.shape[2] == PANEL and packed.shape[0] % 2 == 0
+          and x.shape[-1] == packed.shape[1])
+
+
+def usable(x, packed) -> bool:
+  """Whether `packed_matmul` can run on these operands in this process (builds it once)."""
+  return supports(x, packed) and cpu_kernels.available()
+
+
+def packed_matmul(x, packed):
+  """x [..., K] @ the [K, N] weight that `pack` gave `packed` -> float32 [..., N].
+
+  CPU only; check `usable` first.
+  """
+  if not usable(x, packed):
+    raise RuntimeError("the CPU matmul kernel cannot run on these operands here "
+                       f"(x {x.dtype}{x.shape}, packed {packed.dtype}{packed.shape}); "
+                       "see the log")
+  lead, k = x.shape[:-1], x.shape[-1]
+  n = packed.shape[0] * PANEL
+  m = 1
+  for d in lead:
+    m *= d
+  call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((m, n), jnp.float32),
+                          vmap_method="sequential")
+  return call(x.reshape(m, k), packed).reshape(*lead, n)
