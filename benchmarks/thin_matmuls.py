@@ -39,14 +39,15 @@ SHAPES = {"q": (D, D), "k": (D, KV_DIM), "v": (D, KV_DIM), "o": (D, D), "gate": 
           "up": (D, F), "down": (F, D)}
 
 
-def _chain(mm):
-  """All layers' matmuls, chained, then the head; mm(x, layer, name) -> x @ weight."""
-  def f(x, layers, head):
+def _chain(mm, head):
+  """All layers' matmuls, chained, then the head: mm(x, layer, name) -> x @ weight,
+  head(x, head_weight) -> logits."""
+  def f(x, layers, head_weight):
     for lp in layers:
       qkv = jnp.concatenate([mm(x, lp, "q"), mm(x, lp, "k"), mm(x, lp, "v")], -1)
       x = x + mm(qkv[..., :D], lp, "o") + 1e-3 * qkv[..., D:].sum(-1, keepdims=True)
       x = x + 1e-2 * mm(jax.nn.silu(mm(x, lp, "gate")) * mm(x, lp, "up"), lp, "down")
-    return head(x).max(-1)
+    return head(x, head_weight).max(-1)
   return jax.jit(f)
 
 
@@ -66,8 +67,9 @@ def main(argv=None) -> int:
   packed = decoder.decode_params({"embed": embed, "final_norm": jnp.ones(D),
                                   "layers": tuple(layers)})
   nbytes = sum(w.size * 4 for lp in layers for w in lp.values()) + embed.size * 4
-  xla = _chain(lambda x, lp, k: x @ lp[k])
-  kernel = _chain(lambda x, lp, k: cpu_matmul.packed_matmul(x, lp["packed"][k]))
+  xla = _chain(lambda x, lp, k: x @ lp[k], lambda x, e: jnp.einsum("btd,vd->btv", x, e))
+  kernel = _chain(lambda x, lp, k: cpu_matmul.packed_matmul(x, lp["packed"][k]),
+                  cpu_matmul.packed_matmul)
   stream = jax.jit(lambda ws: sum(jnp.sum(w) for w in ws))
   weights = [w for lp in layers for w in lp.values()] + [embed]
   load = [os.getloadavg()[0]]
@@ -76,9 +78,8 @@ def main(argv=None) -> int:
     x = jnp.asarray(rng.standard_normal((rows, 1, D)).astype(np.float32))
     out = {}
     calls = {
-        "xla": lambda: xla(x, layers, lambda h: jnp.einsum("btd,vd->btv", h, embed)),
-        "kernel": lambda: kernel(x, packed["layers"],
-                                 lambda h: cpu_matmul.packed_matmul(h, packed["head_packed"])),
+        "xla": lambda: xla(x, layers, embed),
+        "kernel": lambda: kernel(x, packed["layers"], packed["head_packed"]),
         "stream": lambda: stream(weights)}
     for name, f in calls.items():
       out[name] = np.asarray(f())
