@@ -7,7 +7,7 @@ setup(
     description="JAX/Flax RL stack that teaches an SLM when and what to ask an LLM helper",
     packages=find_packages(include=["seekjax", "seekjax.*", "configs"]),   # configs: importable by config files
     package_data={"seekjax.tasks": ["data/*.jsonl"],   # the paraphrase check's fixture
-                  "seekjax.models": ["cpu_attention.cc", "cpu_matmul.cc"]},   # built on first use
+                  "seekjax.models": ["cpu_attention.cc", "cpu_matmul.cc", "cpu_kernels.h"]},   # built on first use
     python_requires=">=3.10",
     # Lower bounds: the oldest versions the fast tests pass with (docs/install.md); the
     # tested versions are pinned in requirements/lock.txt.

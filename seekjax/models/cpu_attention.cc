@@ -19,10 +19,11 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
-#include <thread>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+
+#include "cpu_kernels.h"
 
 namespace ffi = xla::ffi;
 
@@ -141,7 +142,7 @@ ffi::Error CachedAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
   const int64_t helpers = std::min<int64_t>(threads, work->items / work->chunk) - 1;
   for (int64_t i = 0; i < helpers; ++i) pool.Schedule([work] { work->run(); });
   work->run();
-  while (work->done.load(std::memory_order_acquire) < work->items) std::this_thread::yield();
+  seekjax::wait_for_items(work->done, work->items);
   return ffi::Error::Success();
 }
 

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = tuple(os.path.join(_HERE, f) for f in ("cpu_attention.cc", "cpu_matmul.cc"))
+HEADERS = (os.path.join(_HERE, "cpu_kernels.h"),)
 # FFI target name -> the handler symbol the library exports.
 TARGETS = {"seekjax_cached_attention": "SeekjaxCachedAttention",
            "seekjax_packed_matmul": "SeekjaxPackedMatmul"}
@@ -48,7 +49,7 @@ def enabled() -> bool:
 
 def _library_path() -> str:
   digest = hashlib.sha256(f"{jax.__version__} {platform.machine()} {' '.join(FLAGS)}".encode())
-  for source in SOURCES:
+  for source in SOURCES + HEADERS:
     with open(source, "rb") as f:
       digest.update(f.read())
   return os.path.join(cache_dir(), "kernels", f"cpu_kernels-{digest.hexdigest()[:16]}.so")

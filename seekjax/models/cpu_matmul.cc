@@ -19,7 +19,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
-#include <thread>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -28,6 +27,8 @@
 #endif
 
 #include "xla/ffi/api/ffi.h"
+
+#include "cpu_kernels.h"
 
 namespace ffi = xla::ffi;
 
@@ -162,7 +163,7 @@ ffi::Error PackedMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const int64_t helpers = std::min<int64_t>(threads, work->items / work->chunk) - 1;
   for (int64_t i = 0; i < helpers; ++i) pool.Schedule([work] { work->run(); });
   work->run();
-  while (work->done.load(std::memory_order_acquire) < work->items) std::this_thread::yield();
+  seekjax::wait_for_items(work->done, work->items);
   return ffi::Error::Success();
 }
 
