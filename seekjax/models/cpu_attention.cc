@@ -15,10 +15,8 @@
 // negative attends to nothing and gets zeros.
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -91,32 +89,6 @@ void attend_item(const float* q, const float* k, const float* v, const int32_t* 
   }
 }
 
-// Items are claimed from a shared counter by the calling thread and by helpers scheduled
-// on XLA's intra-op pool; the caller returns once every claimed item is done. A helper
-// that starts late finds nothing left and only drops its reference.
-struct Work {
-  const float *q, *k, *v;
-  const int32_t* pos;
-  float* out;
-  Shape sh;
-  float scale;
-  int64_t items, chunk;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-
-  void run() {
-    std::vector<float> scores;
-    for (;;) {
-      const int64_t start = next.fetch_add(chunk);
-      if (start >= items) return;
-      const int64_t end = std::min(start + chunk, items);
-      for (int64_t i = start; i < end; ++i)
-        attend_item(q, k, v, pos, out, sh, i, scale, scores);
-      done.fetch_add(end - start, std::memory_order_release);
-    }
-  }
-};
-
 ffi::Error CachedAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
                            ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
                            ffi::Buffer<ffi::S32> pos, ffi::ResultBuffer<ffi::F32> out) {
@@ -128,21 +100,14 @@ ffi::Error CachedAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
   if (kd[0] != sh.b || kd[3] != sh.d || pd[0] != sh.b || pd[1] != sh.t ||
       sh.h % sh.kv != 0 || sh.d % kLanes != 0)
     return ffi::Error::InvalidArgument("cached_attention: shapes do not agree");
-  auto work = std::make_shared<Work>();
-  work->q = q.typed_data();
-  work->k = k.typed_data();
-  work->v = v.typed_data();
-  work->pos = pos.typed_data();
-  work->out = out->typed_data();
-  work->sh = sh;
-  work->scale = 1.0f / std::sqrt(static_cast<float>(sh.d));
-  work->items = sh.b * sh.t;
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  work->chunk = std::max<int64_t>(1, work->items / (4 * threads));
-  const int64_t helpers = std::min<int64_t>(threads, work->items / work->chunk) - 1;
-  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([work] { work->run(); });
-  work->run();
-  seekjax::wait_for_items(work->done, work->items);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(sh.d));
+  // One item per (row, query); the rows' items spread over XLA's intra-op threads.
+  seekjax::parallel_for(pool, sh.b * sh.t, [&](int64_t start, int64_t end) {
+    std::vector<float> scores;
+    for (int64_t i = start; i < end; ++i)
+      attend_item(q.typed_data(), k.typed_data(), v.typed_data(), pos.typed_data(),
+                  out->typed_data(), sh, i, scale, scores);
+  });
   return ffi::Error::Success();
 }
 

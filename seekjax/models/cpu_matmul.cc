@@ -15,10 +15,8 @@
 // latter). Either way each output is the sum over k in order, so a given machine always
 // gives the same bits.
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstdlib>
-#include <memory>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -116,28 +114,6 @@ void item(const float* xt, const float* w, float* out, int64_t m, int64_t k_dim,
   if (r < m) block<1>(xt, w, out, m, k_dim, n, r, p0);
 }
 
-// Work items (pairs of panels) are claimed from a shared counter by the calling thread and
-// by helpers on XLA's intra-op pool, as in cpu_attention.cc.
-struct Work {
-  std::vector<float> xt;
-  const float* w;
-  float* out;
-  int64_t m, k_dim, n, items, chunk;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-
-  void run() {
-    for (;;) {
-      const int64_t start = next.fetch_add(chunk);
-      if (start >= items) return;
-      const int64_t end = std::min(start + chunk, items);
-      for (int64_t i = start; i < end; ++i)
-        item(xt.data(), w, out, m, k_dim, n, i * kPanels);
-      done.fetch_add(end - start, std::memory_order_release);
-    }
-  }
-};
-
 ffi::Error PackedMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                         ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> out) {
   auto xd = x.dimensions(), wd = w.dimensions(), od = out->dimensions();
@@ -147,23 +123,16 @@ ffi::Error PackedMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   if (wd[1] != k_dim || od[0] != m || od[1] != n || panels % kPanels != 0)
     return ffi::Error::InvalidArgument("packed_matmul: shapes do not agree (or N % 32 != 0)");
   if (m == 0) return ffi::Error::Success();
-  auto work = std::make_shared<Work>();
+  // x transposed, [K, M]: the kernel broadcasts x[r, k] for consecutive rows r.
+  std::vector<float> xt(static_cast<size_t>(m * k_dim));
   const float* xp = x.typed_data();
-  work->xt.resize(static_cast<size_t>(m * k_dim));
   for (int64_t r = 0; r < m; ++r)
-    for (int64_t k = 0; k < k_dim; ++k) work->xt[k * m + r] = xp[r * k_dim + k];
-  work->w = w.typed_data();
-  work->out = out->typed_data();
-  work->m = m;
-  work->k_dim = k_dim;
-  work->n = n;
-  work->items = panels / kPanels;
-  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  work->chunk = std::max<int64_t>(1, work->items / (4 * threads));
-  const int64_t helpers = std::min<int64_t>(threads, work->items / work->chunk) - 1;
-  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([work] { work->run(); });
-  work->run();
-  seekjax::wait_for_items(work->done, work->items);
+    for (int64_t k = 0; k < k_dim; ++k) xt[k * m + r] = xp[r * k_dim + k];
+  // Work items are pairs of panels, spread over XLA's intra-op threads.
+  seekjax::parallel_for(pool, panels / kPanels, [&](int64_t start, int64_t end) {
+    for (int64_t i = start; i < end; ++i)
+      item(xt.data(), w.typed_data(), out->typed_data(), m, k_dim, n, i * kPanels);
+  });
   return ffi::Error::Success();
 }
 

@@ -10,6 +10,8 @@ only where that form runs (`worthwhile`). Building, loading and turning it off:
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -63,9 +65,7 @@ def packed_matmul(x, packed):
                        "see the log")
   lead, k = x.shape[:-1], x.shape[-1]
   n = packed.shape[0] * PANEL
-  m = 1
-  for d in lead:
-    m *= d
+  m = math.prod(lead)
   call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((m, n), jnp.float32),
                           vmap_method="sequential")
   return call(x.reshape(m, k), packed).reshape(*lead, n)
