@@ -75,6 +75,24 @@ BUILD = {
 }
 
 
+def _cpu_model():
+  """The CPU's model name (Linux), else the architecture."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.machine()
+
+
+def _matmul_form():
+  """Which form of seekjax's CPU matmul kernel the decoder uses here (None: XLA's dots)."""
+  from seekjax.models import cpu_matmul  # pylint: disable=import-outside-toplevel
+  return cpu_matmul.isa() if cpu_matmul.worthwhile() else None
+
+
 def _check_venv(kind, venv, module):
   py = os.path.join(venv, "bin", "python")
   hint = BUILD[kind].format(v=venv)
@@ -318,7 +336,8 @@ def main(argv=None):
   res = dict(
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       command=me, worker_commands=commands, model=args.model, host=platform.node(),
-      cpus=os.cpu_count(), threads=args.threads, xla_flags=os.environ.get("XLA_FLAGS", ""),
+      cpus=os.cpu_count(), cpu=_cpu_model(),
+      matmul_form=_matmul_form(), threads=args.threads, xla_flags=os.environ.get("XLA_FLAGS", ""),
       nice=os.nice(0), loadavg_1m_end=loadavg(), versions=versions, reps=args.reps,
       inputs=paths, rows=rows)
   table = ["| batch | system | tok/s (min-max) | vs seekjax | greedy agreement |",

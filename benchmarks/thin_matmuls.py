@@ -58,8 +58,8 @@ def main(argv=None) -> int:
   ap.add_argument("--out", default="benchmarks/results/thin_matmuls.json")
   args = ap.parse_args(argv)
   if not cpu_matmul.worthwhile():
-    raise SystemExit("thin_matmuls: the matmul kernel's AVX-512 form does not run here "
-                     "(no compiler, SEEKJAX_CPU_KERNELS=0, or no AVX-512)")
+    raise SystemExit("thin_matmuls: no vector form of the matmul kernel runs here "
+                     "(no compiler, SEEKJAX_CPU_KERNELS=0, or neither AVX-512 nor AVX2 + FMA)")
   rng = np.random.default_rng(0)
   layers = [{k: jnp.asarray(rng.standard_normal(s).astype(np.float32) * 0.02)
              for k, s in SHAPES.items()} for _ in range(LAYERS)]
@@ -101,11 +101,13 @@ def main(argv=None) -> int:
     print(f"| {rows} | {r['xla']['ms']:.1f} ({r['xla']['gb_per_s']:.1f}) | "
           f"{r['kernel']['ms']:.1f} ({r['kernel']['gb_per_s']:.1f}) | "
           f"{r['kernel_vs_xla']:.2f}x | {r['stream']['ms']:.1f} ({r['stream']['gb_per_s']:.1f}) |")
-  print(f"weights {nbytes / 1e6:.0f} MB; load average {min(load):.2f}-{max(load):.2f}")
+  print(f"weights {nbytes / 1e6:.0f} MB; kernel form {cpu_matmul.isa()}; "
+        f"load average {min(load):.2f}-{max(load):.2f}")
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w", encoding="utf-8") as f:
     json.dump(dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), jax=jax.__version__,
-                   args=vars(args), weights_mb=nbytes / 1e6, rows=result, loadavg=load), f,
+                   args=vars(args), weights_mb=nbytes / 1e6, kernel_form=cpu_matmul.isa(),
+                   rows=result, loadavg=load), f,
               indent=1)
   print(f"written to {args.out}")
   return 0

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.skipif(
     reason="the kernels run on the CPU backend only")
 
 needs_fast = pytest.mark.skipif(not cpu_matmul.worthwhile(),
-                                reason="the decoder packs weights only where AVX-512 runs")
+                                reason="the decoder packs weights only where a vector form "
+                                       "of the matmul runs (AVX-512, AVX2 + FMA)")
 
 
 def test_pack_puts_sixteen_columns_per_panel():
@@ -60,28 +61,57 @@ def test_matmul_takes_only_float32_panels_that_match():
     cpu_matmul.packed_matmul(jnp.zeros((2, 1, 48)), packed)
 
 
-def test_the_portable_loop_gives_the_same_products(tmp_path):
-  """Where AVX-512 is missing (forced here), the kernel's portable loop runs, and is correct;
-  the decoder then does not pack (XLA's dots are faster than that loop)."""
-  script = textwrap.dedent("""
-      import numpy as np, jax, jax.numpy as jnp
-      from seekjax.models import cpu_matmul, decoder
-      rng = np.random.default_rng(0)
-      x = rng.standard_normal((11, 96)).astype(np.float32)
-      w = rng.standard_normal((96, 64)).astype(np.float32)
-      got = np.asarray(cpu_matmul.packed_matmul(x, cpu_matmul.pack(jnp.asarray(w))))
-      np.testing.assert_allclose(got, x.astype(np.float64) @ w, rtol=1e-5, atol=1e-4)
-      assert not cpu_matmul.worthwhile()
-      params = {"embed": jnp.zeros((64, 32)), "final_norm": jnp.ones(32),
-                "layers": ({k: jnp.zeros((32, 32)) for k in decoder.DENSE},)}
-      assert "head_packed" not in decoder.decode_params(params)
-      print("portable ok")
-  """)
-  env = dict(os.environ, SEEKJAX_CPU_MATMUL_PORTABLE="1")
-  proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                        text=True, timeout=300, check=False)
+_FORMS_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np, jax.numpy as jnp
+    from seekjax.models import cpu_matmul, decoder
+    rng = np.random.default_rng(0)
+    out = {}
+    # every remainder of the 8-row (AVX-512) and 6-row (AVX2) blocks; K odd and SmolLM2's
+    for rows in (1, 2, 3, 4, 5, 6, 7, 9, 11, 13, 16, 25):
+      for k in (33, 576):
+        x = rng.standard_normal((rows, k)).astype(np.float32)
+        w = rng.standard_normal((k, 64)).astype(np.float32)
+        got = np.asarray(cpu_matmul.packed_matmul(x, cpu_matmul.pack(jnp.asarray(w))))
+        np.testing.assert_allclose(got, x.astype(np.float64) @ w, rtol=1e-5,
+                                   atol=1e-5 * np.sqrt(k))
+        out[f"{rows}x{k}"] = got
+    np.savez(sys.argv[1], **out)
+    params = {"embed": jnp.zeros((64, 32)), "final_norm": jnp.ones(32),
+              "layers": ({k: jnp.zeros((32, 32)) for k in decoder.DENSE},)}
+    packs = "head_packed" in decoder.decode_params(params)
+    print("form", cpu_matmul.isa(), "packs", packs)
+""")
+
+
+def _run_form(tmp_path, asked):
+  """The kernel's products in a subprocess with SEEKJAX_CPU_MATMUL_ISA=asked (None: the
+  CPU's best form); returns (the form that ran, whether the decoder packs, products)."""
+  env = dict(os.environ)
+  env.pop("SEEKJAX_CPU_MATMUL_ISA", None)
+  if asked:
+    env["SEEKJAX_CPU_MATMUL_ISA"] = asked
+  out = tmp_path / f"{asked or 'best'}.npz"
+  proc = subprocess.run([sys.executable, "-c", _FORMS_SCRIPT, str(out)], env=env,
+                        capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr
-  assert "portable ok" in proc.stdout
+  _, form, _, packs = proc.stdout.split()[-4:]
+  return form, packs == "True", dict(np.load(out))
+
+
+def test_every_form_of_the_matmul_is_correct_and_the_vector_forms_agree_bit_for_bit(tmp_path):
+  """The portable loop (asked for) is correct and the decoder does not pack for it (XLA's
+  dots are faster); each vector form this CPU has is correct, the decoder packs for it,
+  and AVX2 gives AVX-512's bits (the same chain of fused multiply-adds per output)."""
+  form, packs, _ = _run_form(tmp_path, "portable")
+  assert (form, packs) == ("portable", False)
+  best, packs, best_out = _run_form(tmp_path, None)
+  assert packs == (best != "portable")
+  if best == "avx512":
+    form, packs, avx2_out = _run_form(tmp_path, "avx2")
+    assert (form, packs) == ("avx2", True)
+    for name, got in avx2_out.items():
+      np.testing.assert_array_equal(got, best_out[name], err_msg=name)
 
 
 @needs_fast

@@ -34,7 +34,7 @@ HEADERS = (os.path.join(_HERE, "cpu_kernels.h"),)
 TARGETS = {"seekjax_cached_attention": "SeekjaxCachedAttention",
            "seekjax_packed_matmul": "SeekjaxPackedMatmul"}
 # -ffp-contract=off: no fused multiply-adds the source does not ask for, so the attention's
-# bits do not depend on the instruction set (the matmul's AVX-512 form asks for them).
+# bits do not depend on the instruction set (the matmul's vector forms ask for them).
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno")
 
 _lock = threading.Lock()

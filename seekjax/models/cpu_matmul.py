@@ -4,9 +4,10 @@ A decode step multiplies a few rows (one token per batch row) by every weight of
 model, so it is bound by reading the weights; XLA:CPU's dots read them at about a third
 of the box's streaming rate (BENCHMARKS.md). The kernel reads each weight packed into
 16-column panels (`pack`, once per rollout: `decoder.decode_params`), each panel one
-contiguous stream. Only its AVX-512 form beats XLA's dots, so the decoder packs weights
-only where that form runs (`worthwhile`). Building, loading and turning it off:
-`cpu_kernels`.
+contiguous stream. Its vector forms (AVX-512, or AVX2 with FMA) beat XLA's dots; its
+portable loop does not, so the decoder packs weights only where a vector form runs
+(`worthwhile`). Building, loading and turning it off: `cpu_kernels`;
+SEEKJAX_CPU_MATMUL_ISA=avx2|portable asks for a lower form than the CPU has.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from seekjax.models import cpu_kernels
 TARGET = "seekjax_packed_matmul"
 PANEL = 16          # columns per panel
 N_MULTIPLE = 32     # the kernel works on pairs of panels
+ISAS = ("portable", "avx2", "avx512")  # SeekjaxMatmulIsa() -> name
 
 
 def pack(w):
@@ -30,11 +32,17 @@ def pack(w):
   return w.reshape(k, n // PANEL, PANEL).transpose(1, 0, 2)
 
 
-def worthwhile() -> bool:
-  """Whether packing pays here: the kernels are available and the matmul runs its AVX-512
-  form (the portable loop is slower than XLA's dots)."""
+def isa() -> str | None:
+  """The form the matmul runs in this process ("avx512", "avx2", "portable"); None when
+  the kernels are not available."""
   lib = cpu_kernels.library()
-  return lib is not None and bool(lib.SeekjaxMatmulFast())
+  return None if lib is None else ISAS[lib.SeekjaxMatmulIsa()]
+
+
+def worthwhile() -> bool:
+  """Whether packing pays here: the kernels are available and the matmul runs a vector
+  form (the portable loop is slower than XLA's dots)."""
+  return isa() in ("avx2", "avx512")
 
 
 def packable(w) -> bool:

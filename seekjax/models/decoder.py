@@ -109,10 +109,10 @@ DENSE = ("q", "k", "v", "o", "gate", "up", "down")
 def decode_params(params):
   """`unstack_layers`, plus each dense weight packed for `cpu_matmul` where that pays.
 
-  Packing happens on the CPU backend, for float32 weights on one device (the matmul's
-  AVX-512 form, `cpu_matmul.worthwhile`); elsewhere this is `unstack_layers`. Cheap next
-  to a rollout (one pass over the weights), and the packed copies live only as long as
-  the returned pytree.
+  Packing happens on the CPU backend, for float32 weights on one device, where the
+  matmul runs a vector form (AVX-512 or AVX2 + FMA, `cpu_matmul.worthwhile`); elsewhere
+  this is `unstack_layers`. Cheap next to a rollout (one pass over the weights), and the
+  packed copies live only as long as the returned pytree.
   """
   params = unstack_layers(params)
   if not _pack_pays(params):
