@@ -15,6 +15,7 @@ import optax
 import pytest
 
 import seekjax as sj
+from seekjax.models import decoder
 from seekjax.rl import advantages, losses, rewards
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
@@ -708,6 +709,36 @@ def test_compact_positions_packs_each_rows_loss_positions_left():
   assert targets[0, :3].tolist() == [3, 4, 9] and packed[0].tolist() == [1.0] * 3 + [0.0] * 29
   assert packed[1].sum() == 0 and targets[2, :17].tolist() == list(range(5, 22))
   assert step_lib.compact_positions(mask[:, :25])[0].shape == (3, 25)  # K <= T
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(arch="qwen2", qkv_bias=True),
+                                     dict(arch="qwen3", qk_norm=True)])
+@pytest.mark.parametrize("layout", ["stacked", "per_layer", "one_layer"])
+def test_hidden_states_at_equals_the_full_pass_gathered(variant, layout):
+  """The last layer run only at the read positions (queries there, keys and values
+  everywhere) gives the full pass's states there, with padding keys masked, from tokens
+  or from a given residual stream; gradients too."""
+  cfg = TINY.replace(**variant)
+  params = sj.random_model(cfg, seed=5).params
+  if layout == "per_layer":
+    params = decoder.unstack_layers(params)
+  elif layout == "one_layer":  # no layer below the last
+    params = dict(params, layers=jax.tree.map(lambda a: a[-1:], params["layers"]))
+  rng = np.random.default_rng(1)
+  tokens = jnp.asarray(rng.integers(0, cfg.vocab_size, (3, 12)), jnp.int32)
+  positions = jnp.broadcast_to(jnp.arange(12), (3, 12))
+  at = jnp.asarray(rng.integers(0, 12, (3, 5)), jnp.int32)
+  key_mask = jnp.asarray(rng.random((3, 12)) > 0.2).at[:, 0].set(True)
+  inputs = jnp.asarray(rng.standard_normal((3, 12, cfg.hidden_size)), jnp.float32)
+  for kw in (dict(key_mask=key_mask), dict(inputs=inputs), dict(remat=True)):
+    full = lambda p, kw=kw: jnp.take_along_axis(  # noqa: E731
+        decoder.hidden_states(p, cfg, tokens, positions, **kw)[0], at[..., None], axis=1)
+    part = lambda p, kw=kw: decoder.hidden_states_at(p, cfg, tokens, positions, at, **kw)  # noqa: E731
+    np.testing.assert_allclose(part(params), full(params), rtol=1e-5, atol=1e-5)
+    g_full = jax.grad(lambda p: jnp.sum(jnp.sin(full(p))))(params)
+    g_part = jax.grad(lambda p: jnp.sum(jnp.sin(part(p))))(params)
+    for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_part)):
+      np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)

@@ -193,21 +193,24 @@ def attention(q, k, v, mask):
   return out.reshape(b, t, h * hd).astype(q.dtype)
 
 
+def _project(cfg, lp, x, positions, name):
+  """x [B, T, D] -> projection `name` ("q", "k" or "v") as heads [B, T, N, hd], with the
+  model's bias, and for q and k its norm and RoPE."""
+  b, t, _ = x.shape
+  y = _dense(x, lp, name)
+  if cfg.qkv_bias:
+    y = y + lp[f"{name}_bias"]
+  y = y.reshape(b, t, cfg.num_heads if name == "q" else cfg.num_kv_heads, cfg.head_dim)
+  if name == "v":
+    return y
+  if cfg.qk_norm:
+    y = rms_norm(y, lp[f"{name}_norm"], cfg.rms_norm_eps)
+  return rope(y, positions, cfg.rope_theta)
+
+
 def _project_qkv(cfg, lp, x, positions):
   """x: [B, T, D] -> q [B, T, H, hd], k, v [B, T, K, hd] with RoPE applied to q, k."""
-  b, t, _ = x.shape
-  q = _dense(x, lp, "q")
-  k = _dense(x, lp, "k")
-  v = _dense(x, lp, "v")
-  if cfg.qkv_bias:
-    q, k, v = q + lp["q_bias"], k + lp["k_bias"], v + lp["v_bias"]
-  q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
-  k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-  v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-  if cfg.qk_norm:
-    q = rms_norm(q, lp["q_norm"], cfg.rms_norm_eps)
-    k = rms_norm(k, lp["k_norm"], cfg.rms_norm_eps)
-  return rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta), v
+  return tuple(_project(cfg, lp, x, positions, name) for name in ("q", "k", "v"))
 
 
 def _mlp(lp, x):
@@ -316,6 +319,40 @@ def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache
   if final_norm:
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
   return x, cache
+
+
+def hidden_states_at(params, cfg: ModelConfig, tokens, positions, at, *, key_mask=None,
+                     remat: bool = False, inputs=None):
+  """`hidden_states` without a cache, read only at `at`: int32[B, K] indices into T ->
+  the final-normed hidden states there, [B, K, D].
+
+  Every layer but the last runs over all T tokens; the last computes keys and values for
+  all of them but its query, attention output and MLP only at `at`, which is all that a
+  loss over K of the T positions reads (the teacher-forced log-probs of the update and the
+  reference pass). Equal to `hidden_states(...)` gathered at `at`, to float rounding.
+  """
+  layers = params["layers"]
+  if isinstance(layers, (list, tuple)):
+    lower, last = tuple(layers[:-1]), layers[-1]
+  else:
+    lower, last = jax.tree.map(lambda a: a[:-1], layers), jax.tree.map(lambda a: a[-1], layers)
+  x, _ = hidden_states(dict(params, layers=lower), cfg, tokens, positions, key_mask=key_mask,
+                       remat=remat, inputs=inputs, final_norm=False)
+  at_positions = jnp.take_along_axis(positions, at, axis=1)
+  mask = positions[:, None, :] <= at_positions[:, :, None]  # [B, K(q), T(k)]
+  if key_mask is not None:
+    mask = mask & key_mask[:, None, :]
+  gather = lambda y: jnp.take_along_axis(y, at[..., None], axis=1)  # noqa: E731
+
+  def layer(x, lp):
+    h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
+    k = _project(cfg, lp, h, positions, "k")
+    v = _project(cfg, lp, h, positions, "v")
+    q = _project(cfg, lp, gather(h), at_positions, "q")
+    x = gather(x) + attention(q, k, v, mask) @ lp["o"]
+    return x + _mlp(lp, rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps))
+  layer = jax.checkpoint(layer, prevent_cse=False) if remat else layer
+  return rms_norm(layer(x, last), params["final_norm"], cfg.rms_norm_eps)
 
 
 def _layer_fn(cfg, positions, key_mask, remat):

@@ -4,8 +4,8 @@
   (trainable, frozen, opt_state, batch) -> (trainable, opt_state, metrics)
 that splits the batch into micro-batches (gradient accumulation with `lax.scan`),
 so the largest live logits tensor is [B / micro_batches, T, V], or [B / micro_batches, K, V]
-when the batch carries `targets` (the LM head then runs only on the K loss positions of
-each row; `compact_positions`).
+when the batch carries `targets` (the LM head, and the last layer's query side and MLP,
+then run only on the K loss positions of each row; `compact_positions`).
 """
 from __future__ import annotations
 
@@ -65,18 +65,27 @@ def token_logprobs_and_entropy(params, cfg: ModelConfig, tokens, remat=False, ta
   position 0 set to 0 (nothing predicts the first token); with `targets` int32[B, K],
   only at those positions ([B, K]).
   """
+  xs, targets = _states_for(params, cfg, tokens, targets, remat=remat)
+  return _head_logprobs(params, cfg, xs, tokens, targets)
+
+
+def _states_for(params, cfg, tokens, targets, *, remat=False, inputs=None):
+  """The final hidden states that predict tokens[targets] (the state one position before
+  each target), [B, K, D], and the targets (every position when None). With targets the
+  last layer runs only at those states (`decoder.hidden_states_at`)."""
   b, t = tokens.shape
   positions = jnp.broadcast_to(jnp.arange(t), (b, t))
-  x, _ = decoder.hidden_states(params, cfg, tokens, positions, remat=remat)
-  return _head_logprobs(params, cfg, x, tokens, targets)
+  if targets is None:   # every position
+    x, _ = decoder.hidden_states(params, cfg, tokens, positions, remat=remat, inputs=inputs)
+    prev = jnp.maximum(positions - 1, 0)
+    return jnp.take_along_axis(x, prev[..., None], axis=1), positions
+  prev = jnp.maximum(targets - 1, 0)
+  return decoder.hidden_states_at(params, cfg, tokens, positions, prev, remat=remat,
+                                  inputs=inputs), targets
 
 
-def _head_logprobs(head_params, cfg, x, tokens, targets):
-  """LM head + log-softmax over final hidden states x [B, T, D] (see above)."""
-  if targets is None:  # every position
-    targets = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-  prev = jnp.maximum(targets - 1, 0)  # the state that predicts tokens[target]
-  xs = jnp.take_along_axis(x, prev[..., None], axis=1)
+def _head_logprobs(head_params, cfg, xs, tokens, targets):
+  """LM head + log-softmax over the states xs [B, K, D] that predict tokens[targets]."""
   ids = jnp.take_along_axis(tokens, targets, axis=1)
   lp, ent = losses.logprobs_and_entropy(decoder.lm_head(head_params, cfg, xs), ids)
   first = targets == 0
@@ -124,11 +133,9 @@ def policy_logprobs(trainable, frozen, tokens, hidden, spec_trainable, cfg, rema
   if hidden is None:
     params = trainable_lib.merge(spec_trainable, trainable, frozen)
     return token_logprobs_and_entropy(params, cfg, tokens, remat, targets)
-  b, t = tokens.shape
-  positions = jnp.broadcast_to(jnp.arange(t), (b, t))
-  x, _ = decoder.hidden_states(trainable_lib.compute_view(spec_trainable, trainable), cfg, tokens,
-                               positions, remat=remat, inputs=hidden)
-  return _head_logprobs(frozen, cfg, x, tokens, targets)
+  xs, targets = _states_for(trainable_lib.compute_view(spec_trainable, trainable), cfg, tokens,
+                            targets, remat=remat, inputs=hidden)
+  return _head_logprobs(frozen, cfg, xs, tokens, targets)
 
 
 def split_micro(x, m: int, mesh=None):
