@@ -20,7 +20,7 @@ wait) comes from the trainer's own metrics: pass --metrics WORKDIR/metrics.jsonl
 `make run` (or `python -m seekjax.train`) to add its medians to the report.
 
   .venv/bin/python benchmarks/train_step.py [--reps 5] [--batch 16] [--width 256]
-      [--metrics runs/default/train/metrics.jsonl] [--out benchmarks/results/train_step.json]
+      [--loss-positions K] [--metrics runs/default/train/metrics.jsonl] [--out benchmarks/results/train_step.json]
 """
 from __future__ import annotations
 
@@ -67,15 +67,28 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> dict:
   return {"n": n, "seconds": times, "gflops": 2 * n ** 3 / med / 1e9}
 
 
-def make_batch(cfg, batch: int, width: int, seed: int) -> step_lib.Batch:
+def make_batch(cfg, batch: int, width: int, seed: int, loss_positions: int = 0) -> step_lib.Batch:
+  """Random tokens; the second half of each row in the loss, or with `loss_positions` K
+  that many positions of each row's last three quarters, compacted as the trainer does
+  (`compact_positions`: the batch carries targets [B, K'])."""
   rng = np.random.default_rng(seed)
   tokens = rng.integers(0, cfg.vocab_size, (batch, width), dtype=np.int32)
   mask = np.zeros((batch, width), np.float32)
-  mask[:, width // 2:] = 1.0  # the prompt half is not in the loss, the episode half is
-  lp = -rng.uniform(0.1, 3.0, (batch, width)).astype(np.float32)
+  if loss_positions:
+    for row in mask:
+      row[rng.choice(np.arange(width // 4, width), loss_positions, replace=False)] = 1.0
+  else:
+    mask[:, width // 2:] = 1.0  # the prompt half is not in the loss, the episode half is
+  lp = -rng.uniform(0.1, 3.0, (batch, width)).astype(np.float32) * mask
+  targets = None
+  if loss_positions:
+    targets, mask = step_lib.compact_positions(mask)
+    lp = step_lib.gather_positions(lp, targets)
+    targets = jnp.asarray(targets)
   return step_lib.Batch(tokens=jnp.asarray(tokens), loss_mask=jnp.asarray(mask),
-                        old_logprobs=jnp.asarray(lp * mask), ref_logprobs=jnp.asarray(lp * mask),
-                        advantages=jnp.asarray(rng.standard_normal(batch), jnp.float32))
+                        old_logprobs=jnp.asarray(lp), ref_logprobs=jnp.asarray(lp),
+                        advantages=jnp.asarray(rng.standard_normal(batch), jnp.float32),
+                        targets=targets)
 
 
 def textbook_flops(cfg, spec: trainable_lib.Trainable, tokens: int) -> float:
@@ -104,7 +117,7 @@ def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
   optimizer, _ = step_lib.make_optimizer(2e-5, 100, 2, 0.0, 1.0)
   opt_state = optimizer.init(trainable)
   train_step = step_lib.make_train_step(step_spec, optimizer)
-  batch = make_batch(cfg, args.batch, args.width, 0)
+  batch = make_batch(cfg, args.batch, args.width, 0, args.loss_positions)
   if spec.mode == "top_n":
     t0 = time.perf_counter()
     hidden = step_lib.bottom_hidden(frozen, batch.tokens, cfg=cfg)
@@ -131,17 +144,26 @@ def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
                                                            state["opt_state"], batch)
     return m
 
+  def reference():
+    return step_lib.reference_logprobs(state["trainable"], frozen, batch.tokens, batch.hidden,
+                                       spec_trainable=spec, cfg=cfg, targets=batch.targets,
+                                       micro_batches=args.micro_batches)
+
   jax.block_until_ready(run())  # warm-up on the real (donating) path
-  log(f"{spec.mode}: timing {args.reps} steps")
+  jax.block_until_ready(reference())
+  log(f"{spec.mode}: timing {args.reps} steps and reference passes")
   med, times = timed_median(run, args.reps)
+  ref_med, ref_times = timed_median(reference, args.reps)
   tokens = args.batch * args.width
-  book = textbook_flops(cfg, spec, tokens)
+  # the textbook count assumes every position is read (no --loss-positions)
+  book = float("nan") if args.loss_positions else textbook_flops(cfg, spec, tokens)
   return {
       "mode": spec.mode, "top_n": spec.top_n if spec.mode == "top_n" else None,
       "trainable_params": trainable_lib.count(trainable), "batch": args.batch,
       "width": args.width, "micro_batches": args.micro_batches, "tokens_per_step": tokens,
       "loss_tokens_per_step": int(np.asarray(batch.loss_mask).sum()),
-      "compile_s": compile_s, "step_s": times, "step_median_s": med,
+      "loss_positions": args.loss_positions, "compile_s": compile_s, "step_s": times,
+      "step_median_s": med, "reference_s": ref_times, "reference_median_s": ref_med,
       "bottom_hidden_s": bottom_s,
       "tokens_per_s": tokens / med, "xla_flops_per_step": xla_flops,
       "xla_gflops_per_s": xla_flops / med / 1e9, "textbook_flops_per_step": book,
@@ -167,15 +189,16 @@ def step_split(path: str) -> dict:
 
 def markdown(res: dict) -> str:
   peak = res["peak_gflops"]
-  lines = ["| mode | trainable params | tokens/step | step s (min-max) | tokens/s | "
+  lines = ["| mode | trainable params | tokens/step | step s (min-max) | reference s | tokens/s | "
            "GFLOP/step | GFLOP/s | % of matmul peak | XLA temp MiB | peak RSS GiB |",
-           "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+           "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
   for m in res["modes"]:
     t = m["step_s"]
     lines.append(
         f"| {m['mode']}{'' if m['top_n'] is None else ' ' + str(m['top_n'])} | "
         f"{m['trainable_params'] / 1e6:.2f}M | {m['tokens_per_step']} | "
-        f"{m['step_median_s']:.2f} ({min(t):.2f}-{max(t):.2f}) | {m['tokens_per_s']:.0f} | "
+        f"{m['step_median_s']:.2f} ({min(t):.2f}-{max(t):.2f}) | "
+        f"{m.get('reference_median_s', float('nan')):.2f} | {m['tokens_per_s']:.0f} | "
         f"{m['textbook_flops_per_step'] / 1e9:.0f} | {m['textbook_gflops_per_s']:.1f} | "
         f"{100 * m['textbook_gflops_per_s'] / peak:.0f}% | "
         f"{m['xla_memory_bytes'].get('temp_size_in_bytes', 0) / 2 ** 20:.0f} | "
@@ -191,6 +214,8 @@ def main(argv=None):
   ap.add_argument("--micro-batches", type=int, default=4)
   ap.add_argument("--top-n", type=int, default=2)
   ap.add_argument("--modes", default="top_n,full")
+  ap.add_argument("--loss-positions", type=int, default=0,
+                  help="K loss positions a row, compacted as the trainer does (0: half the row)")
   ap.add_argument("--model", default="smollm2-135m")
   ap.add_argument("--metrics", default=None, help="a trainer metrics.jsonl for the step split")
   ap.add_argument("--out", default="benchmarks/results/train_step.json")
