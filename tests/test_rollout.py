@@ -365,6 +365,18 @@ def test_append_index_pads_the_rows_with_feedback_to_a_smaller_batch():
   assert append_index([1], 4, (8, 4)) is None               # no size below this batch
   assert append_index([1], 8, (8, 4)).tolist() == [1, 0, 2, 3]
   assert append_index([1], 16, ()) is None                  # compaction off
+  assert append_index([5], 16, (8, 4, 2, 1)).tolist() == [5]
+  assert append_index([5, 7], 8, (8, 4, 2, 1)).tolist() == [5, 7]
+  assert append_index([1, 2, 3], 4, (8, 4, 2, 1)) is None   # nothing between 3 rows and 4
+
+
+def test_append_sizes_go_on_below_the_compaction_floor():
+  from seekjax.rollout.compaction import append_sizes
+  assert append_sizes((8, 4)) == (8, 4, 2, 1)
+  assert append_sizes(()) == ()                              # compaction off: full appends
+  assert append_sizes((6, 3)) == (6, 3)
+  assert append_sizes((8, 4), divisor=4) == (8, 4)           # a row batch split over 4 devices
+  assert append_sizes((16, 8), divisor=2) == (16, 8, 4, 2)
 
 
 def test_compact_sizes_halve_down_to_the_minimum_and_the_mesh():

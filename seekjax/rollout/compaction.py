@@ -7,7 +7,8 @@ loop stops computing finished rows. The sizes come from the config (`compact_siz
 `warm_up` compiles their programs on the first rollout of each shape; `RowStore` keeps
 what the driver collects of each row that a compaction drops. The same sizes serve
 appends: feedback that comes back to a few rows is run through the model for a batch of
-those rows only (`append_index`, `engine.append_rows`).
+those rows only (`append_index`, `engine.append_rows`), in a batch of one of those sizes
+or of the smaller ones below the compaction floor (`append_sizes`).
 """
 from __future__ import annotations
 
@@ -28,6 +29,20 @@ def compact_sizes(rows: int, minimum: int, divisor: int = 1) -> tuple[int, ...]:
     n //= 2
     sizes.append(n)
   return tuple(sizes)
+
+
+def append_sizes(sizes: tuple[int, ...], divisor: int = 1) -> tuple[int, ...]:
+  """The batch sizes an append may run on: the compaction `sizes`, then on by halving
+  down to 1 row (each a multiple of the mesh's batch `divisor`). Feedback often comes back
+  to one or two rows at a time, and an append costs in proportion to its rows (a chunk of
+  64 tokens a row through every layer); compaction itself stops at its floor, since a
+  decode step of fewer rows saves little. Empty when compaction is off."""
+  if not sizes:
+    return ()
+  out = list(sizes)
+  while out[-1] % 2 == 0 and (out[-1] // 2) % divisor == 0:
+    out.append(out[-1] // 2)
+  return tuple(out)
 
 
 def compact_index(status: np.ndarray, sizes: tuple[int, ...]) -> np.ndarray | None:
@@ -62,11 +77,13 @@ def append_index(rows: list[int], batch: int, sizes: tuple[int, ...]) -> np.ndar
 _WARM: set = set()   # the shapes warmed in this process
 
 
-def warm_up(params, tables, state, spec, sizes, width):
-  """Compile the programs of the smaller batches (`sizes`) on the first rollout of each
-  shape, on throwaway states whose rows are all DONE (so nothing decodes): a run then
-  compiles them while it warms up, not at whichever later step first compacts."""
-  key = (spec, state.length.shape[0], sizes, width)
+def warm_up(params, tables, state, spec, sizes, width, appends=None):
+  """Compile the programs of the smaller batches (`sizes`; row appends: `appends`, by
+  default `sizes`) on the first rollout of each shape, on throwaway states whose rows are
+  all DONE (so nothing decodes): a run then compiles them while it warms up, not at
+  whichever later step first compacts or appends."""
+  appends = sizes if appends is None else appends
+  key = (spec, state.length.shape[0], sizes, width, appends)
   if not sizes or key in _WARM:
     return
   batches = (state.length.shape[0],) + sizes
@@ -90,7 +107,7 @@ def warm_up(params, tables, state, spec, sizes, width):
   # feedback appended to a few rows of a batch of m (`append_index`): one program per
   # (m, n), on a copy (append_rows consumes its state) and chunks of length 0
   for m in batches:
-    for n in (s for s in sizes if s < m):
+    for n in (s for s in appends if s < m):
       src = (jax.tree.map(jnp.copy, state) if m == batches[0] else
              engine.take_rows(state, jnp.zeros((m,), jnp.int32), spec=spec))
       engine.append_rows(params, src, jnp.arange(n, dtype=jnp.int32),

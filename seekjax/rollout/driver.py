@@ -310,13 +310,15 @@ def _wave(model, tok, prompts, width, pool, cfg, rng, prefixes, spec, tables, pa
     state.length.block_until_ready()
     host.times["prefill"] += time.perf_counter() - t
     store = compaction.RowStore(b, state.hidden is not None)
-    sizes = compaction.compact_sizes(b, int(cfg.get("compact_min_rows") or 0),
-                                     sharding.batch_divisor(model.mesh))
+    divisor = sharding.batch_divisor(model.mesh)
+    sizes = compaction.compact_sizes(b, int(cfg.get("compact_min_rows") or 0), divisor)
+    appends = compaction.append_sizes(sizes, divisor)
     t = time.perf_counter()
-    compaction.warm_up(params, tables, state, spec, sizes, chunk_width(cfg))
+    compaction.warm_up(params, tables, state, spec, sizes, chunk_width(cfg), appends)
     host.times["warm_up"] += time.perf_counter() - t
     t = time.perf_counter()
-    state = _run(params, tables, state, host, host_id, spec, budget, verbose, store, sizes)
+    state = _run(params, tables, state, host, host_id, spec, budget, verbose, store, sizes,
+                 appends)
     inner = sum(host.times[k] for k in ("decode", "compact", "append"))
     host.times["host"] += time.perf_counter() - t - inner
     store.write(state)
@@ -350,15 +352,18 @@ def _concat(parts: list, group: int, wall: float) -> Episodes:
                                        collections.Counter())))
 
 
-def _run(params, tables, state, host, host_id, spec, budget, verbose, store=None, sizes=()):
+def _run(params, tables, state, host, host_id, spec, budget, verbose, store=None, sizes=(),
+         appends=None):
   """Decode, hand messages to the helper and append its replies until every row is DONE.
 
   sizes: the smaller batches the rows may move to as they finish
   (`compaction.compact_sizes`); rows a compaction drops are written to `store` first.
-  Feedback that comes back to a few rows is appended in a batch of one of those sizes
-  holding just them (`compaction.append_index`), else to the whole batch.
+  Feedback that comes back to a few rows is appended in a batch of one of `appends`
+  (`compaction.append_sizes`; default `sizes`) holding just them
+  (`compaction.append_index`), else to the whole batch.
   """
   width = chunk_width(host.cfg)   # one chunk width per run: append_chunk compiles once
+  appends = sizes if appends is None else appends
   host_id_dev = jnp.int32(host_id)
   times = host.times
   while True:
@@ -414,7 +419,7 @@ def _run(params, tables, state, host, host_id, spec, budget, verbose, store=None
       state = engine.finish_rows(state, jax.device_put(no_room), engine.FINISH_BUDGET)
     if chunks:
       b = parked.shape[0]
-      index = compaction.append_index(sorted(chunks), b, sizes)
+      index = compaction.append_index(sorted(chunks), b, appends)
       at = np.arange(b) if index is None else index   # the rows the append runs on
       chunk = np.zeros((len(at), width), np.int32)
       chunk_len = np.zeros((len(at),), np.int32)
