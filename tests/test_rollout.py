@@ -312,12 +312,17 @@ def test_sampling_does_not_depend_on_helper_latency(scripted_model):
   many loop steps other rows run meanwhile) cannot change any row's tokens."""
   cfg = _cfg(temperature=1.5, group_size=2, max_steps_per_call=4)
   qs = QUESTIONS[:3]
-  fast = rollout(scripted_model, qs, ScriptedHelper(), cfg, jax.random.PRNGKey(7))
-  slow = rollout(scripted_model, qs, _JitteryHelper(0), cfg, jax.random.PRNGKey(7))
-  assert fast.num_messages.sum() > 0
+  # the first key whose rollout asks the helper (which key does depends on the machine's
+  # float rounding: the CPU kernels' forms differ by instruction set)
+  for seed in range(7, 15):
+    fast = rollout(scripted_model, qs, ScriptedHelper(), cfg, jax.random.PRNGKey(seed))
+    if fast.num_messages.sum() > 0:
+      break
+  assert fast.num_messages.sum() > 0, "no key of 7..14 sent a message"
+  slow = rollout(scripted_model, qs, _JitteryHelper(0), cfg, jax.random.PRNGKey(seed))
   np.testing.assert_array_equal(fast.tokens, slow.tokens)
   np.testing.assert_array_equal(fast.loss_mask, slow.loss_mask)
-  other = rollout(scripted_model, qs, ScriptedHelper(), cfg, jax.random.PRNGKey(8))
+  other = rollout(scripted_model, qs, ScriptedHelper(), cfg, jax.random.PRNGKey(seed + 100))
   assert not np.array_equal(fast.tokens, other.tokens)  # the key does matter
 
 
