@@ -77,12 +77,11 @@ def append_index(rows: list[int], batch: int, sizes: tuple[int, ...]) -> np.ndar
 _WARM: set = set()   # the shapes warmed in this process
 
 
-def warm_up(params, tables, state, spec, sizes, width, appends=None):
-  """Compile the programs of the smaller batches (`sizes`; row appends: `appends`, by
-  default `sizes`) on the first rollout of each shape, on throwaway states whose rows are
+def warm_up(params, tables, state, spec, sizes, width, appends):
+  """Compile the programs of the smaller batches (`sizes`; row appends: `appends`,
+  `append_sizes`) on the first rollout of each shape, on throwaway states whose rows are
   all DONE (so nothing decodes): a run then compiles them while it warms up, not at
   whichever later step first compacts or appends."""
-  appends = sizes if appends is None else appends
   key = (spec, state.length.shape[0], sizes, width, appends)
   if not sizes or key in _WARM:
     return

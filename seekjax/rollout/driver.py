@@ -352,18 +352,16 @@ def _concat(parts: list, group: int, wall: float) -> Episodes:
                                        collections.Counter())))
 
 
-def _run(params, tables, state, host, host_id, spec, budget, verbose, store=None, sizes=(),
-         appends=None):
+def _run(params, tables, state, host, host_id, spec, budget, verbose, store, sizes, appends):
   """Decode, hand messages to the helper and append its replies until every row is DONE.
 
   sizes: the smaller batches the rows may move to as they finish
   (`compaction.compact_sizes`); rows a compaction drops are written to `store` first.
   Feedback that comes back to a few rows is appended in a batch of one of `appends`
-  (`compaction.append_sizes`; default `sizes`) holding just them
+  (`compaction.append_sizes`) holding just them
   (`compaction.append_index`), else to the whole batch.
   """
   width = chunk_width(host.cfg)   # one chunk width per run: append_chunk compiles once
-  appends = sizes if appends is None else appends
   host_id_dev = jnp.int32(host_id)
   times = host.times
   while True:
