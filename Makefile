@@ -24,7 +24,7 @@ run: install
 	$(BIN)/python -m seekjax.main --workdir=$(WORKDIR)
 
 test: install-test
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=20 tests
 
 # Re-resolve every dependency to its newest allowed version in a scratch venv, and pin it:
 # .[test,torch] installed (torch at TORCH_LOCK), .[cuda] and .[tpu] resolved by dry runs.

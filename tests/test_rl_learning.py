@@ -11,6 +11,13 @@ kinds of question, every question of both kinds at each step (groups of 8):
   alone: the alone answer is right too, so a message only costs lambda_message.
          Asking pays 1 - lambda_message, answering alone 1: asking must decrease.
 
+The ask kind's answer is one of CITIES, drawn afresh at every step, and the helper's
+feedback names it; the cold start teaches the model to copy whichever city the feedback
+names. With one fixed answer the policy could learn to say it without asking (reward 1,
+more than asking's 1 - lambda_message), and on one seed under SSE4_2 it did: the "ask"
+kind's asking fell to 0 while its reward reached 1. A guess alone now earns at most
+1/len(CITIES) on average, less than asking.
+
 Both directions are learnt in one run, from the same start, so the policy must tell the
 kinds apart from the question (what the paper asks of an SLM). Each step sees both kinds
 twice, so no step pushes one kind's way alone; groups of 8 (a group whose episodes all
@@ -52,16 +59,17 @@ pytestmark = pytest.mark.trajectory   # cold start and RL outcomes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYSTEM = "Ask or answer."
-INFO = "Asmara"                      # the helper's feedback: the answer itself
+CITIES = ("Asmara", "Massawa", "Assab")   # the helper's feedback: the answer itself
+INFO = CITIES[0]
 ALONE_ANSWER = "Keren"               # what the SLM says without asking
-QUESTIONS = {  # kind -> (questions, gold answers, expected sign of the change in messages)
+QUESTIONS = {  # kind -> (questions, gold answers given this step's city, expected sign)
     "ask": (["What is the capital of Eritrea?", "Which city is Eritrea's capital?"],
-            [INFO], +1),
+            lambda city: [city], +1),
     "alone": (["Name a town in Eritrea.", "Give any Eritrean town."],
-              [INFO, ALONE_ANSWER], -1),
+              lambda city: [city, ALONE_ANSWER], -1),
 }
 ALL_QUESTIONS = [q for kind in sorted(QUESTIONS) for q in QUESTIONS[kind][0]]
-ASK_TURNS = ["<message>capital?</message>", f"<answer>{INFO}</answer>"]
+MESSAGE = "<message>capital?</message>"
 ALONE_TURNS = [f"<answer>{ALONE_ANSWER}</answer>"]
 LAMBDA_MESSAGE = 0.3
 RL_STEPS = 24
@@ -79,27 +87,39 @@ ROLLOUT = dict(max_turns=1, max_new_tokens=16, max_message_tokens=12, max_feedba
 # the floor (below), stepping the lr down, and fails only when the last chunk has not got there.
 CHUNK = 200
 LRS = (3e-3, 3e-3, 3e-3, 1e-3, 1e-3, 1e-3, 3e-4, 3e-4)
-NLL_FLOOR = 2 * np.log(2) / 29   # the 50/50 choice: ln 2 on one token of each demo, 29 SLM tokens a pair
-TOLERANCE = 0.005                # a plateau where the tokens after the choice still mix both kinds
-                                 # ("<message>Keren</answer>") sits 0.055 above the floor
+TOLERANCE = 0.005   # above the floor (`demos`): a plateau where the tokens after the choice
+                    # still mix both kinds ("<message>Keren</answer>") sat 0.055 above it
+
+
+def demos(tokenizer):
+  """The cold start's (ids, mask) pairs and its NLL floor.
+
+  Every question has one "ask" demo per city (the feedback names the city, the answer
+  copies it) and as many copies of the "alone" demo, so the model asks half the time. Only
+  the first token of each demo (ask or answer) is uncertain: the floor is ln 2 per demo
+  over the SLM tokens.
+  """
+  seqs, masks = [], []
+  for q in ALL_QUESTIONS:
+    for city in CITIES:
+      fb = feedback_text(tokenizer, HelperReply("info", city)).rstrip("\n")
+      for turns in ([MESSAGE, f"<answer>{city}</answer>"], ALONE_TURNS):
+        ids, mask = sft.demo_ids(tokenizer, sft.Demo(q, turns, [fb] * (len(turns) - 1)),
+                                 system=SYSTEM)   # laid out exactly as the rollout lays them out
+        seqs.append(ids)
+        masks.append(mask)
+  return seqs, masks, len(seqs) * np.log(2) / sum(int(m.sum()) for m in masks)
 
 
 def cold_start(config, tokenizer, seed=0):
   """A model that follows the protocol and asks on about half of its episodes.
 
-  Trains to a convergence criterion (NLL < NLL_FLOOR + TOLERANCE), not to a step count that
+  Trains to a convergence criterion (NLL < floor + TOLERANCE), not to a step count that
   happens to suffice on one instruction set: the float trajectory differs with the ISA XLA
   compiles for. Returns (model, the NLL of the SLM tokens under the full vocabulary after
-  each chunk).
+  each chunk, the floor).
   """
-  fb = feedback_text(tokenizer, HelperReply("info", INFO)).rstrip("\n")
-  seqs, masks = [], []
-  for q in ALL_QUESTIONS:
-    for turns in (ASK_TURNS, ALONE_TURNS):   # laid out exactly as the rollout lays them out
-      ids, mask = sft.demo_ids(tokenizer, sft.Demo(q, turns, [fb] * (len(turns) - 1)),
-                               system=SYSTEM)
-      seqs.append(ids)
-      masks.append(mask)
+  seqs, masks, floor = demos(tokenizer)
   vocab = np.unique(np.concatenate(seqs + [np.asarray(tokenizer.eos_ids)]))
   local = np.full(config.vocab_size, -1, np.int64)
   local[vocab] = np.arange(len(vocab))
@@ -141,12 +161,12 @@ def cold_start(config, tokenizer, seed=0):
   for lr in LRS:
     params, state, nll = train(params, state, jnp.float32(lr))
     curve.append(float(nll))
-    if curve[-1] < NLL_FLOOR + TOLERANCE:
+    if curve[-1] < floor + TOLERANCE:
       break
   embed = np.zeros((config.vocab_size, config.hidden_size), np.float32)
   embed[vocab] = np.asarray(params["embed"])
   params = dict(params, embed=jnp.asarray(embed))
-  return sj.Model(config, params, tokenizer, None, "cold-start"), curve
+  return sj.Model(config, params, tokenizer, None, "cold-start"), curve, floor
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +180,8 @@ def cold_model():
 
 
 def run_rl(model, lr=LR, seed=0):
-  """RL_STEPS rl_iterations on every question of both kinds at each step.
+  """RL_STEPS rl_iterations on every question of both kinds at each step, each step with
+  its own city (the helper names it, the ask kind's gold answer is it).
 
   Returns (per-step metrics, per-step {kind: mean messages per episode}, final model).
   """
@@ -177,19 +198,22 @@ def run_rl(model, lr=LR, seed=0):
   trainable, frozen = trainable_lib.init(spec, params, jax.random.PRNGKey(seed))
   optimizer, _ = step_lib.make_optimizer(lr, RL_STEPS, WARMUP, 0.0, 1.0)
   settings = rl_settings(cfg)
+  helper = ScriptedHelper(text=INFO)
   ctx = cycle.RunContext(
-      settings=settings, model=model, spec=spec, frozen=frozen, helper=ScriptedHelper(text=INFO),
+      settings=settings, model=model, spec=spec, frozen=frozen, helper=helper,
       judge=RuleLeakJudge(), rollout_cfg=rollout_config(group_size=GROUP_SIZE, **ROLLOUT),
       train_step=make_step(settings, model.config, spec, optimizer))
   ref = jax.tree.map(jnp.array, trainable)
   opt_state = optimizer.init(trainable)
   kinds = sorted(QUESTIONS)
   rows, by_kind = [], []
+  cities = np.random.default_rng(seed).choice(len(CITIES), RL_STEPS)
   for step in range(RL_STEPS):
+    helper.text = city = CITIES[cities[step]]
     examples = []
     for kind in kinds:
       questions, answers, _ = QUESTIONS[kind]
-      examples += [dict(question=q, answers=answers, private_facts=[], task="", kind=kind)
+      examples += [dict(question=q, answers=answers(city), private_facts=[], task="", kind=kind)
                    for q in questions]
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), step)
     trainable, opt_state, metrics, episodes, _ = cycle.rl_iteration(ctx, trainable, opt_state,
@@ -211,24 +235,25 @@ def ask_rates(model, episodes_per_question=16, seed=7):
   return rates
 
 
-def test_cold_start_follows_the_protocol_and_asks_about_half_the_time(cold_model):
-  model, curve = cold_model
-  print(f"\ncold start NLL per {CHUNK} steps {np.round(curve, 4).tolist()} (floor {NLL_FLOOR:.4f})")
-  assert curve[-1] < NLL_FLOOR + TOLERANCE, curve
-  eps = sj.rollout(model, ALL_QUESTIONS * 4, ScriptedHelper(text=INFO),
+@pytest.mark.parametrize("city", CITIES)
+def test_cold_start_follows_the_protocol_and_asks_about_half_the_time(cold_model, city):
+  model, curve, floor = cold_model
+  print(f"\ncold start NLL per {CHUNK} steps {np.round(curve, 4).tolist()} (floor {floor:.4f})")
+  assert curve[-1] < floor + TOLERANCE, curve
+  eps = sj.rollout(model, ALL_QUESTIONS * 4, ScriptedHelper(text=city),
                    rollout_config(**ROLLOUT), jax.random.PRNGKey(123))
   # It asks on some episodes and not on others: room to move both ways.
   assert 0.1 <= eps.num_messages.mean() <= 0.9, eps.num_messages
   answered = [a for a in eps.answers if a is not None]
   assert len(answered) >= 15, eps.answers
   for a, n in zip(eps.answers, eps.num_messages):
-    if a is not None:
-      assert a == (INFO if n else ALONE_ANSWER), (a, n)
+    if a is not None:   # after asking, the city the feedback named
+      assert a == (city if n else ALONE_ANSWER), (a, n)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_rl_moves_the_number_of_messages_the_right_way_for_each_kind(cold_model, seed):
-  model, _ = cold_model
+  model, _, _ = cold_model
   before = ask_rates(model)
   rows, by_kind, trained = run_rl(model, seed=seed)
   after = ask_rates(trained)
