@@ -103,8 +103,9 @@ def warm_up(params, tables, state, spec, sizes, width, appends):
                             engine.FINISH_NONE)
   engine.append_chunk(params, full, jnp.zeros((batches[0], width), jnp.int32),
                       jnp.zeros((batches[0],), jnp.int32), spec=spec)
-  # feedback appended to a few rows of a batch of m (`append_index`): one program per
-  # (m, n), on a copy (append_rows consumes its state) and chunks of length 0
+  # feedback appended to a few rows of a batch of m (`append_index`): the model's program
+  # once per n (shared with the compacted batches), the gather and the scatter per (m, n);
+  # on a copy (append_rows consumes its state) and chunks of length 0
   for m in batches:
     for n in (s for s in appends if s < m):
       src = (jax.tree.map(jnp.copy, state) if m == batches[0] else

@@ -284,27 +284,32 @@ def append_chunk(params, state: SamplingState, chunk, chunk_len, *, spec: Engine
   return _append(params, state, chunk, chunk_len, spec)
 
 
-# The per-row fields an append reads or writes (besides the KV cache).
+# The per-row fields an append writes (besides the KV cache): what `put_rows` copies back.
 _APPEND_FIELDS = ("tokens", "loss_mask", "logprobs", "logits", "length", "turn_start", "status",
                   "msg_q", "ans_q")
 
 
-@functools.partial(jax.jit, static_argnames=("spec",), donate_argnames=("state",))
 def append_rows(params, state: SamplingState, index, chunk, chunk_len, *, spec: EngineSpec):
   """`append_chunk` on the batch rows `index` only (int32[K], distinct), K < B.
 
   chunk: int32[K, C] and chunk_len: int32[K] belong to those rows (0: a row that only pads
   K, left as it is). Feedback usually comes back to a few rows at a time; the full-batch
   append runs the chunk through the model for every row, this one for K of them: their
-  cache rows are gathered, extended and written back in place (`state` is donated).
+  rows are gathered into a K-row state (`take_rows`), extended by the K-row `append_chunk`
+  and written back in place (`put_rows`; `state` is consumed). Three programs rather than
+  one, so that the costly one (the model) compiles once per K, shared with the compacted
+  batches of K rows, and only the cheap gather and scatter once per (B, K).
   """
-  gather = lambda a: jnp.take(a, index, axis=0)
-  sub = state.replace(cache=state.cache.map_layers(gather),
-                      hidden=None if state.hidden is None else gather(state.hidden),
-                      **{f: gather(getattr(state, f)) for f in _APPEND_FIELDS})
-  sub = _append(params, sub, chunk, chunk_len, spec)
-  # written back into the donated buffers, which keep their layout (as append_chunk's
-  # outputs do: a state must look the same to the next program whichever append ran)
+  sub = append_chunk(params, take_rows(state, index, spec=spec), chunk, chunk_len, spec=spec)
+  return put_rows(state, index, sub)
+
+
+@functools.partial(jax.jit, donate_argnames=("state",))
+def put_rows(state: SamplingState, index, sub: SamplingState) -> SamplingState:
+  """`state` with its rows `index` replaced by `sub`'s rows (a `take_rows` state of them,
+  then appended to): the fields and KV cache an append writes, in place (`state` is
+  donated; its buffers keep their layout, as `append_chunk`'s outputs do, so the next
+  program sees the same state whichever append ran)."""
   put = lambda full, part: full.at[index].set(part)
   return state.replace(
       cache=jax.tree.map(put, state.cache, sub.cache),
