@@ -11,20 +11,24 @@ kinds of question, every question of both kinds at each step (groups of 8):
   alone: the alone answer is right too, so a message only costs lambda_message.
          Asking pays 1 - lambda_message, answering alone 1: asking must decrease.
 
-The ask kind's answer is one of CITIES, drawn afresh at every step, and the helper's
-feedback names it; the cold start teaches the model to copy whichever city the feedback
-names. With one fixed answer the policy could learn to say it without asking (reward 1,
-more than asking's 1 - lambda_message), and on one seed under SSE4_2 it did: the "ask"
-kind's asking fell to 0 while its reward reached 1. A guess alone now earns at most
-1/len(CITIES) on average, less than asking.
+The ask kind's answer is one of CITIES, a different one at every step (each city in turn,
+in a seed's order), and the helper's feedback names it; the cold start teaches the model to
+copy whichever city the feedback names. With one fixed answer the policy could learn to say
+it without asking (reward 1, more than asking's 1 - lambda_message), and on one seed under
+SSE4_2 it did: the "ask" kind's asking fell to 0 while its reward reached 1. With cities
+drawn at random, runs of the same city let it learn to answer that city after asking
+instead of copying (seen natively: every answer "Asmara", the reward falling at the end).
+In turn, a guess without copying is right on one step in three, less than copying.
 
 Both directions are learnt in one run, from the same start, so the policy must tell the
 kinds apart from the question (what the paper asks of an SLM). Each step sees both kinds
 twice, so no step pushes one kind's way alone; groups of 8 (a group whose episodes all
-ask teaches nothing, and groups of 4 often did); and the lr warms up over WARMUP steps.
-Without these the shared "ask" decision swung to one side for both kinds on some seeds
-and instruction sets. The RL runs
-from two seeds and the directions must hold on each.
+ask teaches nothing, and groups of 4 often did); the lr warms up over WARMUP steps, to a
+peak of 5e-4 (at 1e-3 the shared "ask" decision swung to "answer alone" for both kinds
+right after the warmup on one seed in five under SSE4_2, and the ask kind did not come
+back in 24 steps). With these settings the directions and the reward rise held on 10 of
+10 seeds natively (AVX2) and under SSE4_2 on an AMD EPYC box. The RL runs from two seeds
+and everything must hold on each.
 
 Cold start. Full-vocabulary SFT of a random model costs about a second a step on this
 CPU (the 49k-row LM head), so the model starts with zero embedding rows for every token
@@ -74,7 +78,7 @@ ALONE_TURNS = [f"<answer>{ALONE_ANSWER}</answer>"]
 LAMBDA_MESSAGE = 0.3
 RL_STEPS = 24
 GROUP_SIZE = 8
-LR = 1e-3
+LR = 5e-4
 WARMUP = 5   # steps: Adam's first updates move every weight by about lr whatever the gradient's
              # size; at full lr they swung the shared "ask" decision for both kinds at once
 # Every episode fits in 64 tokens (prompt <= 27), so the step compiles once.
@@ -86,9 +90,10 @@ ROLLOUT = dict(max_turns=1, max_new_tokens=16, max_message_tokens=12, max_feedba
 # The cold start's lr per chunk of CHUNK steps: it runs until the NLL is within TOLERANCE of
 # the floor (below), stepping the lr down, and fails only when the last chunk has not got there.
 CHUNK = 200
-LRS = (3e-3, 3e-3, 3e-3, 1e-3, 1e-3, 1e-3, 3e-4, 3e-4)
-TOLERANCE = 0.005   # above the floor (`demos`): a plateau where the tokens after the choice
-                    # still mix both kinds ("<message>Keren</answer>") sat 0.055 above it
+LRS = (3e-3, 3e-3, 3e-3, 1e-3, 1e-3, 1e-3, 3e-4, 3e-4, 1e-4, 1e-4)
+TOLERANCE = 0.001   # above the floor (`demos`): a plateau where the tokens after the choice
+                    # still mix both kinds ("<message>Keren</answer>") sat 0.055 above it, and
+                    # at 0.005 two sampled episodes in 16 still broke the protocol
 
 
 def demos(tokenizer):
@@ -207,7 +212,9 @@ def run_rl(model, lr=LR, seed=0):
   opt_state = optimizer.init(trainable)
   kinds = sorted(QUESTIONS)
   rows, by_kind = [], []
-  cities = np.random.default_rng(seed).choice(len(CITIES), RL_STEPS)
+  # every city equally often, never twice in a row: a policy that answers one city without
+  # copying the feedback is right on one step in three, so copying pays more
+  cities = np.resize(np.random.default_rng(seed).permutation(len(CITIES)), RL_STEPS)
   for step in range(RL_STEPS):
     helper.text = city = CITIES[cities[step]]
     examples = []
