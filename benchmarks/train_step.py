@@ -6,7 +6,9 @@ real jitted PPO step (`seekjax.rl.step.make_train_step`, AdamW + clipping, micro
 accumulation), feeds it a batch shaped like the default config's (16 episodes, width
 256, the default micro-batches) with random tokens and half the positions in the loss,
 and times it after a warm-up (compile). FLOPs per step are the textbook count: 6 x the
-matmul params on the trained path x tokens (`textbook_flops`). XLA's own count
+matmul params on the trained path x tokens, with the LM head and the last layer at K
+positions when --loss-positions K, and the attention products beside it (`textbook_flops`).
+XLA's own count
 (`cost_analysis()["flops"]`) is kept in the JSON but not used: it counts a while loop's
 body once, not once per trip, so with the layer scan and the micro-batch scan it
 undercounts. The peak is the median rate of a 2048^3 float32 matmul (jnp.dot, jitted),
@@ -91,20 +93,33 @@ def make_batch(cfg, batch: int, width: int, seed: int, loss_positions: int = 0) 
                         targets=targets)
 
 
-def textbook_flops(cfg, spec: trainable_lib.Trainable, tokens: int) -> float:
-  """6 N T for the layers that train (forward + backward).
+def textbook_flops(cfg, spec: trainable_lib.Trainable, rows: int, width: int,
+                   loss_positions: int = 0) -> dict:
+  """The step's forward + backward FLOPs over the layers that train, counted by hand.
 
-  N counts the matmul weights of the layers plus the LM head (the embedding lookup is free);
-  attention's score/value products are left out (small at width 256).
+  "weights": 6 N T, N the matmul weights of the trained layers plus the LM head (the
+  embedding lookup is free). With `loss_positions` K (the trainer's compacted layout,
+  `step._states_for`) the LM head and the last layer's query, output and MLP run at K
+  positions a row, its keys and values and every lower trained layer at all T.
+  "attention": the score and value products (2 x 2 x positions x T x heads x head_dim a
+  layer, x3 for the backward), counted as computed: XLA masks a full T-wide row, it skips
+  nothing for causality. Small at width 256, about 40% of "weights" at 640.
+  top_n: the frozen bottom runs once per batch outside the step (`bottom_hidden`) and is
+  not counted; the frozen head costs forward + grad w.r.t. its input (4 N, not 6 N).
   """
   d, f = cfg.hidden_size, cfg.intermediate_size
-  per_layer = d * cfg.num_heads * cfg.head_dim * 2 + d * cfg.num_kv_heads * cfg.head_dim * 2 + 3 * d * f
+  q_o = 2 * d * cfg.num_heads * cfg.head_dim
+  k_v = 2 * d * cfg.num_kv_heads * cfg.head_dim
+  mlp = 3 * d * f
   head = d * cfg.vocab_size
   trained = cfg.num_layers if spec.mode == "full" else spec.top_n
-  # top_n: the frozen bottom runs once per batch outside the step (bottom_hidden), so it is
-  # not counted; the frozen head costs forward + grad w.r.t. its input (4 N T), not 6 N T.
   head_factor = 6 if spec.mode == "full" else 4
-  return tokens * (6 * trained * per_layer + head_factor * head)
+  t = width
+  k = loss_positions or width
+  weights = rows * (6 * (trained - 1) * (q_o + k_v + mlp) * t
+                    + 6 * ((q_o + mlp) * k + k_v * t) + head_factor * head * k)
+  attn_fwd = 4 * cfg.num_heads * cfg.head_dim * t * ((trained - 1) * t + k)
+  return {"weights": float(weights), "attention": float(rows * 3 * attn_fwd)}
 
 
 def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
@@ -155,8 +170,8 @@ def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
   med, times = timed_median(run, args.reps)
   ref_med, ref_times = timed_median(reference, args.reps)
   tokens = args.batch * args.width
-  # the textbook count assumes every position is read (no --loss-positions)
-  book = float("nan") if args.loss_positions else textbook_flops(cfg, spec, tokens)
+  flops = textbook_flops(cfg, spec, args.batch, args.width, args.loss_positions)
+  book = flops["weights"]
   return {
       "mode": spec.mode, "top_n": spec.top_n if spec.mode == "top_n" else None,
       "trainable_params": trainable_lib.count(trainable), "batch": args.batch,
@@ -167,7 +182,10 @@ def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
       "bottom_hidden_s": bottom_s,
       "tokens_per_s": tokens / med, "xla_flops_per_step": xla_flops,
       "xla_gflops_per_s": xla_flops / med / 1e9, "textbook_flops_per_step": book,
-      "textbook_gflops_per_s": book / med / 1e9, "xla_memory_bytes": memory,
+      "textbook_gflops_per_s": book / med / 1e9,
+      "attention_flops_per_step": flops["attention"],
+      "with_attention_gflops_per_s": (book + flops["attention"]) / med / 1e9,
+      "xla_memory_bytes": memory,
       "peak_rss_gib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
   }
 
@@ -190,8 +208,9 @@ def step_split(path: str) -> dict:
 def markdown(res: dict) -> str:
   peak = res["peak_gflops"]
   lines = ["| mode | trainable params | tokens/step | step s (min-max) | reference s | tokens/s | "
-           "GFLOP/step | GFLOP/s | % of matmul peak | XLA temp MiB | peak RSS GiB |",
-           "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "GFLOP/step | GFLOP/s | % of matmul peak | with attention | XLA temp MiB | "
+           "peak RSS GiB |",
+           "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for m in res["modes"]:
     t = m["step_s"]
     lines.append(
@@ -201,6 +220,7 @@ def markdown(res: dict) -> str:
         f"{m.get('reference_median_s', float('nan')):.2f} | {m['tokens_per_s']:.0f} | "
         f"{m['textbook_flops_per_step'] / 1e9:.0f} | {m['textbook_gflops_per_s']:.1f} | "
         f"{100 * m['textbook_gflops_per_s'] / peak:.0f}% | "
+        f"{100 * m.get('with_attention_gflops_per_s', float('nan')) / peak:.0f}% | "
         f"{m['xla_memory_bytes'].get('temp_size_in_bytes', 0) / 2 ** 20:.0f} | "
         f"{m['peak_rss_gib_so_far']:.2f} |")
   return "\n".join(lines)
