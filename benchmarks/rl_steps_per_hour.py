@@ -4,7 +4,7 @@ compile).
 
     .venv/bin/python benchmarks/rl_steps_per_hour.py [--base 9461232[,a9d8e7f]] [--steps 8]
         [--set rl.group_size=4 ...] [--head_set sft.restate_reply=false ...] [--head_set_too a9d8e7f]
-        [--out benchmarks/results/rl_steps_per_hour.json]
+        [--head_cache DIR] [--out benchmarks/results/rl_steps_per_hour.json]
 
 Both trees run the same command, `python -m seekjax.train` on
 configs/smollm2_worldfacts.py with `rl.steps=STEPS` (the default's own cold start, so the
@@ -15,6 +15,12 @@ them to the named bases as well), each from its own tree (so each imports its ow
 the same venv, at the same time: they share the machine's load, so the ratio compares
 like with like on a noisy box. Each run gets a fresh workdir and no persistent JAX
 compilation cache, so the first steps pay their compiles as a first `make run` does.
+With `--head_cache DIR`, this tree's run instead reads and writes jax's persistent cache
+in DIR, and a run of this tree alone fills DIR first (same command, timed and reported as
+`cache_fill`): the head then runs as a second `make run` of the same config does, against
+bases that compile everything (the older mains have no persistent cache). The decode
+loops hold a host callback, which jax never keeps in the persistent cache, so the head
+still compiles those.
 
 From each run's metrics.jsonl: seconds per step (the trainer's step_time), steps per
 hour over all steps (compiles included) and over the steps after the first two (warm),
@@ -80,9 +86,33 @@ def summarize(rows: list[dict]) -> dict:
   for k in PHASES:
     vals = [r[k] for r in warm if isinstance(r.get(k), (int, float))]
     out["median_" + k] = statistics.median(vals) if vals else None
-  compiles = [r.get("compiles") for r in rows]
-  out["compiles_per_step"] = compiles if any(c is not None for c in compiles) else None
+  for key in ("compiles", "compile_cache_hits", "compile_time"):
+    vals = [r.get(key) for r in rows]
+    out[key + "_per_step"] = vals if any(v is not None for v in vals) else None
   return out
+
+
+def cache_env(path: str) -> dict:
+  """The environment of a run that reads and writes jax's persistent cache in `path`."""
+  env = {k: v for k, v in os.environ.items() if k != "SEEKJAX_COMPILE_CACHE"}
+  env["JAX_COMPILATION_CACHE_DIR"] = os.path.abspath(path)
+  return env
+
+
+def fill_cache(path: str, steps: int, scratch: str, overrides) -> dict:
+  """Runs this tree alone once with the cache in `path`; returns its wall time and steps."""
+  os.makedirs(path, exist_ok=True)
+  workdir = os.path.join(scratch, "cache_fill")
+  print(f"[rl_steps_per_hour] filling the compile cache {path} (this tree alone)",
+        file=sys.stderr, flush=True)
+  t0 = time.perf_counter()
+  with open(os.path.join(scratch, "cache_fill.log"), "w") as log:
+    code = subprocess.run(command(steps, workdir, overrides), cwd=ROOT, env=cache_env(path),
+                          stdout=log, stderr=subprocess.STDOUT).returncode
+  if code:
+    raise SystemExit(f"the cache-filling run failed; see {scratch}/cache_fill.log")
+  return {"wall_s": time.perf_counter() - t0, "entries": len(os.listdir(path)),
+          **summarize(read_steps(workdir))}
 
 
 def main() -> int:
@@ -96,6 +126,9 @@ def main() -> int:
   ap.add_argument("--head_set_too", default="",
                   help="base commit(s), comma-separated, new enough to take --head_set as well")
   ap.add_argument("--steps", type=int, default=8)
+  ap.add_argument("--head_cache", default="",
+                  help="a persistent compile cache directory for this tree's run, filled "
+                       "first by a run of this tree alone")
   ap.add_argument("--scratch", default=os.path.join(tempfile.gettempdir(), "rl_steps_per_hour"))
   ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                 "rl_steps_per_hour.json"))
@@ -109,6 +142,10 @@ def main() -> int:
                       for b in args.head_set_too.split(",") if b}
   overrides = {name: args.set + (args.head_set if name in newer else []) for name in trees}
   shutil.rmtree(args.scratch, ignore_errors=True)
+  os.makedirs(args.scratch, exist_ok=True)
+  cache_fill = None
+  if args.head_cache:
+    cache_fill = fill_cache(args.head_cache, args.steps, args.scratch, overrides["head"])
   procs, logs = {}, {}
   load_before = os.getloadavg()
   t0 = time.perf_counter()
@@ -117,7 +154,8 @@ def main() -> int:
     # no persistent compilation cache: every compile is paid, as in a first `make run`
     # (the model files under $SEEKJAX_CACHE are shared)
     env = dict(os.environ, SEEKJAX_COMPILE_CACHE="0")
-    os.makedirs(args.scratch, exist_ok=True)
+    if name == "head" and args.head_cache:
+      env = cache_env(args.head_cache)
     logs[name] = open(os.path.join(args.scratch, f"{name}.log"), "w")
     print(f"[rl_steps_per_hour] {name}: {tree}", file=sys.stderr, flush=True)
     procs[name] = subprocess.Popen(command(args.steps, workdir, overrides[name]), cwd=tree,
@@ -135,6 +173,7 @@ def main() -> int:
       "commands": {name: " ".join(command(args.steps, "WORKDIR", overrides[name])[1:])
                    for name in trees},
       "load_before": load_before, "load_after": os.getloadavg(), "wall_s": wall,
+      "head_cache": bool(args.head_cache), "cache_fill": cache_fill,
       "runs": {name: summarize(read_steps(os.path.join(args.scratch, name))) for name in trees},
   }
   h = result["runs"]["head"]
