@@ -4,7 +4,7 @@ compile).
 
     .venv/bin/python benchmarks/rl_steps_per_hour.py [--base 9461232[,a9d8e7f]] [--steps 8]
         [--set rl.group_size=4 ...] [--head_set sft.restate_reply=false ...] [--head_set_too a9d8e7f]
-        [--head_cache DIR] [--out benchmarks/results/rl_steps_per_hour.json]
+        [--head_cache DIR] [--sequential] [--out benchmarks/results/rl_steps_per_hour.json]
 
 Both trees run the same command, `python -m seekjax.train` on
 configs/smollm2_worldfacts.py with `rl.steps=STEPS` (the default's own cold start, so the
@@ -15,6 +15,9 @@ them to the named bases as well), each from its own tree (so each imports its ow
 the same venv, at the same time: they share the machine's load, so the ratio compares
 like with like on a noisy box. Each run gets a fresh workdir and no persistent JAX
 compilation cache, so the first steps pay their compiles as a first `make run` does.
+At the same time is fair only while both runs last about as long: when one ends early,
+the other's last steps get the box to themselves. `--sequential` runs the trees one after
+the other instead (bases first), each alone on the box, and records the load before each.
 With `--head_cache DIR`, this tree's run instead reads and writes jax's persistent cache
 in DIR, and a run of this tree alone fills DIR first (same command, timed and reported as
 `cache_fill`): the head then runs as a second `make run` of the same config does, against
@@ -102,6 +105,8 @@ def cache_env(path: str) -> dict:
 def fill_cache(path: str, steps: int, scratch: str, overrides) -> dict:
   """Runs this tree alone once with the cache in `path`; returns its wall time and steps."""
   os.makedirs(path, exist_ok=True)
+  if os.listdir(path):   # its first run must compile everything, as a first `make run` does
+    raise SystemExit(f"--head_cache {path} is not empty; give an empty or new directory")
   workdir = os.path.join(scratch, "cache_fill")
   print(f"[rl_steps_per_hour] filling the compile cache {path} (this tree alone)",
         file=sys.stderr, flush=True)
@@ -115,6 +120,11 @@ def fill_cache(path: str, steps: int, scratch: str, overrides) -> dict:
           **summarize(read_steps(workdir))}
 
 
+def finish(name: str, proc, scratch: str) -> None:
+  if proc.wait():
+    raise SystemExit(f"{name} run failed; see {scratch}/{name}.log")
+
+
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--base", default="9461232",
@@ -126,6 +136,8 @@ def main() -> int:
   ap.add_argument("--head_set_too", default="",
                   help="base commit(s), comma-separated, new enough to take --head_set as well")
   ap.add_argument("--steps", type=int, default=8)
+  ap.add_argument("--sequential", action="store_true",
+                  help="run the trees one after the other, each alone, instead of at once")
   ap.add_argument("--head_cache", default="",
                   help="a persistent compile cache directory for this tree's run, filled "
                        "first by a run of this tree alone")
@@ -146,24 +158,29 @@ def main() -> int:
   cache_fill = None
   if args.head_cache:
     cache_fill = fill_cache(args.head_cache, args.steps, args.scratch, overrides["head"])
-  procs, logs = {}, {}
+  procs, logs, load, walls = {}, {}, {}, {}
   load_before = os.getloadavg()
   t0 = time.perf_counter()
   for name, tree in trees.items():
     workdir = os.path.join(args.scratch, name)
     # no persistent compilation cache: every compile is paid, as in a first `make run`
-    # (the model files under $SEEKJAX_CACHE are shared)
+    # (the model files under $SEEKJAX_CACHE are shared); with --head_cache this tree's
+    # run reads the programs its cache-filling run wrote
     env = dict(os.environ, SEEKJAX_COMPILE_CACHE="0")
     if name == "head" and args.head_cache:
       env = cache_env(args.head_cache)
     logs[name] = open(os.path.join(args.scratch, f"{name}.log"), "w")
     print(f"[rl_steps_per_hour] {name}: {tree}", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    load[name] = os.getloadavg()
     procs[name] = subprocess.Popen(command(args.steps, workdir, overrides[name]), cwd=tree,
                                    env=env,
                                    stdout=logs[name], stderr=subprocess.STDOUT)
+    if args.sequential:
+      finish(name, procs[name], args.scratch)
+      walls[name] = time.perf_counter() - started
   for name, p in procs.items():
-    if p.wait():
-      raise SystemExit(f"{name} run failed; see {args.scratch}/{name}.log")
+    finish(name, p, args.scratch)
   wall = time.perf_counter() - t0
   result = {
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -174,6 +191,7 @@ def main() -> int:
                    for name in trees},
       "load_before": load_before, "load_after": os.getloadavg(), "wall_s": wall,
       "head_cache": bool(args.head_cache), "cache_fill": cache_fill,
+      "sequential": args.sequential, "load_at_start": load, "wall_s_each": walls or None,
       "runs": {name: summarize(read_steps(os.path.join(args.scratch, name))) for name in trees},
   }
   h = result["runs"]["head"]
@@ -185,12 +203,15 @@ def main() -> int:
     result["ratio_steps_per_hour_all" + tail] = h["steps_per_hour_all"] / b["steps_per_hour_all"]
     result["ratio_steps_per_hour_warm" + tail] = (h["steps_per_hour_warm"]
                                                   / b["steps_per_hour_warm"])
+    if cache_fill is not None:   # this tree's first run (it compiled everything) as well
+      result["ratio_steps_per_hour_all_first_run" + tail] = (
+          cache_fill["steps_per_hour_all"] / b["steps_per_hour_all"])
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(result, f, indent=2)
   print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
-  for name in trees:
-    r = result["runs"][name]
+  for name, r in ([("head, first run", cache_fill)] if cache_fill else []) + [
+      (n, result["runs"][n]) for n in trees]:
     split = ", ".join(f"{k[5:]} {r['median_' + k]:.1f}" for k in PHASES
                       if r["median_" + k] is not None)
     print(f"{name}: {r['steps_per_hour_all']:.0f} steps/h all, {r['steps_per_hour_warm']:.0f} "

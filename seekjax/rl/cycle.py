@@ -198,16 +198,18 @@ def update_batch(ctx: RunContext, tokens, targets_g, mask, sampler_lp, ref_lp, a
 def ppo_epochs(ctx: RunContext, trainable, opt_state, batch: Batch):
   """rl.num_epochs passes of rl.mini_batches optimizer steps over `batch`.
   Returns (trainable, opt_state, [metrics of each step])."""
-  rl = ctx.settings
   out = []
-  n = batch.tokens.shape[0]
-  for _ in range(rl.num_epochs):
-    for i in range(rl.mini_batches):
-      sl = slice(i * n // rl.mini_batches, (i + 1) * n // rl.mini_batches)
-      mb = jax.tree.map(lambda x, sl=sl: x[sl], batch)
+  for _ in range(ctx.settings.num_epochs):
+    for mb in mini_batches(batch, ctx.settings.mini_batches):
       trainable, opt_state, m = ctx.train_step(trainable, ctx.frozen, opt_state, mb)
       out.append(m)
   return trainable, opt_state, out
+
+
+def mini_batches(batch: Batch, m: int) -> list[Batch]:
+  """`batch` cut into m consecutive slices of rows (one optimizer step each)."""
+  n = batch.tokens.shape[0]
+  return [jax.tree.map(lambda x, i=i: x[i * n // m:(i + 1) * n // m], batch) for i in range(m)]
 
 
 _WARM_UPDATES: set = set()   # (train_step, rows, width, k) compiled in this process
@@ -217,30 +219,42 @@ def warm_update(ctx: RunContext, trainable, opt_state, ref_trainable, episodes, 
                 width, k):
   """Compile the reference pass and the update at every width of the ladder (`widths`)
   but this step's own (`width`), for k loss positions, on this step's episodes cut or
-  padded to each width, with zero advantages, on copies of the state (the update donates
-  it), so that no later step compiles when its episodes land on another width. The
-  results are thrown away. The caller warms only the config's own k: a step with more
-  loss positions (retried messages) is rare, and compiles its one program when met.
-  While it runs, the copies hold the trainable part and its optimizer state once more
-  (not in the memory plan: on the plans in the README it stays below the rollout's peak)."""
+  padded to each width, so that no later step compiles when its episodes land on another
+  width. Ahead of time (`lower(...).compile()` on the arguments the step will pass): jax
+  keeps the executables for the later calls, and nothing runs, so a run whose programs
+  come from the persistent cache pays next to nothing here. The caller warms only the
+  config's own k: a step with more loss positions (retried messages) is rare, and
+  compiles its one program when met."""
   if not int(getattr(ctx.rollout_cfg, "prompt_width", 0) or 0):
     return   # outside a run the widths are every power of two: each compiles when met
   rows = episodes.tokens.shape[0]
   key = lambda w: (id(ctx.train_step), rows, w, k)  # noqa: E731
   todo = [w for w in widths if w != width and key(w) not in _WARM_UPDATES]
   _WARM_UPDATES.add(key(width))   # this step's own update compiles it
+  opt_state = distributed.on_mesh(ctx.mesh, opt_state)   # as `rl_iteration` passes it
   for w in todo:
     tokens, targets_g, mask, sampler_lp, hidden = update_inputs(ctx, episodes, w, k)
-    ref_lp = reference_logprobs(ref_trainable, ctx.frozen, tokens, hidden,
-                                spec_trainable=ctx.spec, cfg=ctx.model.config,
-                                targets=targets_g,
-                                micro_batches=reference_micro_batches(tokens.shape[0],
-                                                                      ctx.settings),
-                                mesh=ctx.mesh)
+    ref = reference_logprobs.lower(
+        ref_trainable, ctx.frozen, tokens, hidden, spec_trainable=ctx.spec,
+        cfg=ctx.model.config, targets=targets_g,
+        micro_batches=reference_micro_batches(tokens.shape[0], ctx.settings),
+        mesh=ctx.mesh).compile()
+    # zeros where the reference log-probs will be, placed as the compiled pass returns them
+    ref_lp = jnp.zeros(ref.out_info.shape, ref.out_info.dtype)
+    if getattr(tokens, "committed", False):   # as the pass places its output
+      ref_lp = jax.device_put(ref_lp, ref.output_shardings)
     batch = update_batch(ctx, tokens, targets_g, mask, sampler_lp, ref_lp,
                          np.zeros(len(mask), np.float32), hidden)
-    copies = jax.tree.map(jnp.copy, (trainable, distributed.on_mesh(ctx.mesh, opt_state)))
-    jax.block_until_ready(ppo_epochs(ctx, *copies, batch)[2])
+    shapes = set()
+    for mb in mini_batches(batch, ctx.settings.mini_batches):
+      if mb.tokens.shape not in shapes:   # later epochs and equal slices reuse the program
+        shapes.add(mb.tokens.shape)
+        step = ctx.train_step.lower(trainable, ctx.frozen, opt_state, mb).compile()
+        if ctx.mesh is not None:
+          # later steps pass the state as the step returns it, placed on the mesh by the
+          # step's own rules (not always as given here): compile for that too
+          new_state, new_opt, _ = step.out_info
+          ctx.train_step.lower(new_state, ctx.frozen, new_opt, mb).compile()
     _WARM_UPDATES.add((id(ctx.train_step), rows, w, k))
 
 
