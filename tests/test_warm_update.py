@@ -77,7 +77,7 @@ def test_warmed_widths_compile_nothing_later_and_nothing_runs(tiny_model, with_m
   warmed, names = compiles.since(mark)
   assert warmed["compiles"] >= 2, names   # the reference pass and the step at width 192
   assert any("train_step" in n for n in names) and any("reference" in n for n in names)
-  # nothing ran: the state it was given is whole (the step donates what it runs on)
+  # the state it was given is not consumed (the step donates what it runs on)
   assert not any(x.is_deleted() for x in jax.tree.leaves((trainable, opt_state)))
 
   trainable, opt_state, _ = _update(ctx, trainable, opt_state, ref, episodes, WIDTHS[0])

@@ -240,8 +240,10 @@ def warm_update(ctx: RunContext, trainable, opt_state, ref_trainable, episodes, 
         micro_batches=reference_micro_batches(tokens.shape[0], ctx.settings),
         mesh=ctx.mesh).compile()
     # zeros where the reference log-probs will be, placed as the compiled pass returns them
+    # (a jitted output is committed to its placement when any argument is)
     ref_lp = jnp.zeros(ref.out_info.shape, ref.out_info.dtype)
-    if getattr(tokens, "committed", False):   # as the pass places its output
+    if any(getattr(x, "committed", False)
+           for x in jax.tree.leaves((ref_trainable, ctx.frozen, tokens, hidden, targets_g))):
       ref_lp = jax.device_put(ref_lp, ref.output_shardings)
     batch = update_batch(ctx, tokens, targets_g, mask, sampler_lp, ref_lp,
                          np.zeros(len(mask), np.float32), hidden)
