@@ -238,11 +238,15 @@ for shape, shards in [((2, 2, 2), 1), ((8, 1, 1), 8), ((1, 8, 1), 8)]:
 # Per-shard decode with compaction: rows whose first turn was forced finish a turn early,
 # and the 32 rows shrink to 16 (2 a shard): the episodes equal the unsharded full batch's.
 driver._Host.submit = _submit
-from seekjax.rollout import engine
+from seekjax.rollout import compaction
 sizes = []
-_take = engine.take_rows
-engine.take_rows = lambda state, index, spec: sizes.append(len(index)) or _take(
-    state, index, spec=spec)
+_choose = compaction.compact_index
+def spy(status, sizes_):
+  index = _choose(status, sizes_)
+  if index is not None:
+    sizes.append(len(index))
+  return index
+compaction.compact_index = spy
 turn = "<think>I do not know.</think><message>capital of Eritrea?</message>"
 qs4 = QUESTIONS * 8
 forced = [[(turn, "capital of Eritrea?")] if q % 2 else [] for q in range(len(qs4))]
@@ -256,6 +260,16 @@ assert sizes and sizes[0] == 16, sizes
 assert (got.tokens == ref.tokens).all() and got.answers == ref.answers
 assert (got.num_messages == ref.num_messages).all() and got.messages == ref.messages
 print("ok compacted per shard", sizes)
+# The first rollout's warm-up compiled every program the other patterns need: every row's
+# reply at once (the whole batch's append) compiles nothing per shard either.
+from seekjax import compiles
+compiles.install()
+before = compiles.snapshot()
+together = [[(turn, "capital of Eritrea?")] for _ in qs4]
+rollout(sm, qs4, ScriptedHelper(), rc, jax.random.PRNGKey(1), forced=together)
+counted, names = compiles.since(before)
+assert counted["compiles"] == 0, names
+print("ok nothing compiled after the warm-up")
 """
 
 
@@ -277,7 +291,7 @@ def test_sharded_rollout_equals_unsharded_on_8_devices(scripted_model, tmp_path)
   r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                      timeout=900, check=False, cwd=root)
   assert r.returncode == 0, r.stderr[-3000:]
-  assert r.stdout.count("ok ") == 4, r.stdout
+  assert r.stdout.count("ok ") == 5, r.stdout
 
 
 def test_forced_turns_really_ask_the_helper_and_count_as_messages(scripted_model):
@@ -330,14 +344,13 @@ def test_compacted_batch_samples_what_the_full_batch_samples(scripted_model, mon
   """Rows whose first turn was forced finish a turn early; the batch then shrinks to the
   rows still running, which keep their host ids and sampling keys: the episodes equal
   those of a batch that decodes every row to the end."""
-  from seekjax.rollout import driver, engine
+  from seekjax.rollout import compaction, driver, engine
   turn = "<think>I do not know.</think><message>capital of Eritrea?</message>"
   forced = [[(turn, "capital of Eritrea?")] if q % 2 else [] for q in range(len(QUESTIONS))]
   sizes, appended = [], []
-  take, append = engine.take_rows, engine.append_rows
-  monkeypatch.setattr(engine, "take_rows",
-                      lambda state, index, spec: sizes.append(len(index)) or take(
-                          state, index, spec=spec))
+  choose, append = compaction.compact_index, engine.append_rows
+  monkeypatch.setattr(compaction, "compact_index", lambda status, sizes_: _seen(
+      choose(status, sizes_), sizes))
   monkeypatch.setattr(engine, "append_rows",
                       lambda params, state, index, *a, spec: appended.append(
                           (state.length.shape[0], len(index))) or append(
@@ -400,11 +413,18 @@ def test_compact_sizes_halve_down_to_the_minimum_and_the_mesh():
   assert compact_index(np.array([RUNNING] * 3 + [DONE]), ()) is None
 
 
+def _seen(index, sizes):
+  """`index` (a `compact_index` result), its length noted in `sizes` when it compacts."""
+  if index is not None:
+    sizes.append(len(index))
+  return index
+
+
 def test_rollout_that_compacts_after_warm_up_compiles_nothing(scripted_model, monkeypatch):
   """The first rollout of a shape compiles the smaller batches' programs, so a later
   rollout whose rows finish apart (and compact) compiles nothing new."""
   from seekjax import compiles
-  from seekjax.rollout import engine
+  from seekjax.rollout import compaction
   compiles.install()
   turn = "<think>I do not know.</think><message>capital of Eritrea?</message>"
   cfg = _cfg(temperature=1.5, group_size=2, max_steps_per_call=4, compact_min_rows=2)
@@ -413,10 +433,9 @@ def test_rollout_that_compacts_after_warm_up_compiles_nothing(scripted_model, mo
           forced=together)
   before = compiles.snapshot()
   sizes = []
-  take = engine.take_rows
-  monkeypatch.setattr(engine, "take_rows",
-                      lambda state, index, spec: sizes.append(len(index)) or take(
-                          state, index, spec=spec))
+  choose = compaction.compact_index
+  monkeypatch.setattr(compaction, "compact_index", lambda status, sizes_: _seen(
+      choose(status, sizes_), sizes))
   apart = [together[q] if q % 2 else [] for q in range(len(QUESTIONS))]
   rollout(scripted_model, QUESTIONS, ScriptedHelper(), cfg, jax.random.PRNGKey(5), forced=apart)
   counted, names = compiles.since(before)

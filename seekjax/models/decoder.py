@@ -87,6 +87,22 @@ def attention_windows(size: int, smallest: int = 64) -> tuple[int, ...]:
   return tuple(sorted(set(out))) + (size,)
 
 
+WHOLE_BUFFER_SLOTS = 1024   # on CPU, multi-token calls attend over buffers this short whole
+
+
+def call_windows(size: int, tokens: int) -> tuple[int, ...]:
+  """The windows a cached call of `tokens` tokens per row chooses between (`lax.switch`,
+  once per layer). On a CPU backend a multi-token call (a prompt's prefill, a feedback
+  append) over a buffer of at most `WHOLE_BUFFER_SLOTS` attends over all of it: there its
+  dense layers dominate (an append of 64 tokens took the same time over 640 slots as over
+  a window), while each window is a branch in every layer that XLA compiles (5.3-6.4 s
+  against 1.9 s for an append of SmolLM2-135M over 640 slots) and the persistent cache
+  stores and loads. A decode step on CPU reads live slots in its own kernel."""
+  if tokens > 1 and size <= WHOLE_BUFFER_SLOTS and jax.default_backend() == "cpu":
+    return (size,)
+  return attention_windows(size)
+
+
 def unstack_layers(params):
   """The params with `layers` as a tuple of per-layer dicts (for the cached, unrolled loop).
 
@@ -233,13 +249,21 @@ def _cached_attention(q, k_buf, v_buf, positions, windows, index):
   """
   if q.shape[1] == 1 and jax.default_backend() == "cpu" and cpu_attention.usable(q, k_buf):
     return cpu_attention.cached_attention(q, k_buf, v_buf, positions).astype(q.dtype)
-  def over(w, q, k_buf, v_buf):
+  if len(windows) == 1:
+    return _window_attention(windows[0])(q, k_buf, v_buf, positions)
+  return jax.lax.switch(index, [_window_attention(w) for w in windows], q, k_buf, v_buf,
+                        positions)
+
+
+@functools.lru_cache(maxsize=None)
+def _window_attention(w: int):
+  """Attention over the first `w` slots of a cache, as one function per `w`: the same
+  branch callables for every layer, so `lax.switch` traces each window once per program,
+  not once per layer (tracing them per layer was most of a prefill's or append's trace)."""
+  def over(q, k_buf, v_buf, positions):
     mask = jnp.arange(w)[None, None, :] <= positions[:, :, None]
     return attention(q, k_buf[:, :w], v_buf[:, :w], mask)
-
-  if len(windows) == 1:
-    return over(windows[0], q, k_buf, v_buf)
-  return jax.lax.switch(index, [functools.partial(over, w) for w in windows], q, k_buf, v_buf)
+  return over
 
 
 def _write_rows(buf, new, positions):
@@ -377,7 +401,7 @@ def _cached_layers(params, cfg, x, positions, cache, remat, capture=None):
   layer_params = _layer_list(params)
   if capture is not None and not 0 <= capture <= len(layer_params):
     raise ValueError(f"capture={capture} must be in [0, {len(layer_params)}] (layers)")
-  windows = attention_windows(cache.size)
+  windows = call_windows(cache.size, positions.shape[1])
   index = _window_index(windows, positions)
 
   def layer(x, lp, k_buf, v_buf):

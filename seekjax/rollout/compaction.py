@@ -79,39 +79,55 @@ _WARM: set = set()   # the shapes warmed in this process
 
 def warm_up(params, tables, state, spec, sizes, width, appends):
   """Compile the programs of the smaller batches (`sizes`; row appends: `appends`,
-  `append_sizes`) on the first rollout of each shape, on throwaway states whose rows are
-  all DONE (so nothing decodes): a run then compiles them while it warms up, not at
-  whichever later step first compacts or appends."""
+  `append_sizes`) and the whole batch's feedback append on the first rollout of each
+  shape, so that a run compiles them while it warms up, not at whichever later step first
+  compacts or appends (which rows finish or get their replies together depends on the
+  helper's latency, so a run may first meet any of them at any step).
+
+  Ahead of time: each program is lowered and compiled (`lower(...).compile()`) for the
+  arguments a rollout will pass, from `state` (the prefilled batch) and the shapes and
+  placements each program returns, chained as the driver chains them. Nothing runs, so
+  a run whose programs come from the persistent cache pays only their tracing and
+  loading, and `state` is not consumed.
+  """
   key = (spec, state.length.shape[0], sizes, width, appends)
   if not sizes or key in _WARM:
     return
-  batches = (state.length.shape[0],) + sizes
-  for i, n in enumerate(sizes):
-    for m in batches[:i + 1]:   # every compaction that can land on n
-      src = state if m == batches[0] else engine.take_rows(state, jnp.zeros((m,), jnp.int32),
-                                                           spec=spec)
-      dummy = engine.take_rows(src, jnp.zeros((n,), jnp.int32), spec=spec)
-    dummy = engine.finish_rows(dummy, jnp.ones((n,), bool), engine.FINISH_NONE)
-    dummy = engine.decode_until_blocked(params, tables, dummy, jnp.int32(0), spec=spec)
-    dummy = engine.append_chunk(params, dummy, jnp.zeros((n, width), jnp.int32),
-                                jnp.zeros((n,), jnp.int32), spec=spec)
-    engine.finish_rows(dummy, jnp.zeros((n,), bool), engine.FINISH_NONE)
-  # feedback for more rows than the largest smaller batch holds goes to the whole batch
-  # (`append_chunk`); which rows have their replies at once depends on the helper's
-  # latency, so a run may first meet it at any step: compile it here, on a finished copy
-  full = engine.finish_rows(jax.tree.map(jnp.copy, state), jnp.ones((batches[0],), bool),
-                            engine.FINISH_NONE)
-  engine.append_chunk(params, full, jnp.zeros((batches[0], width), jnp.int32),
-                      jnp.zeros((batches[0],), jnp.int32), spec=spec)
-  # feedback appended to a few rows of a batch of m (`append_index`): the model's program
-  # once per n (shared with the compacted batches), the gather and the scatter per (m, n);
-  # on a copy (append_rows consumes its state) and chunks of length 0
-  for m in batches:
-    for n in (s for s in appends if s < m):
-      src = (jax.tree.map(jnp.copy, state) if m == batches[0] else
-             engine.take_rows(state, jnp.zeros((m,), jnp.int32), spec=spec))
-      engine.append_rows(params, src, jnp.arange(n, dtype=jnp.int32),
-                         jnp.zeros((n, width), jnp.int32), jnp.zeros((n,), jnp.int32), spec=spec)
+  committed = any(getattr(x, "committed", False)
+                  for x in jax.tree.leaves((params, tables, state)))
+
+  def compiled(fn, *args, **kw):
+    """`fn` compiled for these arguments; the shapes of its outputs, placed as it places
+    them when its arguments are committed (jit's outputs are then committed too)."""
+    lowered = fn.lower(*args, **kw)
+    placed = lowered.compile().output_shardings
+    return jax.tree.map(
+        lambda o, p: jax.ShapeDtypeStruct(o.shape, o.dtype, sharding=p if committed else None),
+        lowered.out_info, placed)
+
+  ints = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)  # noqa: E731
+  host_id = ints()
+  b = state.length.shape[0]
+  decoded = {}   # each batch size as the decode loop returns it
+  for m in (b,) + sizes:
+    start = state if m == b else compiled(engine.take_rows, decoded[b], ints(m), spec=spec)
+    decoded[m] = compiled(engine.decode_until_blocked, params, tables, start, host_id,
+                          spec=spec)
+    compiled(engine.finish_rows, decoded[m], jax.ShapeDtypeStruct((m,), jnp.bool_),
+             engine.FINISH_BUDGET)
+    # feedback for the whole batch of m (`append_chunk`), then decoding on
+    appended = compiled(engine.append_chunk, params, decoded[m], ints(m, width), ints(m),
+                        spec=spec)
+    compiled(engine.decode_until_blocked, params, tables, appended, host_id, spec=spec)
+    # compactions to n < m (`take_rows`) and feedback for n of the m rows (`append_rows`:
+    # the gather, the model's program on n rows, shared with the compacted batches, and
+    # the scatter)
+    for n in sorted(set(sizes) | set(appends), reverse=True):
+      if n < m:
+        sub = compiled(engine.take_rows, decoded[m], ints(n), spec=spec)
+        sub = compiled(engine.append_chunk, params, sub, ints(n, width), ints(n), spec=spec)
+        put = compiled(engine.put_rows, decoded[m], ints(n), sub)
+        compiled(engine.decode_until_blocked, params, tables, put, host_id, spec=spec)
   _WARM.add(key)
 
 
