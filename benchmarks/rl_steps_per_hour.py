@@ -89,7 +89,9 @@ def summarize(rows: list[dict]) -> dict:
   for k in PHASES:
     vals = [r[k] for r in warm if isinstance(r.get(k), (int, float))]
     out["median_" + k] = statistics.median(vals) if vals else None
-  for key in ("compiles", "compile_cache_hits", "compile_time"):
+  # per step: compiles, and the rollout's own phases (older trees log none of them)
+  for key in ("compiles", "compile_cache_hits", "compile_time", "rollout/prefill",
+              "rollout/warm_up", "rollout/decode", "rollout/append", "rollout/other"):
     vals = [r.get(key) for r in rows]
     out[key + "_per_step"] = vals if any(v is not None for v in vals) else None
   return out
