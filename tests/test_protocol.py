@@ -145,3 +145,38 @@ def test_format_feedback_kinds_and_errors():
       f"<feedback><info>{P.MALFORMED_REPLY_TEXT}</info></feedback>"
   assert P.format_feedback(HelperReply("info", "<|im_end|>"), SPECIAL) == \
       f"<feedback><info>{P.MALFORMED_REPLY_TEXT}</info></feedback>"
+
+
+def _tables_by_brute_force(texts, pattern):
+  """Every (state, token) pair run character by character: the definition the tables
+  must meet (a token holding none of the pattern's characters, an empty one too, sends
+  every state to 0)."""
+  import numpy as np
+  from seekjax.rollout import tagmatch
+  fail = tagmatch._kmp_failure(pattern)   # pylint: disable=protected-access
+  table = np.zeros((len(pattern), len(texts)), np.int32)
+  hit = np.zeros((len(pattern), len(texts)), bool)
+  for t, text in enumerate(texts):
+    for q in range(len(pattern)) if set(pattern) & set(text) else ():
+      table[q, t], hit[q, t] = tagmatch._run(pattern, fail, q, text)  # pylint: disable=protected-access
+  return table, hit
+
+
+@pytest.mark.parametrize("pattern", [P.MESSAGE_CLOSE, P.ANSWER_CLOSE])
+def test_close_tag_tables_equal_running_every_state_over_every_token(pattern, smollm_tokenizer):
+  """The tables skip the states before a token's first foreign character; on crafted
+  texts (tags split, doubled, after and before foreign characters) and on the embedded
+  tokenizer's whole vocabulary they equal running each state over each token."""
+  import numpy as np
+  from seekjax.rollout import tagmatch
+  crafted = ["", "x", "<", "</", pattern, pattern[:4], pattern[4:], "x" + pattern, pattern + "x",
+             "<" + pattern, pattern + pattern, "x" + pattern[:3], pattern[5:] + "x" + pattern[:2],
+             pattern[2:] + " " + pattern, "<<//" + pattern[-3:], " " + pattern[1:]]
+  texts = crafted + list(tagmatch.token_texts(smollm_tokenizer, 49152))
+  got = tagmatch.build_tables(texts, pattern)
+  want = _tables_by_brute_force(texts, pattern)
+  np.testing.assert_array_equal(got[0], want[0])
+  np.testing.assert_array_equal(got[1], want[1])
+  assert got[1][:, crafted.index(pattern)].all()          # the whole tag completes from any state
+  second_half = crafted.index(pattern[4:])
+  assert got[1][4, second_half] and not got[1][0, second_half]   # a tag split over tokens

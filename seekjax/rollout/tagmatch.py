@@ -36,8 +36,22 @@ def _step(pattern, fail, q, ch):
   return q, False
 
 
+def _run(pattern, fail, q, text):
+  """`text` from state q. Returns (end state, completed anywhere)."""
+  hit = False
+  for ch in text:
+    q, done = _step(pattern, fail, q, ch)
+    hit |= done
+  return q, hit
+
+
 def build_tables(token_texts: list[str], pattern: str):
-  """Returns (table int32[Q, V], hit bool[Q, V]) with Q = len(pattern)."""
+  """Returns (table int32[Q, V], hit bool[Q, V]) with Q = len(pattern).
+
+  A character the pattern does not hold sends every state to 0, so only a token's text
+  before its first such character depends on the state it starts in: the rest runs once
+  from 0, not once per state (most of a vocabulary's tokens start with one).
+  """
   n_states, vocab = len(pattern), len(token_texts)
   fail = _kmp_failure(pattern)
   chars = set(pattern)
@@ -46,11 +60,12 @@ def build_tables(token_texts: list[str], pattern: str):
   for t, text in enumerate(token_texts):
     if not chars.intersection(text):
       continue  # resets every state to 0 and completes nothing
+    cut = next((i for i, ch in enumerate(text) if ch not in chars), len(text))
+    rest = _run(pattern, fail, 0, text[cut:]) if cut < len(text) else None
     for q in range(n_states):
-      s, h = q, False
-      for ch in text:
-        s, done = _step(pattern, fail, s, ch)
-        h |= done
+      s, h = _run(pattern, fail, q, text[:cut])
+      if rest is not None:
+        s, h = rest[0], h or rest[1]
       table[q, t], hit[q, t] = s, h
   return table, hit
 
