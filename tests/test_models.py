@@ -99,12 +99,6 @@ def test_kv_cache_decode_matches_full_forward_at_row_offsets(tiny_model):
     np.testing.assert_allclose(v, full[r, t], atol=1e-4, rtol=0)
 
 
-def test_multi_token_calls_on_cpu_attend_over_short_buffers_whole():
-  assert decoder.call_windows(640, 64) == (640,)               # an append on CPU: one branch
-  assert decoder.call_windows(640, 1) == decoder.attention_windows(640)   # a decode step
-  assert decoder.call_windows(4096, 64) == decoder.attention_windows(4096)
-
-
 def test_attention_windows_cover_the_cache():
   assert decoder.attention_windows(64) == (64,)
   assert decoder.attention_windows(512) == (64, 96, 128, 192, 256, 384, 512)

@@ -87,22 +87,6 @@ def attention_windows(size: int, smallest: int = 64) -> tuple[int, ...]:
   return tuple(sorted(set(out))) + (size,)
 
 
-WHOLE_BUFFER_SLOTS = 1024   # on CPU, multi-token calls attend over buffers this short whole
-
-
-def call_windows(size: int, tokens: int) -> tuple[int, ...]:
-  """The windows a cached call of `tokens` tokens per row chooses between (`lax.switch`,
-  once per layer). On a CPU backend a multi-token call (a prompt's prefill, a feedback
-  append) over a buffer of at most `WHOLE_BUFFER_SLOTS` attends over all of it: there its
-  dense layers dominate (an append of 64 tokens took the same time over 640 slots as over
-  a window), while each window is a branch in every layer that XLA compiles (5.3-6.4 s
-  against 1.9 s for an append of SmolLM2-135M over 640 slots) and the persistent cache
-  stores and loads. A decode step on CPU reads live slots in its own kernel."""
-  if tokens > 1 and size <= WHOLE_BUFFER_SLOTS and jax.default_backend() == "cpu":
-    return (size,)
-  return attention_windows(size)
-
-
 def unstack_layers(params):
   """The params with `layers` as a tuple of per-layer dicts (for the cached, unrolled loop).
 
@@ -401,7 +385,7 @@ def _cached_layers(params, cfg, x, positions, cache, remat, capture=None):
   layer_params = _layer_list(params)
   if capture is not None and not 0 <= capture <= len(layer_params):
     raise ValueError(f"capture={capture} must be in [0, {len(layer_params)}] (layers)")
-  windows = call_windows(cache.size, positions.shape[1])
+  windows = attention_windows(cache.size)
   index = _window_index(windows, positions)
 
   def layer(x, lp, k_buf, v_buf):

@@ -1,0 +1,114 @@
+"""Multi-token cached calls on CPU: attention windows against the whole cache, side by side.
+
+A prompt's prefill and a feedback append run T > 1 tokens a row through the model with a
+KV cache. `decoder._cached_attention` switches, in every layer, between the windows of
+`decoder.attention_windows` (reading only the slots the batch's furthest position
+needs); the other form attends over the whole buffer, masked (one branch a layer, so
+fewer programs to compile and keep in the persistent cache). This times both forms of the rollout's own programs on SmolLM2-135M (float32, a 640-slot
+cache as on the default config):
+
+  prefill   `engine.prefill`: 4 prompts of 150 tokens in a 192-wide batch, each repeated
+            for a group of 4 rows
+  append N  `engine.append_chunk` on N rows at position 150: a 64-wide chunk of 50 tokens
+
+For each: the seconds to trace and lower, to compile (no persistent cache), and the
+median run over --reps alternating repetitions (min-max).
+
+  .venv/bin/python benchmarks/chunk_windows.py [--reps 5] [--out benchmarks/results/chunk_windows.json]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from seekjax.models import decoder  # noqa: E402
+from seekjax.models.api import load_model  # noqa: E402
+from seekjax.rollout import engine  # noqa: E402
+
+FORMS = {"windows": decoder.attention_windows, "whole": lambda size: (size,)}
+
+
+def build(form, fn, *args):
+  """`fn` jitted afresh and compiled with `form`'s windows; (compiled, trace s, compile s)."""
+  saved = decoder.attention_windows
+  decoder.attention_windows = lambda size, smallest=64: FORMS[form](size)
+  try:
+    t0 = time.perf_counter()
+    lowered = jax.jit(lambda *a: fn(*a)).lower(*args)   # a new function: traced afresh
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    return compiled, t1 - t0, time.perf_counter() - t1
+  finally:
+    decoder.attention_windows = saved
+
+
+def main() -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--reps", type=int, default=5)
+  ap.add_argument("--out", default="")
+  args = ap.parse_args()
+  jax.config.update("jax_compilation_cache_dir", None)
+  model = load_model("smollm2-135m")
+  tok = model.tokenizer
+  params = decoder.decode_params(model.params)
+  spec = engine.EngineSpec(model=model.config, max_len=640, turn_window=64, max_steps=8,
+                           temperature=1.0, top_k=0, top_p=1.0, eos_ids=tuple(tok.eos_ids),
+                           mesh=None, rows_mesh=None, capture_layer=None)
+  rs = np.random.RandomState(0)
+  prompts = np.full((4, 192), tok.pad_id, np.int32)
+  prompts[:, :150] = rs.randint(100, 40000, (4, 150))
+  prompt_len = np.full((4,), 150, np.int32)
+  pre_args = (params, jnp.asarray(prompts), jnp.asarray(prompt_len), jax.random.PRNGKey(0),
+              jnp.int32(0), jnp.int32(256))
+  prefill = lambda *a: engine.prefill(*a, spec=spec, group=4)  # noqa: E731
+  state = jax.block_until_ready(prefill(*pre_args))
+  cases = {"prefill": (lambda *a: engine.prefill.__wrapped__(*a, spec=spec, group=4),
+                       pre_args, None)}
+  for n in (16, 4, 1):
+    rows = engine.take_rows(state, jnp.arange(n, dtype=jnp.int32), spec=spec)
+    chunk = jnp.asarray(rs.randint(100, 40000, (n, 64)), jnp.int32)
+    cases[f"append {n}"] = (lambda p, s, c, cl: engine._append(p, s, c, cl, spec),  # pylint: disable=protected-access
+                            (params, rows, chunk, jnp.full((n,), 50, jnp.int32)), 1)
+  results = {}
+  for name, (fn, call_args, donated) in cases.items():
+    built = {form: build(form, fn, *call_args) for form in FORMS}
+    times = {form: [] for form in FORMS}
+    for _ in range(args.reps + 1):   # the first round warms up
+      for form, (compiled, _, _) in built.items():
+        a = list(call_args)
+        if donated is not None:   # a fresh copy: the append writes its state's buffers
+          a[donated] = jax.tree.map(jnp.copy, a[donated])
+        jax.block_until_ready(a)
+        t = time.perf_counter()
+        jax.block_until_ready(compiled(*a))
+        times[form].append(time.perf_counter() - t)
+    results[name] = {form: {"trace_lower_s": built[form][1], "compile_s": built[form][2],
+                            "run_s": statistics.median(times[form][1:]),
+                            "run_min_s": min(times[form][1:]), "run_max_s": max(times[form][1:])}
+                     for form in FORMS}
+    r = results[name]
+    print(f"{name:10s} " + "  ".join(
+        f"{form}: trace {v['trace_lower_s']:.2f} s, compile {v['compile_s']:.2f} s, run "
+        f"{v['run_s'] * 1e3:.0f} ms [{v['run_min_s'] * 1e3:.0f}-{v['run_max_s'] * 1e3:.0f}]"
+        for form, v in r.items()) + f"  whole/windows run {r['whole']['run_s'] / r['windows']['run_s']:.2f}",
+        flush=True)
+  if args.out:
+    with open(args.out, "w") as f:
+      json.dump({"date": datetime.date.today().isoformat(), "reps": args.reps,
+                 "load_average": os.getloadavg(), "results": results}, f, indent=1)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
