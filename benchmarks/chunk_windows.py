@@ -4,8 +4,8 @@ A prompt's prefill and a feedback append run T > 1 tokens a row through the mode
 KV cache. `decoder._cached_attention` switches, in every layer, between the windows of
 `decoder.attention_windows` (reading only the slots the batch's furthest position
 needs); the other form attends over the whole buffer, masked (one branch a layer, so
-fewer programs to compile and keep in the persistent cache). This times both forms of the rollout's own programs on SmolLM2-135M (float32, a 640-slot
-cache as on the default config):
+less to compile and keep in the persistent cache). This times both forms of the
+rollout's own programs on SmolLM2-135M (float32, a 640-slot cache as on the default):
 
   prefill   `engine.prefill`: 4 prompts of 150 tokens in a 192-wide batch, each repeated
             for a group of 4 rows
@@ -71,8 +71,7 @@ def main() -> int:
   prompt_len = np.full((4,), 150, np.int32)
   pre_args = (params, jnp.asarray(prompts), jnp.asarray(prompt_len), jax.random.PRNGKey(0),
               jnp.int32(0), jnp.int32(256))
-  prefill = lambda *a: engine.prefill(*a, spec=spec, group=4)  # noqa: E731
-  state = jax.block_until_ready(prefill(*pre_args))
+  state = jax.block_until_ready(engine.prefill(*pre_args, spec=spec, group=4))
   cases = {"prefill": (lambda *a: engine.prefill.__wrapped__(*a, spec=spec, group=4),
                        pre_args, None)}
   for n in (16, 4, 1):
