@@ -44,7 +44,7 @@ import numpy as np
 
 import seekjax as sj
 from seekjax.rl import step as step_lib
-from seekjax.rl import trainable as trainable_lib
+from seekjax.rl import trainable as trainable_lib, update
 
 
 def log(msg: str) -> None:
@@ -69,22 +69,27 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> dict:
   return {"n": n, "seconds": times, "gflops": 2 * n ** 3 / med / 1e9}
 
 
-def make_batch(cfg, batch: int, width: int, seed: int, loss_positions: int = 0) -> step_lib.Batch:
+def make_batch(cfg, batch: int, width: int, seed: int, loss_positions: int = 0,
+               varied: bool = False) -> step_lib.Batch:
   """Random tokens; the second half of each row in the loss, or with `loss_positions` K
-  that many positions of each row's last three quarters, compacted as the trainer does
-  (`compact_positions`: the batch carries targets [B, K'])."""
+  that many positions of each row's last three quarters (with `varied`, a count drawn
+  uniformly from K/8..5K/8 a row, as the default's episodes sample: 52-81 of K = 192 on
+  average in a step), compacted to K as the trainer does (`compact_positions`: the batch
+  carries targets [B, K])."""
   rng = np.random.default_rng(seed)
   tokens = rng.integers(0, cfg.vocab_size, (batch, width), dtype=np.int32)
   mask = np.zeros((batch, width), np.float32)
   if loss_positions:
     for row in mask:
-      row[rng.choice(np.arange(width // 4, width), loss_positions, replace=False)] = 1.0
+      n = int(rng.integers(loss_positions // 8, 5 * loss_positions // 8 + 1)) if varied \
+          else loss_positions
+      row[rng.choice(np.arange(width // 4, width), n, replace=False)] = 1.0
   else:
     mask[:, width // 2:] = 1.0  # the prompt half is not in the loss, the episode half is
   lp = -rng.uniform(0.1, 3.0, (batch, width)).astype(np.float32) * mask
   targets = None
   if loss_positions:
-    targets, mask = step_lib.compact_positions(mask)
+    targets, mask = step_lib.compact_positions(mask, minimum=loss_positions)
     lp = step_lib.gather_positions(lp, targets)
     targets = jnp.asarray(targets)
   return step_lib.Batch(tokens=jnp.asarray(tokens), loss_mask=jnp.asarray(mask),
@@ -94,7 +99,7 @@ def make_batch(cfg, batch: int, width: int, seed: int, loss_positions: int = 0) 
 
 
 def textbook_flops(cfg, spec: trainable_lib.Trainable, rows: int, width: int,
-                   loss_positions: int = 0) -> dict:
+                   loss_positions: int = 0, head_rows: int | None = None) -> dict:
   """The step's forward + backward FLOPs over the layers that train, counted by hand.
 
   "weights": 6 N T, N the matmul weights of the trained layers plus the LM head (the
@@ -106,6 +111,8 @@ def textbook_flops(cfg, spec: trainable_lib.Trainable, rows: int, width: int,
   nothing for causality. Small at width 256, about 40% of "weights" at 640.
   top_n: the frozen bottom runs once per batch outside the step (`bottom_hidden`) and is
   not counted; the frozen head costs forward + grad w.r.t. its input (4 N, not 6 N).
+  head_rows: the positions the LM head runs on, when packed (`--pack`: micro-batches x
+  the packed length), instead of rows x K.
   """
   d, f = cfg.hidden_size, cfg.intermediate_size
   q_o = 2 * d * cfg.num_heads * cfg.head_dim
@@ -116,8 +123,9 @@ def textbook_flops(cfg, spec: trainable_lib.Trainable, rows: int, width: int,
   head_factor = 6 if spec.mode == "full" else 4
   t = width
   k = loss_positions or width
-  weights = rows * (6 * (trained - 1) * (q_o + k_v + mlp) * t
-                    + 6 * ((q_o + mlp) * k + k_v * t) + head_factor * head * k)
+  head_positions = rows * k if head_rows is None else head_rows
+  weights = (rows * (6 * (trained - 1) * (q_o + k_v + mlp) * t + 6 * ((q_o + mlp) * k + k_v * t))
+             + head_factor * head * head_positions)
   attn_fwd = 4 * cfg.num_heads * cfg.head_dim * t * ((trained - 1) * t + k)
   return {"weights": float(weights), "attention": float(rows * 3 * attn_fwd)}
 
@@ -132,7 +140,16 @@ def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
   optimizer, _ = step_lib.make_optimizer(2e-5, 100, 2, 0.0, 1.0)
   opt_state = optimizer.init(trainable)
   train_step = step_lib.make_train_step(step_spec, optimizer)
-  batch = make_batch(cfg, args.batch, args.width, 0, args.loss_positions)
+  batch = make_batch(cfg, args.batch, args.width, 0, args.loss_positions, args.varied)
+  head = None
+  if args.pack:   # as the trainer packs (`rl.update`): balanced rows, the head's length
+    if not args.loss_positions:
+      raise SystemExit("--pack needs --loss-positions")
+    order = step_lib.balance_rows(batch.loss_mask, args.micro_batches)
+    batch = jax.tree.map(lambda x: x[order], batch)
+    rows = args.batch // args.micro_batches
+    head = step_lib.head_positions(batch.loss_mask, args.micro_batches, update.head_minimum(
+        rows, args.loss_positions, args.loss_positions))
   if spec.mode == "top_n":
     t0 = time.perf_counter()
     hidden = step_lib.bottom_hidden(frozen, batch.tokens, cfg=cfg)
@@ -143,7 +160,7 @@ def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
     bottom_s = 0.0
   log(f"{spec.mode}: compiling")
   t0 = time.perf_counter()
-  compiled = train_step.lower(trainable, frozen, opt_state, batch).compile()
+  compiled = train_step.lower(trainable, frozen, opt_state, batch, head_positions=head).compile()
   compile_s = time.perf_counter() - t0
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -155,14 +172,15 @@ def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
   state = {"trainable": trainable, "opt_state": opt_state}
 
   def run():
-    state["trainable"], state["opt_state"], m = train_step(state["trainable"], frozen,
-                                                           state["opt_state"], batch)
+    state["trainable"], state["opt_state"], m = train_step(
+        state["trainable"], frozen, state["opt_state"], batch, head_positions=head)
     return m
 
   def reference():
     return step_lib.reference_logprobs(state["trainable"], frozen, batch.tokens, batch.hidden,
                                        spec_trainable=spec, cfg=cfg, targets=batch.targets,
-                                       micro_batches=args.micro_batches)
+                                       micro_batches=args.micro_batches, mask=batch.loss_mask,
+                                       head_positions=head)
 
   jax.block_until_ready(run())  # warm-up on the real (donating) path
   jax.block_until_ready(reference())
@@ -170,14 +188,16 @@ def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
   med, times = timed_median(run, args.reps)
   ref_med, ref_times = timed_median(reference, args.reps)
   tokens = args.batch * args.width
-  flops = textbook_flops(cfg, spec, args.batch, args.width, args.loss_positions)
+  flops = textbook_flops(cfg, spec, args.batch, args.width, args.loss_positions,
+                         None if head is None else head * args.micro_batches)
   book = flops["weights"]
   return {
       "mode": spec.mode, "top_n": spec.top_n if spec.mode == "top_n" else None,
       "trainable_params": trainable_lib.count(trainable), "batch": args.batch,
       "width": args.width, "micro_batches": args.micro_batches, "tokens_per_step": tokens,
       "loss_tokens_per_step": int(np.asarray(batch.loss_mask).sum()),
-      "loss_positions": args.loss_positions, "compile_s": compile_s, "step_s": times,
+      "loss_positions": args.loss_positions, "varied": args.varied,
+      "head_positions": head, "compile_s": compile_s, "step_s": times,
       "step_median_s": med, "reference_s": ref_times, "reference_median_s": ref_med,
       "bottom_hidden_s": bottom_s,
       "tokens_per_s": tokens / med, "xla_flops_per_step": xla_flops,
@@ -214,7 +234,8 @@ def markdown(res: dict) -> str:
   for m in res["modes"]:
     t = m["step_s"]
     lines.append(
-        f"| {m['mode']}{'' if m['top_n'] is None else ' ' + str(m['top_n'])} | "
+        f"| {m['mode']}{'' if m['top_n'] is None else ' ' + str(m['top_n'])}"
+        f"{'' if m.get('head_positions') is None else ', head ' + str(m['head_positions'])} | "
         f"{m['trainable_params'] / 1e6:.2f}M | {m['tokens_per_step']} | "
         f"{m['step_median_s']:.2f} ({min(t):.2f}-{max(t):.2f}) | "
         f"{m.get('reference_median_s', float('nan')):.2f} | {m['tokens_per_s']:.0f} | "
@@ -236,6 +257,10 @@ def main(argv=None):
   ap.add_argument("--modes", default="top_n,full")
   ap.add_argument("--loss-positions", type=int, default=0,
                   help="K loss positions a row, compacted as the trainer does (0: half the row)")
+  ap.add_argument("--varied", action="store_true",
+                  help="each row's loss count drawn from K/8..5K/8 (as episodes vary), not K")
+  ap.add_argument("--pack", action="store_true",
+                  help="pack the LM head's positions as the trainer does (balanced rows)")
   ap.add_argument("--model", default="smollm2-135m")
   ap.add_argument("--metrics", default=None, help="a trainer metrics.jsonl for the step split")
   ap.add_argument("--out", default="benchmarks/results/train_step.json")

@@ -1,4 +1,4 @@
-"""`cycle.warm_update` compiles the update at the ladder's other widths ahead of time: it
+"""`update.warm_update` compiles the update at the ladder's other widths ahead of time: it
 runs nothing (the state it is given is not donated), and a later step at one of those
 widths, on the state a real update returned, compiles nothing."""
 import os
@@ -13,9 +13,8 @@ import pytest
 from seekjax import compiles, configlib, distributed
 from seekjax.helpers import RuleLeakJudge
 from seekjax.models import sharding
-from seekjax.rl import cycle, trainable as trainable_lib
+from seekjax.rl import cycle, trainable as trainable_lib, update
 from seekjax.rl.settings import rl_settings
-from seekjax.rl.step import reference_logprobs
 from seekjax.rollout import rollout_config
 from seekjax.run.setup import make_step
 from tests.scripted import ScriptedHelper
@@ -38,16 +37,11 @@ def _episodes(vocab: int):
 
 def _update(ctx, trainable, opt_state, ref, episodes, width):
   """The reference pass and the PPO epochs at `width`, as `rl_iteration` runs them."""
-  tokens, targets, mask, sampler_lp, hidden = cycle.update_inputs(ctx, episodes, width, K)
-  ref_lp = reference_logprobs(ref, ctx.frozen, tokens, hidden, spec_trainable=ctx.spec,
-                              cfg=ctx.model.config, targets=targets,
-                              micro_batches=cycle.reference_micro_batches(ROWS, ctx.settings),
-                              mesh=ctx.mesh)
-  batch = cycle.update_batch(ctx, tokens, targets, mask, sampler_lp, ref_lp,
-                             np.array([1.0, -1.0, 0.5, -0.5], np.float32), hidden)
+  inputs = update.update_inputs(ctx, episodes, width, K)
+  ref_lp = update.reference_pass(ctx, ref, inputs)
+  batch = update.update_batch(ctx, inputs, ref_lp, np.array([1.0, -1.0, 0.5, -0.5], np.float32))
   opt_state = distributed.on_mesh(ctx.mesh, opt_state)
-  trainable, opt_state, metrics = cycle.ppo_epochs(ctx, trainable, opt_state, batch)
-  return trainable, opt_state, metrics
+  return update.ppo_epochs(ctx, trainable, opt_state, batch, inputs.head_update)
 
 
 @pytest.mark.parametrize("with_mesh", [False, True])
@@ -73,7 +67,10 @@ def test_warmed_widths_compile_nothing_later_and_nothing_runs(tiny_model, with_m
 
   compiles.install()
   mark = compiles.snapshot()
-  cycle.warm_update(ctx, trainable, opt_state, ref, episodes, WIDTHS, WIDTHS[0], K)
+  own = update.update_inputs(ctx, episodes, WIDTHS[0], K)
+  # the LM head packs its positions when the rows are on one device
+  assert (own.head_ref is None) == (with_mesh and jax.device_count() > 1)
+  update.warm_update(ctx, trainable, opt_state, ref, episodes, WIDTHS, own, K)
   warmed, names = compiles.since(mark)
   assert warmed["compiles"] >= 2, names   # the reference pass and the step at width 192
   assert any("train_step" in n for n in names) and any("reference" in n for n in names)

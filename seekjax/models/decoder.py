@@ -115,17 +115,22 @@ def decode_params(params):
   packed copies live only as long as the returned pytree.
   """
   params = unstack_layers(params)
-  if not _pack_pays(params):
+  if not pack_pays(params):
     return params
   return _pack(params)
 
 
-def _pack_pays(params) -> bool:
+def pack_pays(params) -> bool:
+  """Whether `decode_params` packs these params' dense weights (module docstring)."""
   if jax.default_backend() != "cpu" or "head_packed" in params or not cpu_matmul.worthwhile():
     return False
   embed = params["embed"]
   head = params.get("lm_head", jax.ShapeDtypeStruct(embed.shape[::-1], embed.dtype))
-  weights = [lp[k] for lp in params["layers"] for k in DENSE] + [head]
+  layers = params["layers"]
+  if isinstance(layers, (list, tuple)):
+    weights = [lp[k] for lp in layers for k in DENSE] + [head]
+  else:   # stacked [L, ...]: one layer's shape stands for all
+    weights = [jax.ShapeDtypeStruct(layers[k].shape[1:], layers[k].dtype) for k in DENSE] + [head]
   one_device = all(len(w.sharding.device_set) == 1 for w in jax.tree_util.tree_leaves(params)
                    if isinstance(w, jax.Array))
   return one_device and all(cpu_matmul.packable(w) for w in weights)
@@ -134,9 +139,25 @@ def _pack_pays(params) -> bool:
 @jax.jit
 def _pack(params):
   head = params["lm_head"] if "lm_head" in params else params["embed"].T
-  layers = tuple(dict(lp, packed={k: cpu_matmul.pack(lp[k]) for k in DENSE})
-                 for lp in params["layers"])
-  return dict(params, layers=layers, head_packed=cpu_matmul.pack(head))
+  return dict(params, layers=_pack_layers(params["layers"]), head_packed=cpu_matmul.pack(head))
+
+
+@jax.jit
+def _pack_layers(layers):
+  return tuple(dict(lp, packed={k: cpu_matmul.pack(lp[k]) for k in DENSE}) for lp in layers)
+
+
+def extend_decode_params(decoded, layers, **replace):
+  """`decode_params` of a model whose bottom layers are those of `decoded` (a
+  `decode_params` result) and whose top layers are `layers` (stacked or a tuple), with
+  other entries replaced by `replace` (for example the final norm). Only the new layers
+  are unstacked, and packed when `decoded` is, so an RL rollout whose frozen bottom
+  layers do not change reuses their packed copies instead of repacking the whole model.
+  """
+  top = unstack_layers({"layers": layers})["layers"]
+  if "head_packed" in decoded and all(cpu_matmul.packable(lp[k]) for lp in top for k in DENSE):
+    top = _pack_layers(top)
+  return dict(decoded, layers=tuple(decoded["layers"]) + tuple(top), **replace)
 
 
 def _dense(x, lp, name):

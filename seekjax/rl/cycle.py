@@ -6,7 +6,6 @@ is a small pure function chosen by name from the config.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any, Callable
 
@@ -19,14 +18,15 @@ from jax.sharding import Mesh
 from seekjax import compiles, distributed
 from seekjax.eval.metrics import feedback_has_answer, judge_many
 from seekjax.helpers.base import Helper, usage_totals
+from seekjax.models import decoder
 from seekjax.models.api import Model
 from seekjax.shapes import bucket
 from seekjax.rl import advantages as advantages_lib
 from seekjax.rl import losses, records as records_lib, rewards as rewards_lib
 from seekjax.rl import trainable as trainable_lib
-from seekjax.rl import step as step_lib
 from seekjax.rl.settings import RLSettings
-from seekjax.rl.step import Batch, bottom_hidden, reference_logprobs
+from seekjax.rl.update import (_fit, ppo_epochs, reference_pass, update_batch, update_inputs,
+                               warm_update)
 from seekjax.rollout import config as rollout_config, engine, rollout
 from seekjax.tasks import f1, task_score
 
@@ -48,6 +48,7 @@ class RunContext:
   should_stop: Callable[[], None] | None = None   # raises to abandon the step's helper waits
   rollout_mesh: Mesh | None = None   # this process's devices (`distributed.local_mesh`)
   redact_private: bool = True        # private facts hidden in the episode records
+  decoded_frozen: Any = None         # `local_frozen` as the rollout decodes it (`rollout_policy`)
 
   def __post_init__(self):
     if self.rollout_mesh is None:
@@ -128,12 +129,6 @@ def score_episodes(episodes, examples, score: str, judge, should_stop=None) -> d
   return dict(score=scores, em=em, leak=leaks, format_ok=format_ok, reply_held=reply_held)
 
 
-def _fit(x, width):
-  """x [B, L, ...] -> [B, width, ...]: cut, or zero-padded on the right."""
-  pad = [(0, 0), (0, max(width - x.shape[1], 0))] + [(0, 0)] * (x.ndim - 2)
-  return np.pad(x[:, :width], pad)
-
-
 def frozen_layers(spec: trainable_lib.Trainable, num_layers: int) -> int | None:
   """How many bottom layers stay frozen (top_n mode: the first L - top_n), else None."""
   return num_layers - spec.top_n if spec.mode == "top_n" else None
@@ -148,116 +143,22 @@ def rollout_capture_layer(ctx: RunContext) -> int | None:
   return frozen_layers(ctx.spec, ctx.model.config.num_layers)
 
 
-def reference_micro_batches(rows: int, rl: RLSettings) -> int:
-  """Forward passes of the reference over a step's `rows` episodes: as many as the update
-  makes per epoch (mini_batches x micro_batches), so its micro-batches have the update's
-  size (fewer when that count does not divide the rows)."""
-  return math.gcd(rows, rl.mini_batches * rl.micro_batches)
-
-
 def rollout_policy(ctx: RunContext, trainable) -> Model:
   """The policy (`trainable` merged with the frozen part) placed for a rollout on this
   process's devices (`ctx.rollout_mesh`)."""
   local_trainable = distributed.rollout_params(trainable, ctx.rollout_mesh,
                                                ctx.replicate_for_decode)
-  params = trainable_lib.merge(ctx.spec, local_trainable, ctx.local_frozen)
+  if ctx.spec.mode == "top_n" and decoder.pack_pays(ctx.local_frozen):
+    # the frozen bottom layers and head packed for the CPU decode once a run
+    # (`decoder.decode_params`); each rollout packs only the trained top layers
+    if ctx.decoded_frozen is None:
+      ctx.decoded_frozen = decoder.decode_params(ctx.local_frozen)
+    top = trainable_lib.compute_view(ctx.spec, local_trainable)
+    params = decoder.extend_decode_params(ctx.decoded_frozen, top["layers"],
+                                          final_norm=top["final_norm"])
+  else:
+    params = trainable_lib.merge(ctx.spec, local_trainable, ctx.local_frozen)
   return ctx.model.replace(params=params, mesh=ctx.rollout_mesh)
-
-
-def update_inputs(ctx: RunContext, episodes, width: int, k: int):
-  """The update's inputs at `width` tokens a row and K = min(k, width) loss positions:
-  (tokens, targets) on the global mesh, (mask, sampler log-probs) of this process's rows
-  [B, K] in numpy, and the frozen bottom's output (the rollout's, or computed here in
-  top_n mode; None otherwise) on the global mesh."""
-  targets, mask = step_lib.compact_positions(_fit(episodes.loss_mask, width),
-                                             minimum=min(k, width))
-  sampler_lp = step_lib.gather_positions(_fit(episodes.logprobs, width), targets)
-  # From here on the rows live on the global mesh, split over its batch axes as the
-  # update splits them.
-  tokens, targets_g = distributed.global_batch(
-      ctx.mesh, (_fit(episodes.tokens, width).astype(np.int32), targets))
-  hidden = None
-  if episodes.hidden is not None:  # the frozen bottom's output, as the rollout computed it
-    (hidden,) = distributed.global_batch(ctx.mesh, (_fit(episodes.hidden, width),))
-    hidden = jnp.asarray(hidden)
-  elif ctx.spec.mode == "top_n":  # frozen bottom layers: run them once for ref and all epochs
-    hidden = bottom_hidden(ctx.frozen, tokens, cfg=ctx.model.config)
-  return tokens, targets_g, mask, sampler_lp, hidden
-
-
-def update_batch(ctx: RunContext, tokens, targets_g, mask, sampler_lp, ref_lp, adv, hidden):
-  """The PPO `Batch` on the global mesh from `update_inputs`, the reference log-probs and
-  this process's advantages [B]."""
-  mask_g, sampler_g, adv_g = distributed.global_batch(
-      ctx.mesh, (mask, np.asarray(sampler_lp, np.float32), np.asarray(adv, np.float32)))
-  return Batch(tokens=jnp.asarray(tokens), loss_mask=jnp.asarray(mask_g),
-               old_logprobs=jnp.asarray(sampler_g), ref_logprobs=ref_lp,
-               advantages=jnp.asarray(adv_g), hidden=hidden, targets=jnp.asarray(targets_g))
-
-
-def ppo_epochs(ctx: RunContext, trainable, opt_state, batch: Batch):
-  """rl.num_epochs passes of rl.mini_batches optimizer steps over `batch`.
-  Returns (trainable, opt_state, [metrics of each step])."""
-  out = []
-  for _ in range(ctx.settings.num_epochs):
-    for mb in mini_batches(batch, ctx.settings.mini_batches):
-      trainable, opt_state, m = ctx.train_step(trainable, ctx.frozen, opt_state, mb)
-      out.append(m)
-  return trainable, opt_state, out
-
-
-def mini_batches(batch: Batch, m: int) -> list[Batch]:
-  """`batch` cut into m consecutive slices of rows (one optimizer step each)."""
-  n = batch.tokens.shape[0]
-  return [jax.tree.map(lambda x, i=i: x[i * n // m:(i + 1) * n // m], batch) for i in range(m)]
-
-
-_WARM_UPDATES: set = set()   # (train_step, rows, width, k) compiled in this process
-
-
-def warm_update(ctx: RunContext, trainable, opt_state, ref_trainable, episodes, widths,
-                width, k):
-  """Compile the reference pass and the update at every width of the ladder (`widths`)
-  but this step's own (`width`), for k loss positions, on this step's episodes cut or
-  padded to each width, so that no later step compiles when its episodes land on another
-  width. Ahead of time (`lower(...).compile()` on the arguments the step will pass): jax
-  keeps the executables for the later calls, and nothing runs, so a run whose programs
-  come from the persistent cache pays next to nothing here. The caller warms only the
-  config's own k: a step with more loss positions (retried messages) is rare, and
-  compiles its one program when met."""
-  if not int(getattr(ctx.rollout_cfg, "prompt_width", 0) or 0):
-    return   # outside a run the widths are every power of two: each compiles when met
-  rows = episodes.tokens.shape[0]
-  key = lambda w: (id(ctx.train_step), rows, w, k)  # noqa: E731
-  todo = [w for w in widths if w != width and key(w) not in _WARM_UPDATES]
-  _WARM_UPDATES.add(key(width))   # this step's own update compiles it
-  opt_state = distributed.on_mesh(ctx.mesh, opt_state)   # as `rl_iteration` passes it
-  for w in todo:
-    tokens, targets_g, mask, sampler_lp, hidden = update_inputs(ctx, episodes, w, k)
-    ref = reference_logprobs.lower(
-        ref_trainable, ctx.frozen, tokens, hidden, spec_trainable=ctx.spec,
-        cfg=ctx.model.config, targets=targets_g,
-        micro_batches=reference_micro_batches(tokens.shape[0], ctx.settings),
-        mesh=ctx.mesh).compile()
-    # zeros where the reference log-probs will be, placed as the compiled pass returns them
-    # (a jitted output is committed to its placement when any argument is)
-    ref_lp = jnp.zeros(ref.out_info.shape, ref.out_info.dtype)
-    if any(getattr(x, "committed", False)
-           for x in jax.tree.leaves((ref_trainable, ctx.frozen, tokens, hidden, targets_g))):
-      ref_lp = jax.device_put(ref_lp, ref.output_shardings)
-    batch = update_batch(ctx, tokens, targets_g, mask, sampler_lp, ref_lp,
-                         np.zeros(len(mask), np.float32), hidden)
-    shapes = set()
-    for mb in mini_batches(batch, ctx.settings.mini_batches):
-      if mb.tokens.shape not in shapes:   # later epochs and equal slices reuse the program
-        shapes.add(mb.tokens.shape)
-        step = ctx.train_step.lower(trainable, ctx.frozen, opt_state, mb).compile()
-        if ctx.mesh is not None:
-          # later steps pass the state as the step returns it, placed on the mesh by the
-          # step's own rules (not always as given here): compile for that too
-          new_state, new_opt, _ = step.out_info
-          ctx.train_step.lower(new_state, ctx.frozen, new_opt, mb).compile()
-    _WARM_UPDATES.add((id(ctx.train_step), rows, w, k))
 
 
 def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples, rng,
@@ -300,19 +201,18 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
       max(int(_fit(episodes.loss_mask, width).sum(axis=1).max()), 1)),
       rollout_config.loss_positions(ctx.rollout_cfg))
   t1 = time.perf_counter()
+  inputs = update_inputs(ctx, episodes, width, k)
+  t_inputs = time.perf_counter() - t1
+  t1 = time.perf_counter()
   if k == rollout_config.loss_positions(ctx.rollout_cfg):
-    warm_update(ctx, trainable, opt_state, ref_trainable, episodes, widths, width, k)
+    warm_update(ctx, trainable, opt_state, ref_trainable, episodes, widths, inputs, k)
   t_warm = time.perf_counter() - t1
 
   t1 = time.perf_counter()
-  tokens, targets_g, mask, sampler_lp, hidden = update_inputs(ctx, episodes, width, k)
   episodes = dataclasses.replace(episodes, hidden=None)   # [B, L, D]: not kept past here
-  ref_lp = reference_logprobs(ref_trainable, ctx.frozen, tokens, hidden,
-                              spec_trainable=ctx.spec, cfg=ctx.model.config, targets=targets_g,
-                              micro_batches=reference_micro_batches(tokens.shape[0], rl),
-                              mesh=ctx.mesh)
+  ref_lp = reference_pass(ctx, ref_trainable, inputs)
   ref_lp.block_until_ready()
-  t_ref = time.perf_counter() - t1
+  t_ref = time.perf_counter() - t1 + t_inputs
 
   rewards, components, valid = rewards_lib.compute_rewards(
       task_scores=s["score"], num_messages=episodes.num_messages,
@@ -323,9 +223,10 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
                                                rl.reward.cost_gate, gate_leak=rl.reward.gate_leak,
                                                valid=valid)
   if rl.kl_reward_beta:
-    kl_term = -rl.kl_reward_beta * np.asarray(losses.kl_in_reward(
-        jnp.asarray(sampler_lp), jnp.asarray(distributed.local_rows(ctx.mesh, ref_lp)),
-        jnp.asarray(mask), method=rl.kl_method), np.float32)
+    kl_term = np.empty(len(inputs.order), np.float32)   # back to the rollout's row order
+    kl_term[inputs.order] = -rl.kl_reward_beta * np.asarray(losses.kl_in_reward(
+        jnp.asarray(inputs.sampler_lp), jnp.asarray(distributed.local_rows(ctx.mesh, ref_lp)),
+        jnp.asarray(inputs.mask), method=rl.kl_method), np.float32)
     rewards = rewards + kl_term
     components = dict(components, kl_reward=kl_term)
   adv_fn = advantages_lib.get_advantage_fn(rl.advantage)
@@ -337,12 +238,13 @@ def rl_iteration(ctx: RunContext, trainable, opt_state, ref_trainable, examples,
 
   t2 = time.perf_counter()
   opt_state = distributed.on_mesh(ctx.mesh, opt_state)   # a fresh count is not yet there
-  batch = update_batch(ctx, tokens, targets_g, mask, sampler_lp, ref_lp, adv, hidden)
-  trainable, opt_state, step_metrics = ppo_epochs(ctx, trainable, opt_state, batch)
+  batch = update_batch(ctx, inputs, ref_lp, adv)
+  trainable, opt_state, step_metrics = ppo_epochs(ctx, trainable, opt_state, batch,
+                                                  inputs.head_update)
   step_metrics = jax.tree.map(lambda *xs: float(np.mean([float(x) for x in xs])), *step_metrics)
   t_update = time.perf_counter() - t2
 
-  n_tokens = float(mask.sum())
+  n_tokens = float(inputs.mask.sum())
   metrics = dict(step_metrics)
   local = dict(
       reward=float(np.mean(rewards)), em=float(s["em"].mean()),

@@ -115,7 +115,10 @@ def logprobs_and_entropy(logits, ids):
   total = jnp.sum(e, axis=-1)
   lse = jnp.log(total) + shift[..., 0]
   target = jnp.take_along_axis(logits, ids[..., None], axis=-1)[..., 0]
-  return target - lse, lse - jnp.sum(e * logits, axis=-1) / total
+  # E_p[logit] as a contraction, not a multiply-reduce: XLA:CPU runs the reduce over V far
+  # slower inside the update step (BENCHMARKS.md, "the update's entropy")
+  expected = jnp.einsum("...v,...v->...", e, logits, preferred_element_type=jnp.float32)
+  return target - lse, lse - expected / total
 
 
 # ----------------------------------------------------------------------------- PPO

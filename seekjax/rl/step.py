@@ -84,12 +84,63 @@ def _states_for(params, cfg, tokens, targets, *, remat=False, inputs=None):
                                   inputs=inputs), targets
 
 
-def _head_logprobs(head_params, cfg, xs, tokens, targets):
-  """LM head + log-softmax over the states xs [B, K, D] that predict tokens[targets]."""
+def _head_logprobs(head_params, cfg, xs, tokens, targets, head_positions=None, mask=None):
+  """LM head + log-softmax over the states xs [B, K, D] that predict tokens[targets].
+
+  With `head_positions` N (and the loss `mask` [B, K]), the head runs only on the batch's
+  first N in-loss entries, packed across rows: the [B, K] layout pads every row to the
+  longest row's loss count, and the head (V x D per position) is most of the cost of the
+  update and the reference pass. Entries outside the mask get 0; the caller guarantees
+  that the mask holds at most N entries (`head_positions`).
+  """
   ids = jnp.take_along_axis(tokens, targets, axis=1)
-  lp, ent = losses.logprobs_and_entropy(decoder.lm_head(head_params, cfg, xs), ids)
+  if head_positions is None:
+    lp, ent = losses.logprobs_and_entropy(decoder.lm_head(head_params, cfg, xs), ids)
+  else:
+    b, k, d = xs.shape
+    flat = mask.reshape(b * k) > 0
+    index = jnp.nonzero(flat, size=head_positions, fill_value=0)[0]
+    valid = jnp.arange(head_positions) < jnp.sum(flat)
+    lp, ent = losses.logprobs_and_entropy(
+        decoder.lm_head(head_params, cfg, xs.reshape(b * k, d)[index][None]),
+        ids.reshape(b * k)[index][None])
+    unpack = lambda v: jnp.zeros(b * k, v.dtype).at[index].add(  # noqa: E731
+        jnp.where(valid, v[0], 0.0)).reshape(b, k)
+    lp, ent = unpack(lp), unpack(ent)
   first = targets == 0
   return jnp.where(first, 0.0, lp), jnp.where(first, 0.0, ent)
+
+
+def head_positions(mask, groups: int, minimum: int) -> int:
+  """Host-side: the head's packed length N for micro-batches of `mask`'s rows taken
+  strided (micro-batch g holds rows g, g + groups, ..., as `split_micro` takes them):
+  `minimum` times the least power of two that holds the fullest micro-batch's loss
+  entries, so shapes repeat. mask: [B, K] (nonzero = in the loss)."""
+  counts = (np.asarray(mask) > 0).sum(axis=1)
+  fullest = max(int(counts[g::groups].sum()) for g in range(groups))
+  return bucket(max(fullest, 1), minimum)
+
+
+def balance_rows(mask, groups: int) -> np.ndarray:
+  """Host-side: a row order whose strided micro-batches (`split_micro`, `groups` of them)
+  hold about equal loss entries, so that a smaller packed head length (`head_positions`)
+  holds the fullest. Longest rows first, each to the emptiest micro-batch with room
+  (B / groups rows each). mask: [B, K]; returns int permutation [B]: row p of the
+  reordered batch is row order[p]."""
+  counts = (np.asarray(mask) > 0).sum(axis=1)
+  rows = len(counts)
+  if groups <= 1 or rows % groups:
+    return np.arange(rows)
+  per = rows // groups
+  load, members = [0] * groups, [[] for _ in range(groups)]
+  for r in np.argsort(-counts, kind="stable"):
+    g = min((g for g in range(groups) if len(members[g]) < per), key=lambda g: load[g])
+    members[g].append(int(r))
+    load[g] += int(counts[r])
+  order = np.empty(rows, np.int64)
+  for g, rs in enumerate(members):
+    order[g::groups] = rs
+  return order
 
 
 def compact_positions(mask, minimum: int = 16):
@@ -123,19 +174,24 @@ def bottom_hidden(frozen, tokens, *, cfg: ModelConfig):
 
 
 def policy_logprobs(trainable, frozen, tokens, hidden, spec_trainable, cfg, remat=False,
-                    targets=None):
+                    targets=None, head_positions=None, mask=None):
   """(logprobs, entropy) float32[B, T] (or [B, K] at `targets`) of the policy given by
   (trainable, frozen).
 
   With `hidden` (top_n mode) only the trainable top layers run, on the cached
-  bottom-layer output; otherwise the merged params run the whole model.
+  bottom-layer output; otherwise the merged params run the whole model. With
+  `head_positions` (and `targets` and the loss `mask`), the LM head runs only on the
+  packed in-loss entries (`_head_logprobs`).
   """
   if hidden is None:
     params = trainable_lib.merge(spec_trainable, trainable, frozen)
-    return token_logprobs_and_entropy(params, cfg, tokens, remat, targets)
+    if head_positions is None:
+      return token_logprobs_and_entropy(params, cfg, tokens, remat, targets)
+    xs, targets = _states_for(params, cfg, tokens, targets, remat=remat)
+    return _head_logprobs(params, cfg, xs, tokens, targets, head_positions, mask)
   xs, targets = _states_for(trainable_lib.compute_view(spec_trainable, trainable), cfg, tokens,
                             targets, remat=remat, inputs=hidden)
-  return _head_logprobs(frozen, cfg, xs, tokens, targets)
+  return _head_logprobs(frozen, cfg, xs, tokens, targets, head_positions, mask)
 
 
 def split_micro(x, m: int, mesh=None):
@@ -160,9 +216,11 @@ def merge_micro(x, mesh=None):
       x, NamedSharding(mesh, sharding.fit_spec(mesh, x.shape, rule)))
 
 
-@functools.partial(jax.jit, static_argnames=("spec_trainable", "cfg", "micro_batches", "mesh"))
+@functools.partial(jax.jit, static_argnames=("spec_trainable", "cfg", "micro_batches", "mesh",
+                                             "head_positions"))
 def reference_logprobs(ref_trainable, frozen, tokens, hidden, *, spec_trainable, cfg,
-                       targets=None, micro_batches: int = 1, mesh=None):
+                       targets=None, micro_batches: int = 1, mesh=None, mask=None,
+                       head_positions: int | None = None):
   """float32[B, T] (or [B, K] at `targets`) teacher-forced log-probs of the reference
   policy (once per batch).
 
@@ -170,25 +228,32 @@ def reference_logprobs(ref_trainable, frozen, tokens, hidden, *, spec_trainable,
   Runs `micro_batches` forward passes of B / micro_batches rows each (`lax.map`), so its
   largest activations are those of one micro-batch, like the update's; with `mesh`,
   each micro-batch is split over the batch axes (`split_micro`). B must divide by
-  micro_batches.
+  micro_batches. With `head_positions` N and the loss `mask` [B, K], the LM head runs on
+  each micro-batch's N packed in-loss entries (`head_positions` picks N), and the
+  log-probs outside the mask are 0.
   """
   def one(xs):
-    t, h, tg = xs
-    return policy_logprobs(ref_trainable, frozen, t, h, spec_trainable, cfg, targets=tg)[0]
+    t, h, tg, m = xs
+    return policy_logprobs(ref_trainable, frozen, t, h, spec_trainable, cfg, targets=tg,
+                           head_positions=head_positions, mask=m)[0]
   if micro_batches == 1:
-    return one((tokens, hidden, targets))
+    return one((tokens, hidden, targets, mask))
   split = lambda x: None if x is None else split_micro(x, micro_batches, mesh)  # noqa: E731
-  return merge_micro(jax.lax.map(one, (split(tokens), split(hidden), split(targets))), mesh)
+  return merge_micro(jax.lax.map(one, (split(tokens), split(hidden), split(targets),
+                                       split(mask))), mesh)
 
 
-def loss_fn(trainable, frozen, batch: Batch, spec: StepSpec, pg_weight=1.0, kl_weight=1.0):
+def loss_fn(trainable, frozen, batch: Batch, spec: StepSpec, pg_weight=1.0, kl_weight=1.0,
+            head_positions=None):
   """Scalar loss and metrics for one micro-batch.
 
   pg_weight / kl_weight scale this micro-batch's share of the whole batch's policy and
   KL terms, so that summing micro-batch gradients gives exactly the full-batch gradient.
+  head_positions: the LM head's packed length (`_head_logprobs`), or None.
   """
   lp, ent = policy_logprobs(trainable, frozen, batch.tokens, batch.hidden, spec.trainable,
-                            spec.model, spec.remat, batch.targets)
+                            spec.model, spec.remat, batch.targets,
+                            head_positions=head_positions, mask=batch.loss_mask)
   mask = batch.loss_mask
   pg, pg_metrics = losses.policy_loss(
       lp, batch.old_logprobs, batch.advantages, mask, epsilon=spec.epsilon,
@@ -214,21 +279,24 @@ def micro_batch_weights(mask, aggregation: str):
 
 
 def make_train_step(spec: StepSpec, optimizer: optax.GradientTransformation):
-  """A jitted (trainable, frozen, opt_state, batch) -> (trainable, opt_state, metrics)."""
+  """A jitted (trainable, frozen, opt_state, batch, head_positions=None) -> (trainable,
+  opt_state, metrics). Micro-batch i holds rows i, i + m, ... (`split_micro`), as the
+  reference pass takes them; `head_positions` (static: `head_positions`) packs the LM
+  head's positions in each (`_head_logprobs`)."""
 
   def micro(batch: Batch):
-    m = spec.micro_batches
-    return jax.tree.map(lambda x: x.reshape((m, x.shape[0] // m) + x.shape[1:]), batch)
+    return jax.tree.map(lambda x: split_micro(x, spec.micro_batches), batch)
 
-  @functools.partial(jax.jit, donate_argnames=("trainable", "opt_state"))
-  def train_step(trainable, frozen, opt_state, batch: Batch):
+  @functools.partial(jax.jit, donate_argnames=("trainable", "opt_state"),
+                     static_argnames=("head_positions",))
+  def train_step(trainable, frozen, opt_state, batch: Batch, head_positions=None):
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     micro_batches = micro(batch)
     pg_w, kl_w = micro_batch_weights(micro_batches.loss_mask, spec.aggregation)
 
     def accumulate(grads, xs):
       mb, pw, kw = xs
-      (_, metrics), g = grad_fn(trainable, frozen, mb, spec, pw, kw)
+      (_, metrics), g = grad_fn(trainable, frozen, mb, spec, pw, kw, head_positions)
       return jax.tree.map(jnp.add, grads, g), metrics
 
     zeros = jax.tree.map(jnp.zeros_like, trainable)
