@@ -44,7 +44,7 @@ import numpy as np
 
 import seekjax as sj
 from seekjax.rl import step as step_lib
-from seekjax.rl import trainable as trainable_lib, update
+from seekjax.rl import trainable as trainable_lib
 
 
 def log(msg: str) -> None:
@@ -145,6 +145,7 @@ def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
   if args.pack:   # as the trainer packs (`rl.update`): balanced rows, the head's length
     if not args.loss_positions:
       raise SystemExit("--pack needs --loss-positions")
+    from seekjax.rl import update  # pylint: disable=import-outside-toplevel  (older trees)
     order = step_lib.balance_rows(batch.loss_mask, args.micro_batches)
     batch = jax.tree.map(lambda x: x[order], batch)
     rows = args.batch // args.micro_batches
@@ -160,7 +161,8 @@ def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
     bottom_s = 0.0
   log(f"{spec.mode}: compiling")
   t0 = time.perf_counter()
-  compiled = train_step.lower(trainable, frozen, opt_state, batch, head_positions=head).compile()
+  packed = {} if head is None else dict(head_positions=head)   # older trees: no such argument
+  compiled = train_step.lower(trainable, frozen, opt_state, batch, **packed).compile()
   compile_s = time.perf_counter() - t0
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -173,14 +175,15 @@ def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
 
   def run():
     state["trainable"], state["opt_state"], m = train_step(
-        state["trainable"], frozen, state["opt_state"], batch, head_positions=head)
+        state["trainable"], frozen, state["opt_state"], batch, **packed)
     return m
 
   def reference():
     return step_lib.reference_logprobs(state["trainable"], frozen, batch.tokens, batch.hidden,
                                        spec_trainable=spec, cfg=cfg, targets=batch.targets,
-                                       micro_batches=args.micro_batches, mask=batch.loss_mask,
-                                       head_positions=head)
+                                       micro_batches=args.micro_batches,
+                                       **({} if head is None else dict(mask=batch.loss_mask,
+                                                                       **packed)))
 
   jax.block_until_ready(run())  # warm-up on the real (donating) path
   jax.block_until_ready(reference())

@@ -31,8 +31,9 @@ def test_rollout_widths_come_from_the_config_not_the_batch():
   assert prompt_width([100], free) == 128 and prompt_width([200], free) == 256
   assert {cache_length([n], fixed) for n in (10, 100, 200, 256)} == {cache_length([256], free)}
   assert prompt_width([300], fixed) == 512            # a longer prompt still fits
-  assert [chunk_width(rollout_config(max_feedback_tokens=n)) for n in (8, 32, 33, 64, 100)] == [
-      32, 32, 64, 64, 128]
+  # feedback appends go in pieces of half the longest feedback (two at most), >= 32
+  assert [chunk_width(rollout_config(max_feedback_tokens=n))
+          for n in (8, 32, 33, 64, 65, 100, 129)] == [32, 32, 32, 32, 64, 64, 128]
   # the update's widths: a ladder from the prompt width + 64 up to the buffer, ~1.2x apart
   assert update_widths(640, fixed) == (320, 384, 512, 640)
   assert update_widths(512, fixed) == (320, 384, 512)

@@ -71,6 +71,43 @@ def test_multi_turn_logprobs_match_teacher_forced_forward(scripted_model):
       assert abs(eps.logprobs[i, t] - want) <= 1e-3, (i, t, eps.logprobs[i, t], want)
 
 
+def test_long_feedback_appends_in_pieces_as_one_chunk(scripted_model, monkeypatch):
+  """Feedback longer than the chunk width (32 for max_feedback_tokens 64) is appended in
+  two pieces, one after the other: the episodes equal those of one 64-wide append, and
+  their log-probs still match a teacher-forced pass."""
+  from seekjax.rollout import driver, engine
+  long = ("the capital is Asmara, a city in the highlands of Eritrea, in the Horn of Africa, "
+          "which is also its largest city")
+  widths, append = [], engine.append_chunk
+
+  def spy(params, state, chunk, *a, **kw):
+    widths.append(chunk.shape[1])
+    return append(params, state, chunk, *a, **kw)
+  spy.lower = append.lower   # the rollout's warm-up compiles it ahead of time
+  monkeypatch.setattr(engine, "append_chunk", spy)
+  cfg = _cfg(temperature=0.0, max_feedback_tokens=64)
+  pieces = rollout(scripted_model, QUESTIONS, ScriptedHelper(text=long), cfg,
+                   jax.random.PRNGKey(0))
+  assert set(widths) == {32}, widths
+  fb = feedback_text(scripted_model.tokenizer, HelperReply("info", long))
+  assert 32 < len(scripted_model.tokenizer.encode(fb)) <= 64
+  assert any(b - a > 32 for i in range(len(pieces))
+             for a, b in _zero_runs(pieces.loss_mask[i], pieces.prompt_lengths[i],
+                                    pieces.lengths[i]))
+  widths.clear()
+  monkeypatch.setattr(driver, "chunk_width", lambda cfg: 64)
+  whole = rollout(scripted_model, QUESTIONS, ScriptedHelper(text=long), cfg,
+                  jax.random.PRNGKey(0))
+  assert set(widths) == {64}, widths
+  np.testing.assert_array_equal(pieces.tokens, whole.tokens)
+  np.testing.assert_array_equal(pieces.loss_mask, whole.loss_mask)
+  np.testing.assert_allclose(pieces.logprobs, whole.logprobs, atol=1e-5)
+  lp = jax.nn.log_softmax(np.asarray(sj.logits(scripted_model, pieces.tokens)), axis=-1)
+  for i in range(len(pieces)):
+    for t in np.flatnonzero(pieces.loss_mask[i]):
+      assert abs(pieces.logprobs[i, t] - float(lp[i, t - 1, pieces.tokens[i, t]])) <= 1e-3
+
+
 def test_transcript_and_masks_interleave_slm_text_and_feedback(scripted_model):
   tok = scripted_model.tokenizer
   helper = ScriptedHelper()
@@ -352,9 +389,9 @@ def test_compacted_batch_samples_what_the_full_batch_samples(scripted_model, mon
   monkeypatch.setattr(compaction, "compact_index", lambda status, sizes_: _seen(
       choose(status, sizes_), sizes))
   monkeypatch.setattr(engine, "append_rows",
-                      lambda params, state, index, *a, spec: appended.append(
+                      lambda params, state, index, *a, **kw: appended.append(
                           (state.length.shape[0], len(index))) or append(
-                              params, state, index, *a, spec=spec))
+                              params, state, index, *a, **kw))
   cfg = dict(temperature=1.5, group_size=2, max_steps_per_call=4)
   full = rollout(scripted_model, QUESTIONS, ScriptedHelper(), _cfg(**cfg, compact_min_rows=0),
                  jax.random.PRNGKey(3), forced=forced)

@@ -34,9 +34,9 @@ def compact_sizes(rows: int, minimum: int, divisor: int = 1) -> tuple[int, ...]:
 def append_sizes(sizes: tuple[int, ...], divisor: int = 1) -> tuple[int, ...]:
   """The batch sizes an append may run on: the compaction `sizes`, then on by halving
   down to 1 row (each a multiple of the mesh's batch `divisor`). Feedback often comes back
-  to one or two rows at a time, and an append costs in proportion to its rows (a chunk of
-  64 tokens a row through every layer); compaction itself stops at its floor, since a
-  decode step of fewer rows saves little. Empty when compaction is off."""
+  to one or two rows at a time, and an append costs in proportion to its rows (a piece of
+  32 tokens or more a row through every layer); compaction itself stops at its floor,
+  since a decode step of fewer rows saves little. Empty when compaction is off."""
   if not sizes:
     return ()
   out = list(sizes)

@@ -361,7 +361,7 @@ def _run(params, tables, state, host, host_id, spec, budget, verbose, store, siz
   (`compaction.append_sizes`) holding just them
   (`compaction.append_index`), else to the whole batch.
   """
-  width = chunk_width(host.cfg)   # one chunk width per run: append_chunk compiles once
+  width = chunk_width(host.cfg)   # one piece width per run: append_chunk compiles once
   host_id_dev = jnp.int32(host_id)
   times = host.times
   while True:
@@ -419,7 +419,9 @@ def _run(params, tables, state, host, host_id, spec, budget, verbose, store, siz
       b = parked.shape[0]
       index = compaction.append_index(sorted(chunks), b, appends)
       at = np.arange(b) if index is None else index   # the rows the append runs on
-      chunk = np.zeros((len(at), width), np.int32)
+      # in pieces of the chunk width: as many as the longest of these chunks needs
+      pieces = -(-max(len(ids) for ids in chunks.values()) // width)
+      chunk = np.zeros((len(at), width * pieces), np.int32)
       chunk_len = np.zeros((len(at),), np.int32)
       for j, i in enumerate(at):
         ids = chunks.get(int(i), ())
@@ -427,11 +429,10 @@ def _run(params, tables, state, host, host_id, spec, budget, verbose, store, siz
         chunk_len[j] = len(ids)
       t = time.perf_counter()
       if index is None:
-        state = engine.append_chunk(params, state, jax.device_put(chunk),
-                                    jax.device_put(chunk_len), spec=spec)
+        state = engine.append_pieces(params, state, chunk, chunk_len, spec=spec, width=width)
       else:
-        state = engine.append_rows(params, state, jax.device_put(index), jax.device_put(chunk),
-                                   jax.device_put(chunk_len), spec=spec)
+        state = engine.append_rows(params, state, jax.device_put(index), chunk, chunk_len,
+                                   spec=spec, width=width)
       state.length.block_until_ready()
       times["append"] += time.perf_counter() - t
 

@@ -12,6 +12,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from jax.experimental import io_callback
 from jax.sharding import Mesh, NamedSharding
@@ -289,18 +290,37 @@ _APPEND_FIELDS = ("tokens", "loss_mask", "logprobs", "logits", "length", "turn_s
                   "msg_q", "ans_q")
 
 
-def append_rows(params, state: SamplingState, index, chunk, chunk_len, *, spec: EngineSpec):
-  """`append_chunk` on the batch rows `index` only (int32[K], distinct), K < B.
+def append_pieces(params, state: SamplingState, chunk, chunk_len, *, spec: EngineSpec,
+                  width: int | None = None):
+  """`append_chunk` of chunk int32[B, P x width] (host arrays) in P pieces of `width`
+  columns, one after the other; a row whose feedback ends before a piece gets an empty
+  one (chunk_len 0 leaves it as it is). No row decodes in between, so the state is that
+  of one append of the whole chunk, to float rounding: one program of the run's chunk
+  width serves short and long feedback, and short feedback (most replies) costs a piece,
+  not the longest feedback's width. width None: one piece."""
+  chunk, chunk_len = np.asarray(chunk, np.int32), np.asarray(chunk_len, np.int32)
+  width = width or chunk.shape[1]
+  for start in range(0, chunk.shape[1], width):
+    state = append_chunk(params, state, jax.device_put(chunk[:, start:start + width]),
+                         jax.device_put(np.clip(chunk_len - start, 0, width).astype(np.int32)),
+                         spec=spec)
+  return state
+
+
+def append_rows(params, state: SamplingState, index, chunk, chunk_len, *, spec: EngineSpec,
+                width: int | None = None):
+  """`append_pieces` on the batch rows `index` only (int32[K], distinct), K < B.
 
   chunk: int32[K, C] and chunk_len: int32[K] belong to those rows (0: a row that only pads
   K, left as it is). Feedback usually comes back to a few rows at a time; the full-batch
   append runs the chunk through the model for every row, this one for K of them: their
   rows are gathered into a K-row state (`take_rows`), extended by the K-row `append_chunk`
-  and written back in place (`put_rows`; `state` is consumed). Three programs rather than
-  one, so that the costly one (the model) compiles once per K, shared with the compacted
-  batches of K rows, and only the cheap gather and scatter once per (B, K).
+  (once a piece) and written back in place (`put_rows`; `state` is consumed). Separate
+  programs, so that the costly one (the model) compiles once per K, shared with the
+  compacted batches of K rows, and only the cheap gather and scatter once per (B, K).
   """
-  sub = append_chunk(params, take_rows(state, index, spec=spec), chunk, chunk_len, spec=spec)
+  sub = append_pieces(params, take_rows(state, index, spec=spec), chunk, chunk_len, spec=spec,
+                      width=width)
   return put_rows(state, index, sub)
 
 
