@@ -160,12 +160,13 @@ def mini_batches(batch: Batch, m: int) -> list[Batch]:
   return [jax.tree.map(lambda x, i=i: x[i * n // m:(i + 1) * n // m], batch) for i in range(m)]
 
 
-# (train_step, rows, width, k, reference head, update head) compiled in this process
+# (train_step, rows, width, k, reference head, update head) compiled in this process; the
+# step function itself, not its id, which a later step function may reuse once it is freed
 _WARM_UPDATES: set = set()
 
 
 def _warm_key(ctx, inputs: UpdateInputs, k: int) -> tuple:
-  return (id(ctx.train_step), inputs.tokens.shape[0], inputs.tokens.shape[1], k,
+  return (ctx.train_step, inputs.tokens.shape[0], inputs.tokens.shape[1], k,
           inputs.head_ref, inputs.head_update)
 
 
