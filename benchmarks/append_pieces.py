@@ -35,11 +35,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from seekjax import configlib, protocol  # noqa: E402
-from seekjax.models import decoder  # noqa: E402
 from seekjax.models.api import load_model  # noqa: E402
 from seekjax.rollout import engine  # noqa: E402
 from seekjax.rollout.driver import feedback_ids  # noqa: E402
 from seekjax.run.helper_setup import build_helper  # noqa: E402
+from chunk_windows import prefilled  # noqa: E402  (this directory, on the path when run)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNTRIES = ["Kenya", "Peru", "Norway", "Vietnam", "Chile", "Ghana", "Nepal", "Hungary",
@@ -74,16 +74,7 @@ def main() -> int:
   lengths = [len(r) for r in replies]
   print(f"feedback ids: {len(lengths)} replies, median {statistics.median(lengths)}, "
         f"max {max(lengths)}, <= 32: {np.mean(np.asarray(lengths) <= 32):.2f}", flush=True)
-  params = decoder.decode_params(model.params)
-  spec = engine.EngineSpec(model=model.config, max_len=640, turn_window=64, max_steps=8,
-                           temperature=1.0, top_k=0, top_p=1.0, eos_ids=tuple(tok.eos_ids),
-                           mesh=None, rows_mesh=None, capture_layer=None)
-  rs = np.random.RandomState(0)
-  prompts = np.full((4, 192), tok.pad_id, np.int32)
-  prompts[:, :150] = rs.randint(100, 40000, (4, 150))
-  state = jax.block_until_ready(engine.prefill(
-      params, jnp.asarray(prompts), jnp.asarray(np.full((4,), 150, np.int32)),
-      jax.random.PRNGKey(0), jnp.int32(0), jnp.int32(256), spec=spec, group=4))
+  params, spec, _, state = prefilled(model, np.random.RandomState(0))   # 16 rows at position 150, as chunk_windows
   forms = {"one 64-wide chunk": 64, "pieces of 32": 32}
   results = {}
   for n in (1, 2, 4, 8, 16):

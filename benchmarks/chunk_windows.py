@@ -53,6 +53,24 @@ def build(form, fn, *args):
     decoder.attention_windows = saved
 
 
+def prefilled(model, rs):
+  """SmolLM2-135M's decode params, an engine spec (a 640-slot cache) and a batch of 16 rows
+  prefilled to position 150 (4 prompts drawn from `rs`, a numpy RandomState, x group 4):
+  (params, spec, prefill args, state). Shared with `append_pieces.py`."""
+  tok = model.tokenizer
+  params = decoder.decode_params(model.params)
+  spec = engine.EngineSpec(model=model.config, max_len=640, turn_window=64, max_steps=8,
+                           temperature=1.0, top_k=0, top_p=1.0, eos_ids=tuple(tok.eos_ids),
+                           mesh=None, rows_mesh=None, capture_layer=None)
+  prompts = np.full((4, 192), tok.pad_id, np.int32)
+  prompts[:, :150] = rs.randint(100, 40000, (4, 150))
+  prompt_len = np.full((4,), 150, np.int32)
+  pre_args = (params, jnp.asarray(prompts), jnp.asarray(prompt_len), jax.random.PRNGKey(0),
+              jnp.int32(0), jnp.int32(256))
+  return params, spec, pre_args, jax.block_until_ready(
+      engine.prefill(*pre_args, spec=spec, group=4))
+
+
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--reps", type=int, default=5)
@@ -60,18 +78,8 @@ def main() -> int:
   args = ap.parse_args()
   jax.config.update("jax_compilation_cache_dir", None)
   model = load_model("smollm2-135m")
-  tok = model.tokenizer
-  params = decoder.decode_params(model.params)
-  spec = engine.EngineSpec(model=model.config, max_len=640, turn_window=64, max_steps=8,
-                           temperature=1.0, top_k=0, top_p=1.0, eos_ids=tuple(tok.eos_ids),
-                           mesh=None, rows_mesh=None, capture_layer=None)
   rs = np.random.RandomState(0)
-  prompts = np.full((4, 192), tok.pad_id, np.int32)
-  prompts[:, :150] = rs.randint(100, 40000, (4, 150))
-  prompt_len = np.full((4,), 150, np.int32)
-  pre_args = (params, jnp.asarray(prompts), jnp.asarray(prompt_len), jax.random.PRNGKey(0),
-              jnp.int32(0), jnp.int32(256))
-  state = jax.block_until_ready(engine.prefill(*pre_args, spec=spec, group=4))
+  params, spec, pre_args, state = prefilled(model, rs)
   cases = {"prefill": (lambda *a: engine.prefill.__wrapped__(*a, spec=spec, group=4),
                        pre_args, None)}
   for n in (16, 4, 1):
