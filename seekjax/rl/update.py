@@ -8,6 +8,7 @@ ladders (widths, K, head lengths), so each program compiles once a run.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, NamedTuple
 
 import jax
@@ -160,14 +161,16 @@ def mini_batches(batch: Batch, m: int) -> list[Batch]:
   return [jax.tree.map(lambda x, i=i: x[i * n // m:(i + 1) * n // m], batch) for i in range(m)]
 
 
-# (train_step, rows, width, k, reference head, update head) compiled in this process; the
-# step function itself, not its id, which a later step function may reuse once it is freed
-_WARM_UPDATES: set = set()
+# train_step -> the (rows, width, k, reference head, update head) it has compiled in this
+# process. Keyed weakly on the step function itself: not its id, which a later step function
+# reuses once this one is freed, and not a strong reference, which would keep every run's
+# step and its executables alive for the life of the process.
+_WARM_UPDATES = weakref.WeakKeyDictionary()
 
 
-def _warm_key(ctx, inputs: UpdateInputs, k: int) -> tuple:
-  return (ctx.train_step, inputs.tokens.shape[0], inputs.tokens.shape[1], k,
-          inputs.head_ref, inputs.head_update)
+def _warm_key(inputs: UpdateInputs, k: int) -> tuple:
+  return (inputs.tokens.shape[0], inputs.tokens.shape[1], k, inputs.head_ref,
+          inputs.head_update)
 
 
 def warm_update(ctx, trainable, opt_state, ref_trainable, episodes, widths,
@@ -184,16 +187,17 @@ def warm_update(ctx, trainable, opt_state, ref_trainable, episodes, widths,
   compiles its one program when met."""
   if not int(getattr(ctx.rollout_cfg, "prompt_width", 0) or 0):
     return   # outside a run the widths are every power of two: each compiles when met
-  _WARM_UPDATES.add(_warm_key(ctx, own, k))
+  warm = _WARM_UPDATES.setdefault(ctx.train_step, set())
+  warm.add(_warm_key(own, k))
   opt_state = distributed.on_mesh(ctx.mesh, opt_state)   # as `rl_iteration` passes it
   for w in widths:
     at_width = update_inputs(ctx, episodes, w, k)
     for fill in (np.zeros_like, np.ones_like):   # the shortest head, the longest
       inputs = at_width._replace(**dict(zip(("head_ref", "head_update"),
                                             head_lengths(ctx, fill(at_width.mask)))))
-      if _warm_key(ctx, inputs, k) not in _WARM_UPDATES:
+      if _warm_key(inputs, k) not in warm:
         _warm(ctx, trainable, opt_state, ref_trainable, inputs)
-        _WARM_UPDATES.add(_warm_key(ctx, inputs, k))
+        warm.add(_warm_key(inputs, k))
 
 
 def _warm(ctx, trainable, opt_state, ref_trainable, inputs: UpdateInputs):
