@@ -45,7 +45,8 @@ def _update(ctx, trainable, opt_state, ref, episodes, width):
 
 
 @pytest.mark.parametrize("with_mesh", [False, True])
-def test_warmed_widths_compile_nothing_later_and_nothing_runs(tiny_model, with_mesh):
+def test_warmed_widths_compile_nothing_later_and_nothing_runs(tiny_model, with_mesh,
+                                                              monkeypatch):
   cfg = configlib.load_config(os.path.join(ROOT, "configs", "tiny_test.py"))
   cfg.rl.update(group_size=2, micro_batches=2, mini_batches=2, num_epochs=2)
   settings = rl_settings(cfg)
@@ -85,3 +86,10 @@ def test_warmed_widths_compile_nothing_later_and_nothing_runs(tiny_model, with_m
   later, names = compiles.since(mark)
   assert later["compiles"] == 0, names
   assert all(np.isfinite(float(m["loss"])) for m in metrics)
+
+  # a later step's warm-up finds every width done: it does not even build their inputs
+  built = []
+  real = update.update_inputs
+  monkeypatch.setattr(update, "update_inputs", lambda *a, **k: built.append(a[2]) or real(*a, **k))
+  update.warm_update(ctx, trainable, opt_state, ref, episodes, WIDTHS, own, K)
+  assert built == []

@@ -162,9 +162,10 @@ def mini_batches(batch: Batch, m: int) -> list[Batch]:
 
 
 # train_step -> the (rows, width, k, reference head, update head) it has compiled in this
-# process. Keyed weakly on the step function itself: not its id, which a later step function
-# reuses once this one is freed, and not a strong reference, which would keep every run's
-# step and its executables alive for the life of the process.
+# process, and ("width", rows, width, k) once both head lengths at a width are. Keyed
+# weakly on the step function itself: not its id, which a later step function reuses once
+# this one is freed, and not a strong reference, which would keep every run's step and
+# its executables alive for the life of the process.
 _WARM_UPDATES = weakref.WeakKeyDictionary()
 
 
@@ -190,7 +191,10 @@ def warm_update(ctx, trainable, opt_state, ref_trainable, episodes, widths,
   warm = _WARM_UPDATES.setdefault(ctx.train_step, set())
   warm.add(_warm_key(own, k))
   opt_state = distributed.on_mesh(ctx.mesh, opt_state)   # as `rl_iteration` passes it
+  rows = len(own.mask)
   for w in widths:
+    if ("width", rows, w, k) in warm:
+      continue   # both head lengths done at an earlier step: not even the inputs again
     at_width = update_inputs(ctx, episodes, w, k)
     for fill in (np.zeros_like, np.ones_like):   # the shortest head, the longest
       inputs = at_width._replace(**dict(zip(("head_ref", "head_update"),
@@ -198,6 +202,7 @@ def warm_update(ctx, trainable, opt_state, ref_trainable, episodes, widths,
       if _warm_key(inputs, k) not in warm:
         _warm(ctx, trainable, opt_state, ref_trainable, inputs)
         warm.add(_warm_key(inputs, k))
+    warm.add(("width", rows, w, k))
 
 
 def _warm(ctx, trainable, opt_state, ref_trainable, inputs: UpdateInputs):
