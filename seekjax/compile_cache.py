@@ -15,7 +15,8 @@ program is read back (`jaxlib`'s `deserialize_executable(..., host_callbacks=)`)
 a private function: the wrapper checks its signature and stays out where it differs)
 for those programs only, under jax's own cache key, which hashes the program, the
 compile options, the backend and jaxlib versions and XLA_FLAGS. Any failure to read or
-write such an entry falls back to compiling, with a warning.
+write such an entry falls back to compiling, with a warning. SEEKJAX_CALLBACK_CACHE=0
+leaves those programs to jax (compiled in every run).
 """
 from __future__ import annotations
 
@@ -52,7 +53,10 @@ def enable() -> str | None:
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-  install_callback_cache()
+  if os.environ.get("SEEKJAX_CALLBACK_CACHE", "").strip().lower() in OFF:
+    uninstall_callback_cache()
+  else:
+    install_callback_cache()
   return path
 
 

@@ -41,8 +41,8 @@ print(json.dumps({"out": out, "calls": calls, "hits": totals["compile_cache_hits
 """
 
 
-def _run(cache):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+def _run(cache, **extra_env):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **extra_env)
   env.pop("SEEKJAX_COMPILE_CACHE", None)
   r = subprocess.run([sys.executable, "-c", SCRIPT, str(cache)], capture_output=True,
                      text=True, env=env, cwd=ROOT, timeout=300)
@@ -79,6 +79,10 @@ def test_a_program_with_host_callbacks_is_read_back_and_its_callbacks_run(tmp_pa
   assert "could not read" in err and "checksum" in err
   fourth, _ = _run(cache)
   assert fourth["hits"] == fourth["compiles"]
+  # SEEKJAX_CALLBACK_CACHE=0 leaves the program to jax, which compiles it again
+  off, _ = _run(cache, SEEKJAX_CALLBACK_CACHE="0")
+  assert {k: off[k] for k in expected} == expected
+  assert off["hits"] == off["compiles"] - 1
 
 
 def test_pack_checks_the_whole_entry():
