@@ -24,6 +24,7 @@ import hashlib
 import inspect
 import logging
 import os
+import threading
 import zlib
 
 import jax
@@ -131,7 +132,7 @@ def _compile_or_read(backend, computation, devices, compile_options, host_callba
   executable = _original(backend, computation, devices, compile_options, host_callbacks,
                          executable_devices, pgle_profiler)
   if jax.process_index() == 0:
-    tmp = f"{entry}.tmp{os.getpid()}"
+    tmp = f"{entry}.tmp{os.getpid()}-{threading.get_ident()}"
     try:
       os.makedirs(path, exist_ok=True)
       with open(tmp, "wb") as f:
@@ -164,7 +165,7 @@ def install_callback_cache() -> bool:
 
 
 def uninstall_callback_cache() -> None:
-  """Puts jax's own compile-or-read step back (tests)."""
+  """Puts jax's own compile-or-read step back (SEEKJAX_CALLBACK_CACHE=0, tests)."""
   global _original
   from jax._src import compiler
   if _original is not None:
