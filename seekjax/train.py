@@ -143,8 +143,9 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
       best.drop_after(start)
     ctx = cycle.RunContext(settings=parts.settings, model=model, spec=spec, frozen=frozen,
                            helper=parts.helper, judge=parts.judge, rollout_cfg=parts.rollout_cfg,
-                           train_step=setup.make_step(parts.settings, model.config, spec,
-                                                      optimizer, cfg.model.remat),
+                           train_step=setup.make_step(
+                               parts.settings, model.config, spec, optimizer, cfg.model.remat,
+                               rollout_temperature=parts.rollout_cfg.temperature),
                            mesh=mesh, should_stop=stop.check,
                            redact_private=cfg.eval.redact_private)
     save_best = None if best is None else functools.partial(save, into=best)

@@ -282,6 +282,21 @@ def test_logprobs_and_entropy_match_numpy():
   np.testing.assert_allclose(ent, -(np.exp(logp) * logp).sum(-1)[:, :-1], rtol=1e-5)
 
 
+def test_logprobs_and_entropy_at_a_temperature_match_numpy():
+  """At temperature T the trainer scores under softmax(logits / T), the distribution a
+  sampler at T draws from (`sampling.sample_token` records log softmax(logits / T))."""
+  rng = np.random.default_rng(8)
+  logits = (rng.normal(size=(2, 4, 9)) * 2).astype(np.float32)
+  ids = rng.integers(0, 9, (2, 4)).astype(np.int32)
+  for t in (0.7, 1.3):
+    got, ent = losses.logprobs_and_entropy(jnp.asarray(logits), jnp.asarray(ids), t)
+    z = logits.astype(np.float64) / t
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    np.testing.assert_allclose(got, np.take_along_axis(logp, ids[..., None], -1)[..., 0],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ent, -(np.exp(logp) * logp).sum(-1), rtol=1e-5)
+
+
 def test_logprobs_and_entropy_gradients_match_numpy_and_survive_large_logits():
   """Gradients of sum(g * logprob) + sum(h * entropy) against the closed forms
   d logp[id] / d logit = onehot(id) - p and d H / d logit = -p (log p + H); and logits

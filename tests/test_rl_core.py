@@ -6,6 +6,7 @@ from the formulas, not from the code under test. A tiny random model (small voca
 the train-step checks to a few seconds.
 """
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -624,6 +625,56 @@ def test_two_micro_batches_give_the_full_batch_gradient_with_ragged_masks(step_c
   assert float(m1["grad_norm"]) > 1e-3
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-6)
+
+
+def test_the_step_scores_at_the_sampler_temperature(tiny_params):
+  """Old log-probs recorded by a sampler at temperature 0.7 (log softmax(logits / 0.7)):
+  a step built for that temperature starts at ratio 1 and clips nothing; one scoring at
+  temperature 1 sees ratios away from 1 before it has changed anything."""
+  rng = np.random.default_rng(9)
+  b, t = 4, 12
+  tokens = jnp.asarray(rng.integers(0, TINY.vocab_size, (b, t)).astype(np.int32))
+  tempered = step_lib.token_logprobs_and_entropy(tiny_params, TINY, tokens, temperature=0.7)[0]
+  mask = np.zeros((b, t), np.float32)
+  mask[:, 3:10] = 1.0
+  batch = step_lib.Batch(tokens=tokens, loss_mask=jnp.asarray(mask), old_logprobs=tempered,
+                         ref_logprobs=tempered,
+                         advantages=jnp.asarray(rng.normal(0, 1, b).astype(np.float32)))
+  ratios = {}
+  for temperature in (0.7, 1.0):
+    spec = step_lib.StepSpec(model=TINY, trainable=SPECS["full"], epsilon=0.2,
+                             epsilon_high=0.28, aggregation="token-mean", kl_method="k3",
+                             kl_beta=0.1, temperature=temperature)
+    step = step_lib.make_train_step(spec, optax.sgd(0.0))
+    assert step.spec.temperature == temperature
+    _, _, m = step(jax.tree.map(jnp.array, tiny_params), {}, optax.sgd(0.0).init(tiny_params),
+                   batch)
+    ratios[temperature] = (float(m["ratio_min"]), float(m["ratio_max"]),
+                           float(m["clip_fraction"]), float(m["kl"]))
+  lo, hi, clipped, kl = ratios[0.7]
+  assert abs(lo - 1) < 1e-4 and abs(hi - 1) < 1e-4 and clipped == 0 and abs(kl) < 1e-6
+  lo, hi, _, _ = ratios[1.0]
+  assert hi - lo > 0.1, ratios
+
+
+def test_a_run_context_refuses_a_step_scoring_at_another_temperature(tiny_model):
+  from seekjax import configlib
+  from seekjax.helpers import RuleLeakJudge
+  from seekjax.rl import cycle
+  from seekjax.rl.settings import rl_settings
+  from seekjax.rollout import rollout_config
+  from seekjax.run.setup import make_step
+  from tests.scripted import ScriptedHelper
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  settings = rl_settings(configlib.load_config(os.path.join(root, "configs", "tiny_test.py")))
+  spec = trainable_lib.Trainable(mode="full")
+  trainable, frozen = trainable_lib.init(spec, tiny_model.params, jax.random.PRNGKey(0))
+  step = make_step(settings, tiny_model.config, spec, optax.sgd(0.1), rollout_temperature=1.0)
+  common = dict(settings=settings, model=tiny_model, spec=spec, frozen=frozen,
+                helper=ScriptedHelper(), judge=RuleLeakJudge(), train_step=step)
+  with pytest.raises(ValueError, match="temperature 1.0, but the rollout samples at 0.7"):
+    cycle.RunContext(rollout_cfg=rollout_config(temperature=0.7), **common)
+  cycle.RunContext(rollout_cfg=rollout_config(temperature=0.0), **common)   # greedy: 1
 
 
 # ----------------------------------------------------------------------------- masked positions

@@ -207,7 +207,8 @@ def run_rl(model, lr=LR, seed=0):
   ctx = cycle.RunContext(
       settings=settings, model=model, spec=spec, frozen=frozen, helper=helper,
       judge=RuleLeakJudge(), rollout_cfg=rollout_config(group_size=GROUP_SIZE, **ROLLOUT),
-      train_step=make_step(settings, model.config, spec, optimizer))
+      train_step=make_step(settings, model.config, spec, optimizer,
+                           rollout_temperature=ROLLOUT["temperature"]))
   ref = jax.tree.map(jnp.array, trainable)
   opt_state = optimizer.init(trainable)
   kinds = sorted(QUESTIONS)

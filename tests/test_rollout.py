@@ -71,6 +71,22 @@ def test_multi_turn_logprobs_match_teacher_forced_forward(scripted_model):
       assert abs(eps.logprobs[i, t] - want) <= 1e-3, (i, t, eps.logprobs[i, t], want)
 
 
+def test_logprobs_sampled_at_a_temperature_match_the_trainers_scoring(scripted_model):
+  """At rollout temperature 0.7 the recorded log-probs are those of softmax(logits / 0.7);
+  the trainer scores the final sequences at the same temperature
+  (`step.scoring_temperature`), so its first PPO ratio is 1."""
+  from seekjax.rl import step as step_lib
+  cfg = _cfg(group_size=2, temperature=0.7)
+  eps = rollout(scripted_model, QUESTIONS, ScriptedHelper(), cfg, jax.random.PRNGKey(3))
+  t = step_lib.scoring_temperature(cfg.temperature)
+  assert t == 0.7 and step_lib.scoring_temperature(0.0) == 1.0
+  lp, _ = step_lib.token_logprobs_and_entropy(scripted_model.params, scripted_model.config,
+                                              eps.tokens, temperature=t)
+  mask = eps.loss_mask > 0
+  assert mask.sum() > 50
+  np.testing.assert_allclose(eps.logprobs[mask], np.asarray(lp)[mask], atol=1e-3)
+
+
 def test_long_feedback_appends_in_pieces_as_one_chunk(scripted_model, monkeypatch):
   """Feedback longer than the chunk width (32 for max_feedback_tokens 64) is appended in
   two pieces, one after the other: the episodes equal those of one 64-wide append, and

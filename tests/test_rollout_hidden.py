@@ -103,7 +103,8 @@ def _iteration(model, reuse: bool):
   assert settings.reuse_rollout_hidden is reuse
   ctx = cycle.RunContext(settings=settings, model=model, spec=spec, frozen=frozen,
                          helper=ScriptedHelper(), judge=RuleLeakJudge(), rollout_cfg=_cfg(),
-                         train_step=make_step(settings, model.config, spec, optimizer))
+                         train_step=make_step(settings, model.config, spec, optimizer,
+                                              rollout_temperature=_cfg().temperature))
   assert cycle.rollout_capture_layer(ctx) == (FROZEN if reuse else None)
   examples = [dict(question=q, answers=["Asmara"], private_facts=[], task="", kind="")
               for q in QUESTIONS]

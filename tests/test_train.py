@@ -330,7 +330,7 @@ def test_sigterm_before_the_rl_loop_exits_cleanly(phase, tmp_path, monkeypatch, 
   else:
     make_step = train_lib.setup.make_step
     monkeypatch.setattr(train_lib.setup, "make_step",
-                        lambda *a: (_send_sigterm(), make_step(*a))[1])
+                        lambda *a, **k: (_send_sigterm(), make_step(*a, **k))[1])
   workdir = str(tmp_path / "w")
   args = [f"--config={TINY}", f"--workdir={workdir}", "--config.sft.steps=4"]
   assert main(args) == 0

@@ -62,7 +62,8 @@ def test_warmed_widths_compile_nothing_later_and_nothing_runs(tiny_model, with_m
   ctx = cycle.RunContext(
       settings=settings, model=tiny_model, spec=spec, frozen=frozen, helper=ScriptedHelper(),
       judge=RuleLeakJudge(), rollout_cfg=rollout_config(prompt_width=64, group_size=2),
-      train_step=make_step(settings, tiny_model.config, spec, optimizer), mesh=mesh)
+      train_step=make_step(settings, tiny_model.config, spec, optimizer,
+                           rollout_temperature=rollout_config().temperature), mesh=mesh)
   episodes = _episodes(tiny_model.config.vocab_size)
   before = jax.tree.map(np.asarray, trainable)
 

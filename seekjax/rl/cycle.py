@@ -23,7 +23,7 @@ from seekjax.models.api import Model
 from seekjax.shapes import bucket
 from seekjax.rl import advantages as advantages_lib
 from seekjax.rl import losses, records as records_lib, rewards as rewards_lib
-from seekjax.rl import trainable as trainable_lib
+from seekjax.rl import step as step_lib, trainable as trainable_lib
 from seekjax.rl.settings import RLSettings
 from seekjax.rl.update import (_fit, ppo_epochs, reference_pass, update_batch, update_inputs,
                                warm_update)
@@ -51,6 +51,13 @@ class RunContext:
   decoded_frozen: Any = None         # `local_frozen` as the rollout decodes it (`rollout_policy`)
 
   def __post_init__(self):
+    spec = getattr(self.train_step, "spec", None)   # a step from `step.make_train_step`
+    wanted = step_lib.scoring_temperature(self.rollout_cfg.temperature)
+    if spec is not None and spec.temperature != wanted:
+      raise ValueError(
+          f"the train step scores tokens at temperature {spec.temperature}, but the rollout "
+          f"samples at {self.rollout_cfg.temperature} (score at {wanted}: "
+          "StepSpec.temperature = step.scoring_temperature(rollout temperature))")
     if self.rollout_mesh is None:
       self.rollout_mesh = distributed.local_mesh(self.mesh)
     if self.local_frozen is None:

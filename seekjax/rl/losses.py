@@ -95,11 +95,13 @@ def aggregate(per_token, mask, aggregation: str):
 # ----------------------------------------------------------------------------- log-probs
 
 
-def logprobs_and_entropy(logits, ids):
+def logprobs_and_entropy(logits, ids, temperature: float = 1.0):
   """Log-probabilities of `ids` and the entropy of the distributions they were drawn from.
 
   logits: float[B, K, V], where logits[:, k] is the prediction for ids[:, k] (the trainer
   passes the LM head's output at the positions before its loss targets); ids: int32[B, K].
+  temperature: the distribution is softmax(logits / temperature), the one a sampler at
+  that temperature drew from (`models.sampling.sample_token`).
   Returns (logprobs float32[B, K], entropy float32[B, K]).
 
   Written as logit[id] - logsumexp and entropy = logsumexp - E_p[logit] from one exp of
@@ -110,6 +112,8 @@ def logprobs_and_entropy(logits, ids):
   function does not depend on it.
   """
   logits = logits.astype(jnp.float32)
+  if temperature != 1.0:
+    logits = logits / temperature
   shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
   e = jnp.exp(logits - shift)
   total = jnp.sum(e, axis=-1)

@@ -56,17 +56,31 @@ class StepSpec:
   kl_beta: float            # 0 when the KL goes into the reward instead
   micro_batches: int = 1
   remat: bool = False
+  # Tokens are scored under softmax(logits / temperature), the distribution the rollout
+  # drew them from (`scoring_temperature` of rollout.temperature), as verl and TRL do: the
+  # PPO ratio against the sampler's log-probs then starts at 1, and the KL compares the
+  # policy and the reference at the same temperature.
+  temperature: float = 1.0
 
 
-def token_logprobs_and_entropy(params, cfg: ModelConfig, tokens, remat=False, targets=None):
-  """Teacher-forced log p(tokens[t] | tokens[<t]) and the entropy of that distribution.
+def scoring_temperature(rollout_temperature: float) -> float:
+  """The temperature the trainer scores a rollout's tokens at: the rollout's own, or 1 for
+  a greedy rollout (whose recorded log-probs are log softmax(logits))."""
+  t = float(rollout_temperature)
+  return t if t > 0.0 else 1.0
+
+
+def token_logprobs_and_entropy(params, cfg: ModelConfig, tokens, remat=False, targets=None,
+                               temperature: float = 1.0):
+  """Teacher-forced log p(tokens[t] | tokens[<t]) and the entropy of that distribution
+  (softmax(logits / temperature)).
 
   tokens: int32[B, T]. Returns (logprobs float32[B, T], entropy float32[B, T]) with
   position 0 set to 0 (nothing predicts the first token); with `targets` int32[B, K],
   only at those positions ([B, K]).
   """
   xs, targets = _states_for(params, cfg, tokens, targets, remat=remat)
-  return _head_logprobs(params, cfg, xs, tokens, targets)
+  return _head_logprobs(params, cfg, xs, tokens, targets, temperature=temperature)
 
 
 def _states_for(params, cfg, tokens, targets, *, remat=False, inputs=None):
@@ -84,7 +98,8 @@ def _states_for(params, cfg, tokens, targets, *, remat=False, inputs=None):
                                   inputs=inputs), targets
 
 
-def _head_logprobs(head_params, cfg, xs, tokens, targets, head_positions=None, mask=None):
+def _head_logprobs(head_params, cfg, xs, tokens, targets, head_positions=None, mask=None,
+                   temperature: float = 1.0):
   """LM head + log-softmax over the states xs [B, K, D] that predict tokens[targets].
 
   With `head_positions` N (and the loss `mask` [B, K]), the head runs only on the batch's
@@ -95,7 +110,8 @@ def _head_logprobs(head_params, cfg, xs, tokens, targets, head_positions=None, m
   """
   ids = jnp.take_along_axis(tokens, targets, axis=1)
   if head_positions is None:
-    lp, ent = losses.logprobs_and_entropy(decoder.lm_head(head_params, cfg, xs), ids)
+    lp, ent = losses.logprobs_and_entropy(decoder.lm_head(head_params, cfg, xs), ids,
+                                          temperature)
   else:
     b, k, d = xs.shape
     flat = mask.reshape(b * k) > 0
@@ -103,7 +119,7 @@ def _head_logprobs(head_params, cfg, xs, tokens, targets, head_positions=None, m
     valid = jnp.arange(head_positions) < jnp.sum(flat)
     lp, ent = losses.logprobs_and_entropy(
         decoder.lm_head(head_params, cfg, xs.reshape(b * k, d)[index][None]),
-        ids.reshape(b * k)[index][None])
+        ids.reshape(b * k)[index][None], temperature)
     unpack = lambda v: jnp.zeros(b * k, v.dtype).at[index].add(  # noqa: E731
         jnp.where(valid, v[0], 0.0)).reshape(b, k)
     lp, ent = unpack(lp), unpack(ent)
@@ -174,9 +190,9 @@ def bottom_hidden(frozen, tokens, *, cfg: ModelConfig):
 
 
 def policy_logprobs(trainable, frozen, tokens, hidden, spec_trainable, cfg, remat=False,
-                    targets=None, head_positions=None, mask=None):
+                    targets=None, head_positions=None, mask=None, temperature: float = 1.0):
   """(logprobs, entropy) float32[B, T] (or [B, K] at `targets`) of the policy given by
-  (trainable, frozen).
+  (trainable, frozen), at `temperature` (`StepSpec.temperature`).
 
   With `hidden` (top_n mode) only the trainable top layers run, on the cached
   bottom-layer output; otherwise the merged params run the whole model. With
@@ -186,12 +202,12 @@ def policy_logprobs(trainable, frozen, tokens, hidden, spec_trainable, cfg, rema
   if hidden is None:
     params = trainable_lib.merge(spec_trainable, trainable, frozen)
     if head_positions is None:
-      return token_logprobs_and_entropy(params, cfg, tokens, remat, targets)
+      return token_logprobs_and_entropy(params, cfg, tokens, remat, targets, temperature)
     xs, targets = _states_for(params, cfg, tokens, targets, remat=remat)
-    return _head_logprobs(params, cfg, xs, tokens, targets, head_positions, mask)
+    return _head_logprobs(params, cfg, xs, tokens, targets, head_positions, mask, temperature)
   xs, targets = _states_for(trainable_lib.compute_view(spec_trainable, trainable), cfg, tokens,
                             targets, remat=remat, inputs=hidden)
-  return _head_logprobs(frozen, cfg, xs, tokens, targets, head_positions, mask)
+  return _head_logprobs(frozen, cfg, xs, tokens, targets, head_positions, mask, temperature)
 
 
 def split_micro(x, m: int, mesh=None):
@@ -217,12 +233,12 @@ def merge_micro(x, mesh=None):
 
 
 @functools.partial(jax.jit, static_argnames=("spec_trainable", "cfg", "micro_batches", "mesh",
-                                             "head_positions"))
+                                             "head_positions", "temperature"))
 def reference_logprobs(ref_trainable, frozen, tokens, hidden, *, spec_trainable, cfg,
                        targets=None, micro_batches: int = 1, mesh=None, mask=None,
-                       head_positions: int | None = None):
+                       head_positions: int | None = None, temperature: float = 1.0):
   """float32[B, T] (or [B, K] at `targets`) teacher-forced log-probs of the reference
-  policy (once per batch).
+  policy (once per batch), at `temperature` (the train step's `StepSpec.temperature`).
 
   tokens: int32[B, T]; hidden: float32[B, T, D] or None; targets: int32[B, K] or None.
   Runs `micro_batches` forward passes of B / micro_batches rows each (`lax.map`), so its
@@ -235,7 +251,7 @@ def reference_logprobs(ref_trainable, frozen, tokens, hidden, *, spec_trainable,
   def one(xs):
     t, h, tg, m = xs
     return policy_logprobs(ref_trainable, frozen, t, h, spec_trainable, cfg, targets=tg,
-                           head_positions=head_positions, mask=m)[0]
+                           head_positions=head_positions, mask=m, temperature=temperature)[0]
   if micro_batches == 1:
     return one((tokens, hidden, targets, mask))
   split = lambda x: None if x is None else split_micro(x, micro_batches, mesh)  # noqa: E731
@@ -253,7 +269,8 @@ def loss_fn(trainable, frozen, batch: Batch, spec: StepSpec, pg_weight=1.0, kl_w
   """
   lp, ent = policy_logprobs(trainable, frozen, batch.tokens, batch.hidden, spec.trainable,
                             spec.model, spec.remat, batch.targets,
-                            head_positions=head_positions, mask=batch.loss_mask)
+                            head_positions=head_positions, mask=batch.loss_mask,
+                            temperature=spec.temperature)
   mask = batch.loss_mask
   pg, pg_metrics = losses.policy_loss(
       lp, batch.old_logprobs, batch.advantages, mask, epsilon=spec.epsilon,
@@ -307,6 +324,7 @@ def make_train_step(spec: StepSpec, optimizer: optax.GradientTransformation):
     trainable = optax.apply_updates(trainable, updates)
     return trainable, opt_state, metrics
 
+  train_step.spec = spec   # read by `cycle.RunContext` to check the scoring temperature
   return train_step
 
 

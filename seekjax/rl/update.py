@@ -127,7 +127,8 @@ def reference_pass(ctx, ref_trainable, inputs: UpdateInputs, lower=False):
             cfg=ctx.model.config, targets=inputs.targets,
             micro_batches=reference_micro_batches(inputs.tokens.shape[0], ctx.settings),
             mesh=ctx.mesh, mask=None if inputs.head_ref is None else inputs.mask_g,
-            head_positions=inputs.head_ref)
+            head_positions=inputs.head_ref,
+            temperature=step_lib.scoring_temperature(ctx.rollout_cfg.temperature))
 
 
 def update_batch(ctx, inputs: UpdateInputs, ref_lp, adv) -> Batch:

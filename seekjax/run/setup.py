@@ -196,13 +196,15 @@ def check_batch_fits(cfg, mesh) -> None:
 
 
 def make_step(settings: RLSettings, model_cfg, spec: trainable_lib.Trainable, optimizer,
-              remat: bool = False):
-  """The jitted PPO step (`step.make_train_step`) of these settings."""
+              remat: bool = False, *, rollout_temperature: float):
+  """The jitted PPO step (`step.make_train_step`) of these settings, scoring tokens at the
+  temperature the rollout samples them at (`step.scoring_temperature`)."""
   step_spec = step_lib.StepSpec(
       model=model_cfg, trainable=spec, epsilon=settings.epsilon,
       epsilon_high=settings.epsilon_high, aggregation=settings.aggregation,
       kl_method=settings.kl_method, kl_beta=settings.kl_loss_beta,
-      micro_batches=settings.micro_batches, remat=remat)
+      micro_batches=settings.micro_batches, remat=remat,
+      temperature=step_lib.scoring_temperature(rollout_temperature))
   return step_lib.make_train_step(step_spec, optimizer)
 
 
