@@ -12,7 +12,8 @@ def sample_token(logits, rng, temperature: float, top_k: int = 0, top_p: float =
   those filters. Returns (ids int32[B], logprobs float32[B]) where logprobs is
   log softmax(logits / temperature) at the chosen id (log softmax(logits) when greedy),
   i.e. the policy's log-probability before any top-k/top-p truncation, which is what
-  a teacher-forced forward pass reproduces.
+  the trainer's teacher-forced pass at the same temperature reproduces
+  (`rl.step.scoring_temperature`).
   """
   logits = logits.astype(jnp.float32)
   if temperature == 0.0:
