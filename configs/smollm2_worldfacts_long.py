@@ -1,4 +1,4 @@
-"""The embedded default with a longer RL phase: the README's results run (CPU, 95-134 min).
+"""The embedded default with a longer RL phase: the README's results run (CPU, 86 min).
 
 What it is for: an RL phase long enough to move the policy on the 2-core CPU box (160
 steps), with its learning curve on a validation set carved from the train split (144
@@ -7,7 +7,7 @@ beside the hand-written paraphrase check. What it needs: nothing beyond the defa
 160 steps, not 80: the 80-step run's curve was still rising when its cosine schedule ran
 out, and a 160-step run beat its best validation point (0.410 at step 60 against 0.389),
 under a rule written before it ran (docs/results/history.md, seventh session). Measured:
-134 min on a 2-core box shared with the test suite; about 95 min at its unloaded step rate.
+86 min on the 2-core AMD EPYC AVX2 box with empty caches (2026-12-03; docs/results/long/).
 
 The cold start and the RL settings are the default's (set here again, so that this run
 stays what it was if the default moves); the runs differ in length and in validation.
