@@ -103,18 +103,20 @@ def _local_cache_dir(backend) -> str | None:
 def _compile_or_read(backend, computation, devices, compile_options, host_callbacks,
                      executable_devices, pgle_profiler=None):
   """jax's compile-or-read step, plus a cache for CPU programs with host callbacks."""
-  path = _local_cache_dir(backend) if host_callbacks else None
-  if path is None:
+  def compile_():
     return _original(backend, computation, devices, compile_options, host_callbacks,
                      executable_devices, pgle_profiler)
+
+  path = _local_cache_dir(backend) if host_callbacks else None
+  if path is None:
+    return compile_()
   from jax._src import cache_key
   try:
     entry = callback_entry_path(path, cache_key.get(computation, devices, compile_options,
                                                     backend))
   except Exception as e:   # noqa: BLE001 - a key that cannot be made means: just compile
     log.warning("callback-program cache: no key (%s); compiling", e)
-    return _original(backend, computation, devices, compile_options, host_callbacks,
-                     executable_devices, pgle_profiler)
+    return compile_()
   if os.path.exists(entry):
     try:
       with open(entry, "rb") as f:
@@ -129,8 +131,7 @@ def _compile_or_read(backend, computation, devices, compile_options, host_callba
         os.remove(entry)
       except OSError:
         pass
-  executable = _original(backend, computation, devices, compile_options, host_callbacks,
-                         executable_devices, pgle_profiler)
+  executable = compile_()
   if jax.process_index() == 0:
     tmp = f"{entry}.tmp{os.getpid()}-{threading.get_ident()}"
     try:

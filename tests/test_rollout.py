@@ -71,20 +71,22 @@ def test_multi_turn_logprobs_match_teacher_forced_forward(scripted_model):
       assert abs(eps.logprobs[i, t] - want) <= 1e-3, (i, t, eps.logprobs[i, t], want)
 
 
-def test_logprobs_sampled_at_a_temperature_match_the_trainers_scoring(scripted_model):
+def test_logprobs_sampled_at_a_temperature_match_the_trainers_scoring(tiny_model):
   """At rollout temperature 0.7 the recorded log-probs are those of softmax(logits / 0.7);
   the trainer scores the final sequences at the same temperature
-  (`step.scoring_temperature`), so its first PPO ratio is 1."""
+  (`step.scoring_temperature`), so its first PPO ratio is 1. The untrained model's
+  distributions are broad, so scoring at temperature 1 would differ visibly."""
   from seekjax.rl import step as step_lib
   cfg = _cfg(group_size=2, temperature=0.7)
-  eps = rollout(scripted_model, QUESTIONS, ScriptedHelper(), cfg, jax.random.PRNGKey(3))
+  eps = rollout(tiny_model, QUESTIONS, ScriptedHelper(), cfg, jax.random.PRNGKey(3))
   t = step_lib.scoring_temperature(cfg.temperature)
   assert t == 0.7 and step_lib.scoring_temperature(0.0) == 1.0
-  lp, _ = step_lib.token_logprobs_and_entropy(scripted_model.params, scripted_model.config,
-                                              eps.tokens, temperature=t)
+  score = lambda temp: np.asarray(step_lib.token_logprobs_and_entropy(  # noqa: E731
+      tiny_model.params, tiny_model.config, eps.tokens, temperature=temp)[0])
   mask = eps.loss_mask > 0
   assert mask.sum() > 50
-  np.testing.assert_allclose(eps.logprobs[mask], np.asarray(lp)[mask], atol=1e-3)
+  np.testing.assert_allclose(eps.logprobs[mask], score(t)[mask], atol=1e-3)
+  assert np.abs(eps.logprobs[mask] - score(1.0)[mask]).max() > 0.1
 
 
 def test_long_feedback_appends_in_pieces_as_one_chunk(scripted_model, monkeypatch):
