@@ -1,6 +1,6 @@
 """Feedback appends in pieces of the chunk width against one append of the whole chunk.
 
-A rollout appends each helper reply (`driver.feedback_ids`, at most max_feedback_tokens =
+A rollout appends each helper reply (`host.feedback_ids`, at most max_feedback_tokens =
 64 ids on the default) into the KV cache of the rows that asked. The chunk width was the
 longest feedback's (64); appends now go in pieces of half that (32,
 `rollout.config.chunk_width`), one after the other (`engine.append_pieces`), so that a
@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from seekjax import configlib, protocol  # noqa: E402
 from seekjax.models.api import load_model  # noqa: E402
 from seekjax.rollout import engine  # noqa: E402
-from seekjax.rollout.driver import feedback_ids  # noqa: E402
+from seekjax.rollout.host import feedback_ids  # noqa: E402
 from seekjax.run.helper_setup import build_helper  # noqa: E402
 from chunk_windows import prefilled  # noqa: E402  (this directory, on the path when run)
 

@@ -7,7 +7,7 @@ Two parts, each timed side by side in one process (alternating, after a warm-up)
 1. The rollout's decode step (`engine.decode_until_blocked`, 16 rows, a 640-slot cache,
    sampling at temperature 0.7, the residual after layer 28 kept) with the rows'
    positions at each --fills value: the step's cost as the attention window grows, with
-   both CPU kernels (`decoder.decode_params`: packed weights), with the attention kernel
+   both CPU kernels (`packing.decode_params`: packed weights), with the attention kernel
    and XLA's dots, and with XLA alone (SEEKJAX_CPU_KERNELS=0).
 2. One decode step's cached attention alone, over the 30 layers' caches (a write of the
    new key and value, then attention over window --window of 640 slots), in the forms:
@@ -45,7 +45,7 @@ import numpy as np
 
 import seekjax as sj
 from seekjax.models import cpu_attention
-from seekjax.models import decoder
+from seekjax.models import decoder, packing
 from seekjax.rollout import engine
 
 ROWS, HEADS, KV, HD, SLOTS, LAYERS = 16, 9, 3, 64, 640, 30
@@ -85,7 +85,7 @@ def decode_steps(fills, reps: int) -> dict:
   saved = os.environ.get("SEEKJAX_CPU_KERNELS")
   for form, (fn, env, window) in STEP_FORMS.items():
     os.environ["SEEKJAX_CPU_KERNELS"] = env
-    params[form] = getattr(decoder, fn)(model.params)
+    params[form] = getattr(packing, fn)(model.params)
     specs[form] = engine.EngineSpec(model=cfg, max_len=SLOTS, turn_window=window, max_steps=32,
                                     temperature=0.7, top_k=0, top_p=1.0, eos_ids=(),
                                     capture_layer=cfg.num_layers - 2)

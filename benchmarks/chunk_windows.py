@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from seekjax.models import decoder  # noqa: E402
+from seekjax.models import decoder, packing  # noqa: E402
 from seekjax.models.api import load_model  # noqa: E402
 from seekjax.rollout import engine  # noqa: E402
 
@@ -58,7 +58,7 @@ def prefilled(model, rs):
   prefilled to position 150 (4 prompts drawn from `rs`, a numpy RandomState, x group 4):
   (params, spec, prefill args, state). Shared with `append_pieces.py`."""
   tok = model.tokenizer
-  params = decoder.decode_params(model.params)
+  params = packing.decode_params(model.params)
   spec = engine.EngineSpec(model=model.config, max_len=640, turn_window=64, max_steps=8,
                            temperature=1.0, top_k=0, top_p=1.0, eos_ids=tuple(tok.eos_ids),
                            mesh=None, rows_mesh=None, capture_layer=None)

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import seekjax as sj
-from seekjax.models import decoder
+from seekjax.models import packing
 from seekjax.rollout import engine
 
 
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
   load = [os.getloadavg()[0]]
   model = sj.load_model("smollm2-135m")
   cfg = model.config
-  params = decoder.unstack_layers(model.params)
+  params = packing.unstack_layers(model.params)
   v = cfg.vocab_size
   never = jnp.zeros((1, v), jnp.int32)
   tables = engine.TagTables(never, never.astype(bool), never, never.astype(bool))

@@ -185,7 +185,7 @@ def _breakdown(model, hf, prompt, batches, args, reps=5):
   import jax
   import jax.numpy as jnp
   import torch
-  from seekjax.models import decoder
+  from seekjax.models import decoder, packing
   from seekjax.models.generate import decode_step, prefill_chunk
   from seekjax.shapes import bucket
   cfg = model.config
@@ -210,7 +210,7 @@ def _breakdown(model, hf, prompt, batches, args, reps=5):
     n = jnp.full((b,), len(prompt), jnp.int32)
     zero = jnp.zeros((b,), jnp.int32)
     cache0 = decoder.init_cache(cfg, b, cache_size)
-    params = decoder.unstack_layers(model.params)  # as generate_ids decodes
+    params = packing.unstack_layers(model.params)  # as generate_ids decodes
     sj_pf = best(lambda: jax.block_until_ready(pf(params, cache0, x, n, zero)))
     _, cache = pf(params, cache0, x, n, zero)
     pos = jnp.full((b,), len(prompt) + args.new // 2, jnp.int32)

@@ -13,7 +13,7 @@ runs give the same tokens:
 - the same stop check (the `seekjax.rollout.tagmatch` automata, the same eos ids, the
   same per-turn window `max_new_tokens` and episode budget, with the same precedence);
 - the same host rules (`protocol.parse_slm_turn` / `check_limits` / `limit_feedback`,
-  `protocol.format_feedback`, `driver.feedback_ids`, the same room check);
+  `protocol.format_feedback`, `host.feedback_ids`, the same room check);
 - the same helper pool (`seekjax.rollout.pool.HelperPool`): this turn's calls run
   concurrently, the loop waits for all of them (the helper wait is not hidden).
 
@@ -35,14 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from seekjax import protocol
-from seekjax.models import decoder
+from seekjax.models import decoder, packing
 from seekjax.models.config import ModelConfig
 from seekjax.models.generate import decode_step, prefill_chunk
 from seekjax.shapes import bucket
 from seekjax.models.sampling import sample_token
 from seekjax.rollout import engine, tagmatch
 from seekjax.rollout.config import episode_budget, validate
-from seekjax.rollout.driver import feedback_ids
+from seekjax.rollout.host import feedback_ids
 from seekjax.rollout.pool import HelperPool
 
 # per-row stop reasons of one turn (0 = still running when the window ran out: impossible)
@@ -166,7 +166,7 @@ def reprefill_rollout(model, questions: list[str], helper, cfg, rng=0) -> Baseli
   out = BaselineEpisodes(tokens=None, loss_mask=None, lengths=None, prompt_lengths=prompt_len,
                          num_messages=None, messages=messages, refusals=refusals, finish=finish)
   pool = HelperPool(helper, timeout=cfg.helper_timeout, max_concurrency=cfg.helper_concurrency)
-  params = decoder.unstack_layers(model.params)  # as sj.rollout decodes
+  params = packing.unstack_layers(model.params)  # as sj.rollout decodes
   try:
     while live.any():
       lens = np.array([len(c) for c in ctx], np.int32)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seekjax.models import cpu_matmul, decoder
+from seekjax.models import cpu_matmul, packing
 
 D, F, KV_DIM, LAYERS, VOCAB = 576, 1536, 192, 30, 49152
 SHAPES = {"q": (D, D), "k": (D, KV_DIM), "v": (D, KV_DIM), "o": (D, D), "gate": (D, F),
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
   layers = [{k: jnp.asarray(rng.standard_normal(s).astype(np.float32) * 0.02)
              for k, s in SHAPES.items()} for _ in range(LAYERS)]
   embed = jnp.asarray(rng.standard_normal((VOCAB, D)).astype(np.float32) * 0.02)
-  packed = decoder.decode_params({"embed": embed, "final_norm": jnp.ones(D),
+  packed = packing.decode_params({"embed": embed, "final_norm": jnp.ones(D),
                                   "layers": tuple(layers)})
   nbytes = sum(w.size * 4 for lp in layers for w in lp.values()) + embed.size * 4
   xla = _chain(lambda x, lp, k: x @ lp[k], lambda x, e: jnp.einsum("btd,vd->btv", x, e))

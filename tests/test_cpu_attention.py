@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seekjax.models import cpu_attention, cpu_kernels, decoder
+from seekjax.models import cpu_attention, cpu_kernels, decoder, packing
 
 pytestmark = pytest.mark.skipif(
     jax.default_backend() != "cpu" or not cpu_kernels.enabled(),
@@ -75,7 +75,7 @@ def test_decode_with_the_kernel_matches_xlas_attention(tiny_model, greedy_decode
   """The tiny model's greedy decode gives the same tokens (and logits to rounding) with the
   kernel as with XLA's attention (SEEKJAX_CPU_KERNELS=0 while tracing)."""
   prompt = jnp.asarray(np.random.default_rng(2).integers(5, 2000, (3, 11)), jnp.int32)
-  params = decoder.unstack_layers(tiny_model.params)   # XLA's dots on both sides
+  params = packing.unstack_layers(tiny_model.params)   # XLA's dots on both sides
   kernel_tokens, kernel_logits = greedy_decode(tiny_model, params, prompt, 24)
   monkeypatch.setenv("SEEKJAX_CPU_KERNELS", "0")
   xla_tokens, xla_logits = greedy_decode(tiny_model, params, prompt, 24)
@@ -86,7 +86,7 @@ def test_decode_with_the_kernel_matches_xlas_attention(tiny_model, greedy_decode
 def test_decode_step_program_calls_the_kernel(tiny_model, monkeypatch):
   cfg = tiny_model.config
   cache = decoder.init_cache(cfg, 2, 16)
-  args = (decoder.unstack_layers(tiny_model.params), jnp.zeros((2, 1), jnp.int32),
+  args = (packing.unstack_layers(tiny_model.params), jnp.zeros((2, 1), jnp.int32),
           jnp.zeros((2, 1), jnp.int32), cache)
   def hlo():
     fn = jax.jit(lambda p, tok, pos, c: decoder.forward(p, cfg, tok, pos, cache=c))

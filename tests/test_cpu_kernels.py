@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seekjax.models import cpu_kernels, cpu_matmul, decoder
+from seekjax.models import cpu_kernels, cpu_matmul, decoder, packing
 
 pytestmark = pytest.mark.skipif(
     jax.default_backend() != "cpu" or not cpu_kernels.enabled(),
@@ -64,7 +64,7 @@ def test_matmul_takes_only_float32_panels_that_match():
 _FORMS_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np, jax.numpy as jnp
-    from seekjax.models import cpu_matmul, decoder
+    from seekjax.models import cpu_matmul, packing
     rng = np.random.default_rng(0)
     out = {}
     # every remainder of the 8-row (AVX-512) and 6-row (AVX2) blocks; K odd and SmolLM2's
@@ -78,8 +78,8 @@ _FORMS_SCRIPT = textwrap.dedent("""
         out[f"{rows}x{k}"] = got
     np.savez(sys.argv[1], **out)
     params = {"embed": jnp.zeros((64, 32)), "final_norm": jnp.ones(32),
-              "layers": ({k: jnp.zeros((32, 32)) for k in decoder.DENSE},)}
-    packs = "head_packed" in decoder.decode_params(params)
+              "layers": ({k: jnp.zeros((32, 32)) for k in packing.DENSE},)}
+    packs = "head_packed" in packing.decode_params(params)
     print("form", cpu_matmul.isa(), "packs", packs)
 """)
 
@@ -116,18 +116,18 @@ def test_every_form_of_the_matmul_is_correct_and_the_vector_forms_agree_bit_for_
 
 @needs_fast
 def test_decode_params_packs_every_dense_weight(tiny_model, monkeypatch):
-  params = decoder.decode_params(tiny_model.params)
+  params = packing.decode_params(tiny_model.params)
   assert len(params["layers"]) == tiny_model.config.num_layers
   for lp in params["layers"]:
-    assert set(lp["packed"]) == set(decoder.DENSE)
-    for name in decoder.DENSE:
+    assert set(lp["packed"]) == set(packing.DENSE)
+    for name in packing.DENSE:
       np.testing.assert_array_equal(np.asarray(lp["packed"][name]),
                                     np.asarray(cpu_matmul.pack(lp[name])))
   np.testing.assert_array_equal(np.asarray(params["head_packed"]),
                                 np.asarray(cpu_matmul.pack(tiny_model.params["embed"].T)))
-  assert decoder.decode_params(params) is params   # already packed
+  assert packing.decode_params(params) is params   # already packed
   monkeypatch.setenv("SEEKJAX_CPU_KERNELS", "0")
-  plain = decoder.decode_params(tiny_model.params)
+  plain = packing.decode_params(tiny_model.params)
   assert "head_packed" not in plain and "packed" not in plain["layers"][0]
 
 
@@ -136,8 +136,8 @@ def test_decode_with_packed_weights_matches_xlas_dots(tiny_model, greedy_decode)
   """The tiny model's greedy decode: the same tokens (logits to rounding) with the packed
   weights as with XLA's dots (the attention kernel on both sides)."""
   prompt = jnp.asarray(np.random.default_rng(3).integers(5, 2000, (5, 9)), jnp.int32)
-  kernel = greedy_decode(tiny_model, decoder.decode_params(tiny_model.params), prompt, 20)
-  xla = greedy_decode(tiny_model, decoder.unstack_layers(tiny_model.params), prompt, 20)
+  kernel = greedy_decode(tiny_model, packing.decode_params(tiny_model.params), prompt, 20)
+  xla = greedy_decode(tiny_model, packing.unstack_layers(tiny_model.params), prompt, 20)
   np.testing.assert_array_equal(kernel[0], xla[0])
   np.testing.assert_allclose(kernel[1], xla[1], atol=1e-4)
 
@@ -145,14 +145,14 @@ def test_decode_with_packed_weights_matches_xlas_dots(tiny_model, greedy_decode)
 @needs_fast
 def test_only_the_single_token_step_calls_the_matmul(tiny_model):
   cfg = tiny_model.config
-  params = decoder.decode_params(tiny_model.params)
+  params = packing.decode_params(tiny_model.params)
   fn = jax.jit(lambda p, tok, pos, c: decoder.forward(p, cfg, tok, pos, cache=c))
 
   def calls(t):
     args = (params, jnp.zeros((2, t), jnp.int32), jnp.zeros((2, t), jnp.int32),
             decoder.init_cache(cfg, 2, 16))
     return fn.lower(*args).as_text().count(cpu_matmul.TARGET)
-  assert calls(1) == len(decoder.DENSE) * cfg.num_layers + 1   # every dense weight and the head
+  assert calls(1) == len(packing.DENSE) * cfg.num_layers + 1   # every dense weight and the head
   assert calls(4) == 0                                          # prefill keeps XLA's dots
 
 
@@ -195,8 +195,8 @@ def test_smollm2_greedy_tokens_are_the_same_with_both_kernels(smollm, greedy_dec
   """The embedded SmolLM2-135M's greedy decode: both kernels (packed weights, attention)
   against XLA's dots and attention (SEEKJAX_CPU_KERNELS=0), 4 rows of 16 tokens."""
   prompt = jnp.asarray(np.random.default_rng(4).integers(100, 40000, (4, 12)), jnp.int32)
-  kernel = greedy_decode(smollm, decoder.decode_params(smollm.params), prompt, 16)
+  kernel = greedy_decode(smollm, packing.decode_params(smollm.params), prompt, 16)
   monkeypatch.setenv("SEEKJAX_CPU_KERNELS", "0")
-  xla = greedy_decode(smollm, decoder.decode_params(smollm.params), prompt, 16)
+  xla = greedy_decode(smollm, packing.decode_params(smollm.params), prompt, 16)
   np.testing.assert_array_equal(kernel[0], xla[0])
   np.testing.assert_allclose(kernel[1], xla[1], atol=2e-3, rtol=1e-4)

@@ -437,7 +437,7 @@ def test_hostile_helper_reply_over_http_gives_bounded_clean_feedback(loopback_se
   from seekjax import protocol
   from seekjax.helpers import OpenAIHelper
   from seekjax.models.api import load_tokenizer
-  from seekjax.rollout.driver import feedback_ids
+  from seekjax.rollout.host import feedback_ids
   tok = load_tokenizer()
   loopback_server.script(Behavior("ok", content=content))
   helper = OpenAIHelper(loopback_server.base_url, "fake", api_key_env=None, timeout=30.0,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import seekjax as sj
-from seekjax.models import decoder
+from seekjax.models import decoder, packing
 from seekjax.models.generate import decode_step, prefill_chunk
 
 pytestmark = pytest.mark.trajectory   # float parity with transformers and across decode paths
@@ -115,7 +115,7 @@ def test_windowed_decode_across_windows_matches_full_forward(tiny_model):
   lengths = np.array([40, 90, 150], np.int32)
   chunk = np.where(np.arange(160)[None] < lengths[:, None], seq[:, :160], 0).astype(np.int32)
   step = jax.jit(functools.partial(decode_step, cfg=cfg))
-  for p in (params, decoder.unstack_layers(params)):
+  for p in (params, packing.unstack_layers(params)):
     cache = decoder.init_cache(cfg, 3, 256)
     logits, cache = prefill_chunk(p, cfg, cache, jnp.asarray(chunk), jnp.asarray(lengths),
                                   jnp.zeros(3, jnp.int32))

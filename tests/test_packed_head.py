@@ -1,6 +1,6 @@
 """The LM head on packed loss positions (`step.head_positions`, `step.balance_rows`) gives
 the unpacked reference log-probs and train step; and a rollout's decode params built on
-the frozen part's packed copy (`decoder.extend_decode_params`) equal a fresh build."""
+the frozen part's packed copy (`packing.extend_decode_params`) equal a fresh build."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import seekjax as sj
-from seekjax.models import decoder
+from seekjax.models import packing
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rl.update import head_minimum
@@ -110,11 +110,11 @@ def test_decode_params_on_the_frozen_part_equal_a_fresh_build():
   spec = trainable_lib.Trainable(mode="top_n", top_n=1)
   trainable, frozen = trainable_lib.init(spec, params, jax.random.PRNGKey(0))
   trainable = jax.tree.map(lambda x: x + 0.01, trainable)   # as after an update
-  fresh = decoder.decode_params(trainable_lib.merge(spec, trainable, frozen))
+  fresh = packing.decode_params(trainable_lib.merge(spec, trainable, frozen))
   top = trainable_lib.compute_view(spec, trainable)
-  built = decoder.extend_decode_params(decoder.decode_params(frozen), top["layers"],
+  built = packing.extend_decode_params(packing.decode_params(frozen), top["layers"],
                                        final_norm=top["final_norm"])
   assert jax.tree.structure(built) == jax.tree.structure(fresh)
   for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(built)):
     np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
-  assert ("head_packed" in built) == decoder.pack_pays(frozen)
+  assert ("head_packed" in built) == packing.pack_pays(frozen)

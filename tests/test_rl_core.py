@@ -16,7 +16,7 @@ import optax
 import pytest
 
 import seekjax as sj
-from seekjax.models import decoder
+from seekjax.models import decoder, packing
 from seekjax.rl import advantages, losses, rewards
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
@@ -772,7 +772,7 @@ def test_hidden_states_at_equals_the_full_pass_gathered(variant, layout):
   cfg = TINY.replace(**variant)
   params = sj.random_model(cfg, seed=5).params
   if layout == "per_layer":
-    params = decoder.unstack_layers(params)
+    params = packing.unstack_layers(params)
   elif layout == "one_layer":  # no layer below the last
     params = dict(params, layers=jax.tree.map(lambda a: a[-1:], params["layers"]))
   rng = np.random.default_rng(1)

@@ -261,15 +261,15 @@ model = sj.Model(cfg, jax.tree.map(jax.numpy.asarray, params), tok)
 rc = rollout_config(max_turns=3, max_new_tokens=48, max_message_tokens=32, temperature=0.0,
                     max_steps_per_call=16, max_feedback_tokens=64, system_prompt=SYSTEM,
                     compact_min_rows=0)
-from seekjax.rollout import driver
+from seekjax.rollout import host as host_lib
 calls = []  # (first row, rows handed over, rows that closed a message) per callback
-_submit = driver._Host.submit
+_submit = host_lib.Host.submit
 def recording_submit(self, closed, window, window_len, rows):
   rows = np.asarray(rows)
   assert (rows == np.arange(rows[0], rows[0] + len(rows))).all(), rows  # one contiguous shard
   calls.append((int(rows[0]), len(closed), [int(rows[r]) for r in np.flatnonzero(closed)]))
   return _submit(self, closed, window, window_len, rows)
-driver._Host.submit = recording_submit
+host_lib.Host.submit = recording_submit
 qs = QUESTIONS * 2
 ref = rollout(model, qs, ScriptedHelper(), rc, jax.random.PRNGKey(0))
 assert {{n for _, n, _ in calls}} == {{len(qs)}}, calls  # unsharded: one callback, all rows
@@ -292,7 +292,7 @@ for shape, shards in [((2, 2, 2), 1), ((8, 1, 1), 8), ((1, 8, 1), 8)]:
   print("ok", shape, list(got.num_messages), len(calls), "callbacks")
 # Per-shard decode with compaction: rows whose first turn was forced finish a turn early,
 # and the 32 rows shrink to 16 (2 a shard): the episodes equal the unsharded full batch's.
-driver._Host.submit = _submit
+host_lib.Host.submit = _submit
 from seekjax.rollout import compaction
 sizes = []
 _choose = compaction.compact_index

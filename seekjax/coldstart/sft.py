@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 from seekjax import protocol
-from seekjax.rollout.driver import feedback_ids
+from seekjax.rollout.host import feedback_ids
 from seekjax.shapes import bucket
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rl.step import compact_positions, policy_logprobs

@@ -70,12 +70,12 @@ class LocalLMHelper(Helper):
     batch = [(chat, fut) for chat, fut in batch if fut.set_running_or_notify_cancel()]
     if not batch:
       return
-    from seekjax.models import decoder  # pylint: disable=import-outside-toplevel
+    from seekjax.models import packing  # pylint: disable=import-outside-toplevel
     from seekjax.models.generate import generate_ids  # pylint: disable=import-outside-toplevel
     tok = self.model.tokenizer
     try:
       if self._decode_model is None:  # weights per layer, built once (the helper never trains)
-        self._decode_model = self.model.replace(params=decoder.decode_params(self.model.params))
+        self._decode_model = self.model.replace(params=packing.decode_params(self.model.params))
       prompts = [tok.encode_chat(chat) for chat, _ in batch]
       outs = generate_ids(self._decode_model, prompts, max_new_tokens=self.max_new_tokens,
                           temperature=self.temperature, seed=self.seed + self._batches)

@@ -3,7 +3,7 @@
 A decode step multiplies a few rows (one token per batch row) by every weight of the
 model, so it is bound by reading the weights; XLA:CPU's dots read them at about a third
 of the box's streaming rate (BENCHMARKS.md). The kernel reads each weight packed into
-16-column panels (`pack`, once per rollout: `decoder.decode_params`), each panel one
+16-column panels (`pack`, once per rollout: `packing.decode_params`), each panel one
 contiguous stream. Its vector forms (AVX-512, or AVX2 with FMA) beat XLA's dots; its
 portable loop does not, so the decoder packs weights only where a vector form runs
 (`worthwhile`). Building, loading and turning it off: `cpu_kernels`;

@@ -22,13 +22,11 @@ as prefill. Rows must be contiguous (no holes): the engine guarantees it.
 
 Two layer loops. Without a cache (training, teacher forcing) the stacked layers run as one
 `lax.scan`. With a cache (prefill and decode) the loop is unrolled over per-layer cache
-buffers, and the weights are best given per layer too (`unstack_layers`): slicing a layer
-out of the stacked weights copies it at every decode step, which on CPU cost a third of
-the step (BENCHMARKS.md, "Decode step"). `decode_params` does that and, on a CPU where the
-matmul kernel pays, adds each dense weight packed for it ("packed" in each layer,
-"head_packed"): a single-token step then runs its matmuls there. Cached attention reads
-only the smallest window of slots (`attention_windows`) that covers the batch's furthest
-position, so a decode step costs what the live length needs, not what the buffer allocates.
+buffers, and the weights are best given per layer too, packed for the CPU matmul kernel
+where it pays (`packing.decode_params`; `_dense` then runs a single-token step's matmuls
+there). Cached attention reads only the smallest window of slots (`attention_windows`)
+that covers the batch's furthest position, so a decode step costs what the live length
+needs, not what the buffer allocates.
 """
 from __future__ import annotations
 
@@ -38,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from seekjax.models import cpu_attention, cpu_matmul
+from seekjax.models import cpu_attention, cpu_matmul, packing
 from seekjax.models.config import ModelConfig
 
 _MASK_VALUE = -1e30
@@ -87,95 +85,13 @@ def attention_windows(size: int, smallest: int = 64) -> tuple[int, ...]:
   return tuple(sorted(set(out))) + (size,)
 
 
-def unstack_layers(params):
-  """The params with `layers` as a tuple of per-layer dicts (for the cached, unrolled loop).
-
-  Decode reads each layer's weights in place from these; from the stacked layout it
-  would copy them out at every step. Cheap to build once per rollout or generate call.
-  """
-  if isinstance(params["layers"], (list, tuple)):
-    return params
-  return _unstack(params)
-
-
-@jax.jit
-def _unstack(params):
-  return dict(params, layers=tuple(_layer_list(params)))
-
-
-DENSE = ("q", "k", "v", "o", "gate", "up", "down")
-
-
-def decode_params(params):
-  """`unstack_layers`, plus each dense weight packed for `cpu_matmul` where that pays.
-
-  Packing happens on the CPU backend, for float32 weights on one device, where the
-  matmul runs a vector form (AVX-512 or AVX2 + FMA, `cpu_matmul.worthwhile`); elsewhere
-  this is `unstack_layers`. Cheap next to a rollout (one pass over the weights), and the
-  packed copies live only as long as the returned pytree.
-  """
-  params = unstack_layers(params)
-  if not pack_pays(params):
-    return params
-  return _pack(params)
-
-
-def pack_pays(params) -> bool:
-  """Whether `decode_params` packs these params' dense weights (module docstring)."""
-  if jax.default_backend() != "cpu" or "head_packed" in params or not cpu_matmul.worthwhile():
-    return False
-  embed = params["embed"]
-  head = params.get("lm_head", jax.ShapeDtypeStruct(embed.shape[::-1], embed.dtype))
-  layers = params["layers"]
-  if isinstance(layers, (list, tuple)):
-    weights = [lp[k] for lp in layers for k in DENSE] + [head]
-  else:   # stacked [L, ...]: one layer's shape stands for all
-    weights = [jax.ShapeDtypeStruct(layers[k].shape[1:], layers[k].dtype) for k in DENSE] + [head]
-  one_device = all(len(w.sharding.device_set) == 1 for w in jax.tree_util.tree_leaves(params)
-                   if isinstance(w, jax.Array))
-  return one_device and all(cpu_matmul.packable(w) for w in weights)
-
-
-@jax.jit
-def _pack(params):
-  head = params["lm_head"] if "lm_head" in params else params["embed"].T
-  return dict(params, layers=_pack_layers(params["layers"]), head_packed=cpu_matmul.pack(head))
-
-
-@jax.jit
-def _pack_layers(layers):
-  return tuple(dict(lp, packed={k: cpu_matmul.pack(lp[k]) for k in DENSE}) for lp in layers)
-
-
-def extend_decode_params(decoded, layers, **replace):
-  """`decode_params` of a model whose bottom layers are those of `decoded` (a
-  `decode_params` result) and whose top layers are `layers` (stacked or a tuple), with
-  other entries replaced by `replace` (for example the final norm). Only the new layers
-  are unstacked, and packed when `decoded` is, so an RL rollout whose frozen bottom
-  layers do not change reuses their packed copies instead of repacking the whole model.
-  """
-  top = unstack_layers({"layers": layers})["layers"]
-  if "head_packed" in decoded and all(cpu_matmul.packable(lp[k]) for lp in top for k in DENSE):
-    top = _pack_layers(top)
-  return dict(decoded, layers=tuple(decoded["layers"]) + tuple(top), **replace)
-
-
 def _dense(x, lp, name):
-  """x @ lp[name]: by the CPU matmul kernel for a single token per row when `decode_params`
-  packed the weight, else XLA's dot."""
+  """x @ lp[name]: by the CPU matmul kernel for a single token per row when
+  `packing.decode_params` packed the weight, else XLA's dot."""
   packed = lp.get("packed")
   if packed is not None and x.shape[1] == 1 and cpu_matmul.usable(x, packed[name]):
     return cpu_matmul.packed_matmul(x, packed[name]).astype(x.dtype)
   return x @ lp[name]
-
-
-def _layer_list(params):
-  """Per-layer param dicts (static slices of the stacked layout, or the unstacked tuple)."""
-  layers = params["layers"]
-  if isinstance(layers, (list, tuple)):
-    return list(layers)
-  n = next(iter(layers.values())).shape[0]
-  return [{k: v[i] for k, v in layers.items()} for i in range(n)]
 
 
 def rms_norm(x, weight, eps):
@@ -403,7 +319,7 @@ def _cached_layers(params, cfg, x, positions, cache, remat, capture=None):
 
   Returns (x, new cache, the residual after `capture` layers or None).
   """
-  layer_params = _layer_list(params)
+  layer_params = packing.layer_list(params)
   if capture is not None and not 0 <= capture <= len(layer_params):
     raise ValueError(f"capture={capture} must be in [0, {len(layer_params)}] (layers)")
   windows = attention_windows(cache.size)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from seekjax.models import decoder, sharding
+from seekjax.models import decoder, packing, sharding
 from seekjax.models.config import ModelConfig
 from seekjax.models.sampling import sample_token
 from seekjax.shapes import bucket
@@ -126,7 +126,7 @@ def generate_ids(model, prompt_ids: list[list[int]], *, max_new_tokens: int = 64
     lengths = jax.device_put(lengths, sharding.batch_sharding(model.mesh, 1))
   fn = _generate_fn(cfg, max_new_tokens, cache_size, float(temperature), int(top_k),
                     float(top_p), tuple(int(s) for s in stop_ids), cache_shard)
-  out, count = fn(decoder.decode_params(model.params), tokens, lengths, jax.random.PRNGKey(seed))
+  out, count = fn(packing.decode_params(model.params), tokens, lengths, jax.random.PRNGKey(seed))
   out, count = np.asarray(out), np.asarray(count)
   return [out[i, :count[i]].tolist() for i in range(n)]
 

@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 from seekjax import compiles, distributed
 from seekjax.eval.metrics import feedback_has_answer, judge_many
 from seekjax.helpers.base import Helper, usage_totals
-from seekjax.models import decoder
+from seekjax.models import packing
 from seekjax.models.api import Model
 from seekjax.shapes import bucket
 from seekjax.rl import advantages as advantages_lib
@@ -155,13 +155,13 @@ def rollout_policy(ctx: RunContext, trainable) -> Model:
   process's devices (`ctx.rollout_mesh`)."""
   local_trainable = distributed.rollout_params(trainable, ctx.rollout_mesh,
                                                ctx.replicate_for_decode)
-  if ctx.spec.mode == "top_n" and decoder.pack_pays(ctx.local_frozen):
+  if ctx.spec.mode == "top_n" and packing.pack_pays(ctx.local_frozen):
     # the frozen bottom layers and head packed for the CPU decode once a run
-    # (`decoder.decode_params`); each rollout packs only the trained top layers
+    # (`packing.decode_params`); each rollout packs only the trained top layers
     if ctx.decoded_frozen is None:
-      ctx.decoded_frozen = decoder.decode_params(ctx.local_frozen)
+      ctx.decoded_frozen = packing.decode_params(ctx.local_frozen)
     top = trainable_lib.compute_view(ctx.spec, local_trainable)
-    params = decoder.extend_decode_params(ctx.decoded_frozen, top["layers"],
+    params = packing.extend_decode_params(ctx.decoded_frozen, top["layers"],
                                           final_norm=top["final_norm"])
   else:
     params = trainable_lib.merge(ctx.spec, local_trainable, ctx.local_frozen)

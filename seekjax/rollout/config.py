@@ -91,7 +91,7 @@ def update_widths(cache_len: int, cfg) -> tuple[int, ...]:
 
 def chunk_width(cfg) -> int:
   """The width every piece of a feedback append is padded to: half of max_feedback_tokens
-  (a chunk holds at most that many ids, `driver.feedback_ids`) rounded up to a power of
+  (a chunk holds at most that many ids, `host.feedback_ids`) rounded up to a power of
   two, at least 32. A longer chunk goes in two pieces (`engine.append_pieces`), so one
   width serves the whole run, the append step compiles once, and the many short replies
   (21-31 tokens for half of the default's) cost half of a full-width append."""
