@@ -21,9 +21,9 @@ the other instead (bases first), each alone on the box, and records the load bef
 With `--head_cache DIR`, this tree's run instead reads and writes jax's persistent cache
 in DIR, and a run of this tree alone fills DIR first (same command, timed and reported as
 `cache_fill`): the head then runs as a second `make run` of the same config does, against
-bases that compile everything (the older mains have no persistent cache). The decode
-loops hold a host callback, which jax never keeps in the persistent cache, so the head
-still compiles those.
+bases that compile everything (the older mains have no persistent cache). jax itself
+never keeps the decode loops (they hold a host callback) in that cache; on CPU the head's
+`seekjax.compile_cache` does.
 
 From each run's metrics.jsonl: seconds per step (the trainer's step_time), steps per
 hour over all steps (compiles included) and over the steps after the first two (warm),
