@@ -67,7 +67,8 @@ class Episodes:
 
 # Host arrays reach the device with jax.device_put, a plain transfer: jnp.asarray compiles
 # a small staging program for every new shape, and the rows a feedback batch holds vary.
-_host_ids = itertools.count(1)
+
+_host_ids = itertools.count(1)   # keys of engine._HOSTS: which Host a callback lands in
 
 
 def _encode_prompts(tokenizer, questions, system):
