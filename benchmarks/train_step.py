@@ -21,18 +21,27 @@ The step-time split of a real RL iteration (rollout, reference forward, update, 
 wait) comes from the trainer's own metrics: pass --metrics WORKDIR/metrics.jsonl of a
 `make run` (or `python -m seekjax.train`) to add its medians to the report.
 
+With `--profile N`, each mode's step also runs N times under `jax.profiler` and the report
+lists the ops that took the most time (summed over the N steps, divided by N), each with
+the jax op and source line XLA recorded for it (`op_profile`).
+
   .venv/bin/python benchmarks/train_step.py [--reps 5] [--batch 16] [--width 256]
-      [--loss-positions K] [--metrics runs/default/train/metrics.jsonl] [--out benchmarks/results/train_step.json]
+      [--loss-positions K] [--profile 2] [--metrics runs/default/train/metrics.jsonl]
+      [--out benchmarks/results/train_step.json]
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
+import glob
 import json
 import os
+import re
 import resource
 import statistics
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -130,6 +139,39 @@ def textbook_flops(cfg, spec: trainable_lib.Trainable, rows: int, width: int,
   return {"weights": float(weights), "attention": float(rows * 3 * attn_fwd)}
 
 
+def op_profile(run, hlo_text: str, steps: int, top: int = 400) -> list[dict]:
+  """Run `run` `steps` times under jax.profiler; the `top` HLO ops by time a step (summed
+  over every call, loop trips included), each with its op kind and the jax op and source
+  line from the HLO metadata of the compiled step (`hlo_text`)."""
+  from jax.profiler import ProfileData  # pylint: disable=import-outside-toplevel
+  meta = {}
+  for line in hlo_text.splitlines():
+    m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = \S+ (\w[\w\-]*)\(", line)
+    if m:
+      op = re.search(r'op_name="([^"]*)"', line)
+      src = re.search(r'source_file="([^"]*)" source_line=(\d+)', line)
+      meta[m.group(1)] = (m.group(2), op.group(1) if op else "",
+                          f"{os.path.basename(src.group(1))}:{src.group(2)}" if src else "")
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir):
+      for _ in range(steps):
+        jax.block_until_ready(run())
+    data = ProfileData.from_file(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"),
+                                           recursive=True)[0])
+  total, calls = collections.Counter(), collections.Counter()
+  for plane in data.planes:
+    for line in plane.lines:
+      for event in line.events:
+        stats = dict(event.stats)
+        if "hlo_op" in stats and "train_step" in str(stats.get("hlo_module", "")):
+          total[stats["hlo_op"]] += event.duration_ns / 1e9 / steps
+          calls[stats["hlo_op"]] += 1
+  return [{"hlo_op": name, "kind": meta.get(name, ("?",))[0], "s_per_step": secs,
+           "calls_per_step": calls[name] / steps, "jax_op": meta.get(name, ("", "", ""))[1],
+           "source": meta.get(name, ("", "", ""))[2]}
+          for name, secs in total.most_common(top)]
+
+
 def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
   cfg = model.config
   trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(0))
@@ -190,6 +232,16 @@ def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
   log(f"{spec.mode}: timing {args.reps} steps and reference passes")
   med, times = timed_median(run, args.reps)
   ref_med, ref_times = timed_median(reference, args.reps)
+  profile = []
+  if args.profile:
+    log(f"{spec.mode}: profiling {args.profile} steps")
+    profile = op_profile(run, compiled.as_text(), args.profile)
+    for p in profile[:25]:
+      log(f"  {p['s_per_step']:.3f} s  x{p['calls_per_step']:.0f}  {p['kind']:<12} {p['hlo_op']:<28} "
+          f"{p['jax_op'][-70:]}  {p['source']}")
+    dots = sum(p["s_per_step"] for p in profile if p["jax_op"].endswith("dot_general"))
+    log(f"  ops in all {sum(p['s_per_step'] for p in profile):.3f} s a step, of which "
+        f"dot_general {dots:.3f} s")
   tokens = args.batch * args.width
   flops = textbook_flops(cfg, spec, args.batch, args.width, args.loss_positions,
                          None if head is None else head * args.micro_batches)
@@ -208,7 +260,7 @@ def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
       "textbook_gflops_per_s": book / med / 1e9,
       "attention_flops_per_step": flops["attention"],
       "with_attention_gflops_per_s": (book + flops["attention"]) / med / 1e9,
-      "xla_memory_bytes": memory,
+      "xla_memory_bytes": memory, "op_profile": profile,
       "peak_rss_gib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
   }
 
@@ -264,6 +316,8 @@ def main(argv=None):
                   help="each row's loss count drawn from K/8..5K/8 (as episodes vary), not K")
   ap.add_argument("--pack", action="store_true",
                   help="pack the LM head's positions as the trainer does (balanced rows)")
+  ap.add_argument("--profile", type=int, default=0,
+                  help="also profile this many steps per mode and list the costliest ops")
   ap.add_argument("--model", default="smollm2-135m")
   ap.add_argument("--metrics", default=None, help="a trainer metrics.jsonl for the step split")
   ap.add_argument("--out", default="benchmarks/results/train_step.json")

@@ -47,9 +47,10 @@ under the gradient (top_n: top_n, else L); d, f, H, Kv, hd, V as in config.json.
                       Checked against XLA's memory analysis of the compiled step on CPU
                       (tests/test_plan.py): within [1x, 2x] of it; remat is the loose side.
     logits            b * K * V/t * 4  (fp32 logits at the K loss positions,
-                      `step.compact_positions`; `losses.logprobs_and_entropy` materialises
-                      no log-softmax, and XLA fuses the exp and the gradient into that
-                      buffer: checked against its memory analysis, tests/test_plan.py)
+                      `step.compact_positions`; neither `losses.logprobs_and_entropy`, for
+                      a head that trains, nor `losses.head_logprobs_and_entropy`, for a
+                      frozen one, materialises a log-softmax: checked against XLA's
+                      memory analysis, tests/test_plan.py)
   T = bucket(bucket(prompt_tokens) + episode_budget, 64) as the rollout sizes its cache
   (`rollout.config.cache_length`)
   (prompt_tokens: an assumption, 256 by default: the protocol's system prompt and a short

@@ -266,8 +266,8 @@ def test_kl_is_zero_at_the_reference_and_grows_away_from_it():
 
 
 def test_logprobs_and_entropy_match_numpy():
-  """The trainer's log-probs and entropies (`step._head_logprobs` calls this on the logits
-  at the positions before its targets): logits[:, k] predicts ids[:, k]."""
+  """Log-probs and entropies off given logits (`head_logprobs_and_entropy` gives the same
+  from the head's states): logits[:, k] predicts ids[:, k]."""
   rng = np.random.default_rng(6)
   logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
   tokens = rng.integers(0, 7, (2, 5)).astype(np.int32)
@@ -321,6 +321,38 @@ def test_logprobs_and_entropy_gradients_match_numpy_and_survive_large_logits():
   lp, ent = losses.logprobs_and_entropy(jnp.asarray(logits + 1e4), jnp.asarray(ids))
   np.testing.assert_allclose(lp, logp[np.arange(3), ids], rtol=1e-4, atol=2e-3)
   np.testing.assert_allclose(ent, entropy, rtol=1e-4, atol=2e-3)
+
+
+def test_head_logprobs_and_entropy_match_numpy_with_gradients():
+  """The trainer's head (`step._head_logprobs`): log-probs and entropy of softmax(x @ W / T)
+  with its own backward pass, against numpy's closed forms: d sum(g * lp) / dx =
+  g (W[:, id] - E_p[W]) / T and d / dW = x^T (g (onehot(id) - p)) / T; the entropy is a
+  metric and carries no gradient."""
+  rng = np.random.default_rng(11)
+  x = rng.normal(size=(2, 3, 6)).astype(np.float32)
+  w = (rng.normal(size=(6, 13)) * 0.7).astype(np.float32)
+  ids = rng.integers(0, 13, (2, 3)).astype(np.int32)
+  g = rng.normal(size=(2, 3)).astype(np.float32)
+  for t in (1.0, 0.7):
+    z = np.einsum("btd,dv->btv", x.astype(np.float64), w) / t
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    p = np.exp(logp)
+    lp, ent = losses.head_logprobs_and_entropy(jnp.asarray(x), jnp.asarray(w), jnp.asarray(ids), t)
+    np.testing.assert_allclose(lp, np.take_along_axis(logp, ids[..., None], -1)[..., 0],
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ent, -(p * logp).sum(-1), rtol=1e-5, atol=1e-5)
+
+    def objective(x, w, h=0.0):
+      lp, ent = losses.head_logprobs_and_entropy(x, w, jnp.asarray(ids), t)
+      return jnp.sum(lp * g) + h * jnp.sum(ent)
+
+    dx, dw = jax.grad(objective, (0, 1))(jnp.asarray(x), jnp.asarray(w))
+    dlogits = g[..., None] * (np.eye(13)[ids] - p) / t
+    np.testing.assert_allclose(dx, np.einsum("btv,dv->btd", dlogits, w), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dw, np.einsum("btd,btv->dv", x, dlogits), rtol=1e-4, atol=1e-5)
+    with_entropy = jax.grad(objective, (0, 1))(jnp.asarray(x), jnp.asarray(w), 5.0)
+    np.testing.assert_allclose(with_entropy[0], dx, rtol=1e-6)
+    np.testing.assert_allclose(with_entropy[1], dw, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- end to end

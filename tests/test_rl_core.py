@@ -149,7 +149,7 @@ def test_masked_sum_and_mean_match_numpy_and_ignore_nonfinite_masked_values():
 
 
 def _mean_entropy(logits, mask):
-  """The trainer's entropy metric: `logprobs_and_entropy` on the logits that predict each
+  """The trainer's entropy metric: the entropy of the logits that predict each
   token (position 0 predicts nothing and counts 0), masked-mean over the tokens."""
   tokens = np.zeros(logits.shape[:2], np.int32)
   _, ent = losses.logprobs_and_entropy(logits[:, :-1], tokens[:, 1:])
@@ -789,7 +789,7 @@ def test_hidden_states_at_equals_the_full_pass_gathered(variant, layout):
     g_full = jax.grad(lambda p: jnp.sum(jnp.sin(full(p))))(params)
     g_part = jax.grad(lambda p: jnp.sum(jnp.sin(part(p))))(params)
     for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_part)):
-      np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+      np.testing.assert_allclose(b, a, rtol=1e-4, atol=2e-5)  # float32 sums in another order
 
 
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)

@@ -31,6 +31,7 @@ needs, not what the buffer allocates.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -121,9 +122,11 @@ def attention(q, k, v, mask):
   """
   b, t, h, hd = q.shape
   kv_heads = k.shape[2]
-  q = q.reshape(b, t, kv_heads, h // kv_heads, hd)
+  # the 1/sqrt(hd) scale on q ([B, T, H, hd]), not on the [B, K, G, T, S] scores: one
+  # pass less over the scores, forward and backward
+  q = (q * jnp.asarray(1.0 / math.sqrt(hd), q.dtype)).reshape(
+      b, t, kv_heads, h // kv_heads, hd)
   scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
-  scores = scores / jnp.sqrt(jnp.float32(hd))
   scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
@@ -216,8 +219,13 @@ def lm_head(params, cfg: ModelConfig, x):
   packed = params.get("head_packed")
   if packed is not None and x.shape[1] == 1 and cpu_matmul.usable(x, packed):
     return cpu_matmul.packed_matmul(x, packed)
-  head = params["embed"].T if cfg.tie_embeddings else params["lm_head"]
-  return jnp.einsum("btd,dv->btv", x, head.astype(x.dtype), preferred_element_type=jnp.float32)
+  return jnp.einsum("btd,dv->btv", x, head_weights(params, cfg).astype(x.dtype),
+                    preferred_element_type=jnp.float32)
+
+
+def head_weights(params, cfg: ModelConfig):
+  """The LM head as a [D, V] matrix (the embedding's transpose when they are tied)."""
+  return params["embed"].T if cfg.tie_embeddings else params["lm_head"]
 
 
 def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache | None = None,

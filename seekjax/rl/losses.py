@@ -2,14 +2,16 @@
 
 Alignment convention, used by every function here and by the trainer:
   `logprobs[b, t] = log p(tokens[b, t] | tokens[b, :t])`, a float32[B, T] aligned with
-  `tokens`. Position 0 is 0 (nothing predicts the first token); `logprobs_and_entropy`
-  reads them off the logits that predict each token (`step.token_logprobs_and_entropy`).
+  `tokens`. Position 0 is 0 (nothing predicts the first token); the trainer reads them
+  off the LM head at the states that predict each token (`head_logprobs_and_entropy`, via
+  `step.token_logprobs_and_entropy`), or `logprobs_and_entropy` off given logits.
 Masks are float32[B, T] (bool/int accepted) aligned the same way: 1 on tokens the SLM
 sampled, 0 on prompt, feedback and padding. A masked position never contributes to a
 loss value or a gradient, even if its inputs are inf or NaN.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -123,6 +125,73 @@ def logprobs_and_entropy(logits, ids, temperature: float = 1.0):
   # slower inside the update step (BENCHMARKS.md, "the update's entropy")
   expected = jnp.einsum("...v,...v->...", e, logits, preferred_element_type=jnp.float32)
   return target - lse, lse - expected / total
+
+
+def head_logprobs_and_entropy(x, head, ids, temperature: float = 1.0):
+  """`logprobs_and_entropy` of the LM head's logits x @ head, without a second pass over
+  them for the entropy, and with a backward pass that never forms the [..., V] gradient of
+  the logits unless `head` itself is differentiated.
+
+  x: [..., D] the final-normed states; head: [D, V] (`decoder.head_weights`); ids: int32[...].
+  Returns (logprobs float32[...], entropy float32[...]); the entropy carries no gradient
+  (it is a metric; `stop_gradient` makes that explicit).
+
+  With p = softmax(x @ head / T), the expected logit is x . (p @ head^T), so one [V x D]
+  matmul of p gives both the entropy (lse - x . (p @ head^T) / T) and the gradient with
+  respect to x, (head[:, id] - p @ head^T) * g / T: the matmul the backward pass would
+  otherwise run on the logits' gradient, done once in the forward pass. The residuals are
+  [..., D] where autodiff would keep [..., V]. In the top_n update the head is frozen, the
+  head's gradient is dead code and XLA drops it.
+  """
+  lp, ent = _head_lp_ent(x, head, ids, float(temperature))
+  return lp, jax.lax.stop_gradient(ent)
+
+
+def _head_forward(x, head, ids, temperature):
+  logits = jnp.einsum("...d,dv->...v", x, head.astype(x.dtype),
+                      preferred_element_type=jnp.float32) / temperature
+  shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+  e = jnp.exp(logits - shift)
+  total = jnp.sum(e, axis=-1, keepdims=True)
+  lse = jnp.log(total) + shift
+  target = jnp.take_along_axis(logits, ids[..., None], axis=-1)[..., 0]
+  p = (e / total).astype(x.dtype)
+  p_head = jnp.einsum("...v,dv->...d", p, head.astype(x.dtype),
+                      preferred_element_type=jnp.float32)   # E_p[head column], [..., D]
+  expected = jnp.sum(x.astype(jnp.float32) * p_head, axis=-1) / temperature
+  return target - lse[..., 0], lse[..., 0] - expected, (p_head, lse)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _head_lp_ent(x, head, ids, temperature):
+  lp, ent, _ = _head_forward(x, head, ids, temperature)
+  return lp, ent
+
+
+def _head_lp_ent_fwd(x, head, ids, temperature):
+  lp, ent, (p_head, lse) = _head_forward(x, head, ids, temperature)
+  return (lp, ent), (x, head, ids, p_head, lse)
+
+
+def _head_lp_ent_bwd(temperature, res, cotangents):
+  x, head, ids, p_head, lse = res
+  g = cotangents[0] / temperature       # the entropy's cotangent is dropped (a metric)
+  # head[:, id] as rows of head.T ([V, D], the embedding itself when tied): a gather of
+  # columns from the [D, V] view would copy the whole head into that layout first
+  target_col = jnp.take(head.T, ids, axis=0).astype(jnp.float32)    # [..., D]
+  dx = (g[..., None] * (target_col - p_head)).astype(x.dtype)
+  # head's gradient: x^T (onehot - p) g / T, which needs p again; dead when head is frozen
+  logits = jnp.einsum("...d,dv->...v", x, head.astype(x.dtype),
+                      preferred_element_type=jnp.float32) / temperature
+  p = jnp.exp(logits - lse)
+  onehot = jax.nn.one_hot(ids, head.shape[-1], dtype=jnp.float32)
+  dlogits = (g[..., None] * (onehot - p)).astype(x.dtype)
+  dhead = jnp.einsum("...d,...v->dv", x, dlogits,
+                     preferred_element_type=jnp.float32).astype(head.dtype)
+  return dx, dhead, None
+
+
+_head_lp_ent.defvjp(_head_lp_ent_fwd, _head_lp_ent_bwd)
 
 
 # ----------------------------------------------------------------------------- PPO

@@ -71,16 +71,18 @@ def scoring_temperature(rollout_temperature: float) -> float:
 
 
 def token_logprobs_and_entropy(params, cfg: ModelConfig, tokens, remat=False, targets=None,
-                               temperature: float = 1.0):
+                               temperature: float = 1.0, head_trains: bool = True):
   """Teacher-forced log p(tokens[t] | tokens[<t]) and the entropy of that distribution
   (softmax(logits / temperature)).
 
   tokens: int32[B, T]. Returns (logprobs float32[B, T], entropy float32[B, T]) with
   position 0 set to 0 (nothing predicts the first token); with `targets` int32[B, K],
-  only at those positions ([B, K]).
+  only at those positions ([B, K]). head_trains: whether the LM head is differentiated
+  (`_head_logprobs`).
   """
   xs, targets = _states_for(params, cfg, tokens, targets, remat=remat)
-  return _head_logprobs(params, cfg, xs, tokens, targets, temperature=temperature)
+  return _head_logprobs(params, cfg, xs, tokens, targets, temperature=temperature,
+                        head_trains=head_trains)
 
 
 def _states_for(params, cfg, tokens, targets, *, remat=False, inputs=None):
@@ -99,7 +101,7 @@ def _states_for(params, cfg, tokens, targets, *, remat=False, inputs=None):
 
 
 def _head_logprobs(head_params, cfg, xs, tokens, targets, head_positions=None, mask=None,
-                   temperature: float = 1.0):
+                   temperature: float = 1.0, head_trains: bool = False):
   """LM head + log-softmax over the states xs [B, K, D] that predict tokens[targets].
 
   With `head_positions` N (and the loss `mask` [B, K]), the head runs only on the batch's
@@ -107,19 +109,28 @@ def _head_logprobs(head_params, cfg, xs, tokens, targets, head_positions=None, m
   longest row's loss count, and the head (V x D per position) is most of the cost of the
   update and the reference pass. Entries outside the mask get 0; the caller guarantees
   that the mask holds at most N entries (`head_positions`).
+
+  A frozen head (top_n, LoRA) goes through `losses.head_logprobs_and_entropy`, whose
+  backward pass needs no [.., V] buffer; a head that trains (`head_trains`: full mode,
+  where the tied embedding is the head) needs the logits' gradient for its own, so it
+  goes through autodiff of `losses.logprobs_and_entropy`.
   """
   ids = jnp.take_along_axis(tokens, targets, axis=1)
+
+  def logprobs(x, ids):
+    if head_trains:
+      return losses.logprobs_and_entropy(decoder.lm_head(head_params, cfg, x), ids, temperature)
+    return losses.head_logprobs_and_entropy(x, decoder.head_weights(head_params, cfg), ids,
+                                            temperature)
+
   if head_positions is None:
-    lp, ent = losses.logprobs_and_entropy(decoder.lm_head(head_params, cfg, xs), ids,
-                                          temperature)
+    lp, ent = logprobs(xs, ids)
   else:
     b, k, d = xs.shape
     flat = mask.reshape(b * k) > 0
     index = jnp.nonzero(flat, size=head_positions, fill_value=0)[0]
     valid = jnp.arange(head_positions) < jnp.sum(flat)
-    lp, ent = losses.logprobs_and_entropy(
-        decoder.lm_head(head_params, cfg, xs.reshape(b * k, d)[index][None]),
-        ids.reshape(b * k)[index][None], temperature)
+    lp, ent = logprobs(xs.reshape(b * k, d)[index][None], ids.reshape(b * k)[index][None])
     unpack = lambda v: jnp.zeros(b * k, v.dtype).at[index].add(  # noqa: E731
         jnp.where(valid, v[0], 0.0)).reshape(b, k)
     lp, ent = unpack(lp), unpack(ent)
@@ -201,10 +212,13 @@ def policy_logprobs(trainable, frozen, tokens, hidden, spec_trainable, cfg, rema
   """
   if hidden is None:
     params = trainable_lib.merge(spec_trainable, trainable, frozen)
+    head_trains = spec_trainable.mode == "full"
     if head_positions is None:
-      return token_logprobs_and_entropy(params, cfg, tokens, remat, targets, temperature)
+      return token_logprobs_and_entropy(params, cfg, tokens, remat, targets, temperature,
+                                        head_trains)
     xs, targets = _states_for(params, cfg, tokens, targets, remat=remat)
-    return _head_logprobs(params, cfg, xs, tokens, targets, head_positions, mask, temperature)
+    return _head_logprobs(params, cfg, xs, tokens, targets, head_positions, mask, temperature,
+                          head_trains)
   xs, targets = _states_for(trainable_lib.compute_view(spec_trainable, trainable), cfg, tokens,
                             targets, remat=remat, inputs=hidden)
   return _head_logprobs(frozen, cfg, xs, tokens, targets, head_positions, mask, temperature)
