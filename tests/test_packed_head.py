@@ -1,5 +1,6 @@
 """The LM head on packed loss positions (`step.head_positions`, `step.balance_rows`) gives
-the unpacked reference log-probs and train step; and a rollout's decode params built on
+the unpacked reference log-probs and train step; a frozen head's own backward pass gives
+autodiff's step; and a rollout's decode params built on
 the frozen part's packed copy (`packing.extend_decode_params`) equal a fresh build."""
 import jax
 import jax.numpy as jnp
@@ -88,6 +89,48 @@ def test_packed_head_gives_the_unpacked_step_and_reference(mode, aggregation):
     np.testing.assert_allclose(m_packed[key], m_plain[key], rtol=1e-5, atol=1e-7, err_msg=key)
   for a, b in zip(jax.tree.leaves(new_plain), jax.tree.leaves(new_packed)):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["top_n", "lora"])
+def test_a_frozen_heads_own_backward_gives_autodiffs_step(mode, monkeypatch):
+  """Where the head is frozen the step runs `losses.head_logprobs_and_entropy` (its own
+  backward pass); the same step with autodiff through the logits (the form a trained head
+  uses) gives the same metrics and updated params, packed and unpacked."""
+  from seekjax.rl import losses  # pylint: disable=import-outside-toplevel
+  params = sj.random_model(TINY, seed=4).params
+  spec = trainable_lib.Trainable(mode=mode, top_n=1, lora_rank=4, lora_targets=("q", "down"))
+  trainable, frozen = trainable_lib.init(spec, params, jax.random.PRNGKey(1))
+  if mode == "lora":   # LoRA's B starts at zero: move off it so every adapter has a gradient
+    trainable = jax.tree.map(lambda a: a + 0.05, trainable)
+  batch = _batch(1)
+  if mode == "top_n":
+    batch = batch.replace(hidden=step_lib.bottom_hidden(frozen, batch.tokens, cfg=TINY))
+  n = step_lib.head_positions(batch.loss_mask, 2, 16)
+  step_spec = step_lib.StepSpec(model=TINY, trainable=spec, epsilon=0.2, epsilon_high=0.28,
+                                aggregation="token-mean", kl_method="k3", kl_beta=0.1,
+                                micro_batches=2, temperature=0.7)
+
+  def run():
+    step = step_lib.make_train_step(step_spec, optax.sgd(1.0))
+    return [step(jax.tree.map(jnp.array, trainable), frozen, optax.sgd(1.0).init(trainable),
+                 batch, head_positions=h) for h in (None, n)]
+
+  calls = []
+  own = losses.head_logprobs_and_entropy
+  monkeypatch.setattr(losses, "head_logprobs_and_entropy",
+                      lambda *a, **k: calls.append(1) or own(*a, **k))
+  mine = run()
+  assert calls, "the frozen head did not take its own backward pass"
+  monkeypatch.setattr(losses, "head_logprobs_and_entropy",
+                      lambda x, head, ids, t=1.0: losses.logprobs_and_entropy(
+                          jnp.einsum("...d,dv->...v", x, head), ids, t))
+  theirs = run()
+  for (new_a, _, m_a), (new_b, _, m_b) in zip(mine, theirs):
+    assert float(m_a["grad_norm"]) > 1e-4
+    for key in ("loss", "kl", "entropy", "grad_norm", "clip_fraction"):
+      np.testing.assert_allclose(m_a[key], m_b[key], rtol=1e-5, atol=1e-7, err_msg=key)
+    for a, b in zip(jax.tree.leaves(new_a), jax.tree.leaves(new_b)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_a_head_shorter_than_the_loss_entries_drops_them():

@@ -140,8 +140,9 @@ def head_logprobs_and_entropy(x, head, ids, temperature: float = 1.0):
   matmul of p gives both the entropy (lse - x . (p @ head^T) / T) and the gradient with
   respect to x, (head[:, id] - p @ head^T) * g / T: the matmul the backward pass would
   otherwise run on the logits' gradient, done once in the forward pass. The residuals are
-  [..., D] where autodiff would keep [..., V]. In the top_n update the head is frozen, the
-  head's gradient is dead code and XLA drops it.
+  [..., D] where autodiff would keep [..., V]. The head's gradient is computed too (it
+  needs p again); the trainer uses this function where the head is frozen (top_n, LoRA:
+  `step._head_logprobs`), so that part is dead code and XLA drops it.
   """
   lp, ent = _head_lp_ent(x, head, ids, float(temperature))
   return lp, jax.lax.stop_gradient(ent)
