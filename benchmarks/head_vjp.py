@@ -109,7 +109,7 @@ def main(argv=None):
   }
   for key in ("loss", "kl", "grad_norm", "entropy"):
     print(f"first step {key}: " + ", ".join(f"{n} {first[n][key]:.6g}" for n in forms))
-  print(f"median step s: " + ", ".join(f"{n} {res['median_s'][n]:.3f}" for n in forms)
+  print("median step s: " + ", ".join(f"{n} {res['median_s'][n]:.3f}" for n in forms)
         + f"; autodiff / own per round, median {res['median_ratio']:.3f} "
         f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
