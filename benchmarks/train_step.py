@@ -23,7 +23,7 @@ wait) comes from the trainer's own metrics: pass --metrics WORKDIR/metrics.jsonl
 
 With `--profile N`, each mode's step also runs N times under `jax.profiler` and the report
 lists the ops that took the most time (summed over the N steps, divided by N), each with
-the jax op and source line XLA recorded for it (`op_profile`).
+the jax op XLA recorded for it (`op_profile`).
 
   .venv/bin/python benchmarks/train_step.py [--reps 5] [--batch 16] [--width 256]
       [--loss-positions K] [--profile 2] [--metrics runs/default/train/metrics.jsonl]
@@ -141,17 +141,15 @@ def textbook_flops(cfg, spec: trainable_lib.Trainable, rows: int, width: int,
 
 def op_profile(run, hlo_text: str, steps: int, top: int = 400) -> list[dict]:
   """Run `run` `steps` times under jax.profiler; the `top` HLO ops by time a step (summed
-  over every call, loop trips included), each with its op kind and the jax op and source
-  line from the HLO metadata of the compiled step (`hlo_text`)."""
+  over every call, loop trips included), each with its op kind and the jax op from the HLO
+  metadata of the compiled step (`hlo_text`)."""
   from jax.profiler import ProfileData  # pylint: disable=import-outside-toplevel
   meta = {}
   for line in hlo_text.splitlines():
     m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = \S+ (\w[\w\-]*)\(", line)
     if m:
       op = re.search(r'op_name="([^"]*)"', line)
-      src = re.search(r'source_file="([^"]*)" source_line=(\d+)', line)
-      meta[m.group(1)] = (m.group(2), op.group(1) if op else "",
-                          f"{os.path.basename(src.group(1))}:{src.group(2)}" if src else "")
+      meta[m.group(1)] = (m.group(2), op.group(1) if op else "")
   with tempfile.TemporaryDirectory() as trace_dir:
     with jax.profiler.trace(trace_dir):
       for _ in range(steps):
@@ -166,9 +164,8 @@ def op_profile(run, hlo_text: str, steps: int, top: int = 400) -> list[dict]:
         if "hlo_op" in stats and "train_step" in str(stats.get("hlo_module", "")):
           total[stats["hlo_op"]] += event.duration_ns / 1e9 / steps
           calls[stats["hlo_op"]] += 1
-  return [{"hlo_op": name, "kind": meta.get(name, ("?",))[0], "s_per_step": secs,
-           "calls_per_step": calls[name] / steps, "jax_op": meta.get(name, ("", "", ""))[1],
-           "source": meta.get(name, ("", "", ""))[2]}
+  return [{"hlo_op": name, "kind": meta.get(name, ("?", ""))[0], "s_per_step": secs,
+           "calls_per_step": calls[name] / steps, "jax_op": meta.get(name, ("?", ""))[1]}
           for name, secs in total.most_common(top)]
 
 
@@ -238,7 +235,7 @@ def bench_mode(model, spec: trainable_lib.Trainable, args) -> dict:
     profile = op_profile(run, compiled.as_text(), args.profile)
     for p in profile[:25]:
       log(f"  {p['s_per_step']:.3f} s  x{p['calls_per_step']:.0f}  {p['kind']:<12} {p['hlo_op']:<28} "
-          f"{p['jax_op'][-70:]}  {p['source']}")
+          f"{p['jax_op'][-70:]}")
     dots = sum(p["s_per_step"] for p in profile if p["jax_op"].endswith("dot_general"))
     log(f"  ops in all {sum(p['s_per_step'] for p in profile):.3f} s a step, of which "
         f"dot_general {dots:.3f} s")

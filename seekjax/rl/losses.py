@@ -148,10 +148,14 @@ def head_logprobs_and_entropy(x, head, ids, temperature: float = 1.0):
   return lp, jax.lax.stop_gradient(ent)
 
 
+def _head_logits(x, head, temperature):
+  return jnp.einsum("...d,dv->...v", x, head.astype(x.dtype),
+                    preferred_element_type=jnp.float32) / temperature
+
+
 def _head_forward(x, head, ids, temperature):
-  logits = jnp.einsum("...d,dv->...v", x, head.astype(x.dtype),
-                      preferred_element_type=jnp.float32) / temperature
-  shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+  logits = _head_logits(x, head, temperature)
+  shift = jnp.max(logits, axis=-1, keepdims=True)   # never differentiated: custom_vjp
   e = jnp.exp(logits - shift)
   total = jnp.sum(e, axis=-1, keepdims=True)
   lse = jnp.log(total) + shift
@@ -182,9 +186,7 @@ def _head_lp_ent_bwd(temperature, res, cotangents):
   target_col = jnp.take(head.T, ids, axis=0).astype(jnp.float32)    # [..., D]
   dx = (g[..., None] * (target_col - p_head)).astype(x.dtype)
   # head's gradient: x^T (onehot - p) g / T, which needs p again; dead when head is frozen
-  logits = jnp.einsum("...d,dv->...v", x, head.astype(x.dtype),
-                      preferred_element_type=jnp.float32) / temperature
-  p = jnp.exp(logits - lse)
+  p = jnp.exp(_head_logits(x, head, temperature) - lse)
   onehot = jax.nn.one_hot(ids, head.shape[-1], dtype=jnp.float32)
   dlogits = (g[..., None] * (onehot - p)).astype(x.dtype)
   dhead = jnp.einsum("...d,...v->dv", x, dlogits,
