@@ -792,6 +792,49 @@ def test_hidden_states_at_equals_the_full_pass_gathered(variant, layout):
       np.testing.assert_allclose(b, a, rtol=1e-4, atol=2e-5)  # float32 sums in another order
 
 
+def test_query_blocks_bound_causal_attention():
+  assert decoder.query_blocks(100) == (0, 100)
+  assert decoder.query_blocks(256) == (0, 128, 256)
+  assert decoder.query_blocks(640) == (0, 160, 320, 480, 640)
+  assert decoder.query_blocks(1000) == (0, 248, 496, 744, 1000)  # bounds multiples of 8
+
+
+@pytest.mark.parametrize("t", [300, 520])
+def test_causal_blocks_give_the_masked_passs_states_and_gradients(t):
+  """`causal=True` (attention in 2 or 4 query blocks that skip later keys) gives the full
+  masked pass's states and gradients, also through `hidden_states_at` and remat; and the
+  update's `_states_for` uses it."""
+  cfg = TINY.replace(max_position_embeddings=1024)
+  params = sj.random_model(cfg, seed=6).params
+  rng = np.random.default_rng(2)
+  tokens = jnp.asarray(rng.integers(0, cfg.vocab_size, (2, t)), jnp.int32)
+  positions = jnp.broadcast_to(jnp.arange(t), (2, t))
+  at = jnp.asarray(rng.integers(0, t, (2, 7)), jnp.int32)
+  assert len(decoder.query_blocks(t)) - 1 == (2 if t == 300 else 4)
+  for kw in (dict(), dict(remat=True)):
+    for fn in (lambda p, **k: decoder.hidden_states(p, cfg, tokens, positions, **k)[0],
+               lambda p, **k: decoder.hidden_states_at(p, cfg, tokens, positions, at, **k)):
+      plain = jax.jit(lambda p, fn=fn, kw=kw: fn(p, **kw))
+      blocked = jax.jit(lambda p, fn=fn, kw=kw: fn(p, causal=True, **kw))
+      np.testing.assert_allclose(blocked(params), plain(params), rtol=1e-5, atol=1e-5)
+      g_plain = jax.grad(lambda p, f=plain: jnp.sum(jnp.sin(f(p))))(params)
+      g_blocked = jax.grad(lambda p, f=blocked: jnp.sum(jnp.sin(f(p))))(params)
+      for a, b in zip(jax.tree.leaves(g_plain), jax.tree.leaves(g_blocked)):
+        # float32 sums over t positions in another order: rounding scales with the leaf
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=2e-5 + 1e-6 * float(jnp.max(abs(a))))
+  with pytest.raises(ValueError, match="causal"):
+    decoder.hidden_states(params, cfg, tokens, positions, causal=True,
+                          key_mask=jnp.ones((2, t), bool))
+  seen = []
+  real = decoder.causal_attention
+  try:
+    decoder.causal_attention = lambda *a: seen.append(a[0].shape) or real(*a)
+    step_lib._states_for(params, cfg, tokens, at)
+  finally:
+    decoder.causal_attention = real
+  assert seen and set(seen) == {(2, t, 4, cfg.head_dim)}  # the scanned layers trace it once
+
+
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
 def test_loss_on_compacted_positions_equals_the_full_loss(aggregation, tiny_params):
   """Running the LM head only at the loss positions changes neither loss nor gradient."""

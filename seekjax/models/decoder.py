@@ -133,6 +133,31 @@ def attention(q, k, v, mask):
   return out.reshape(b, t, h * hd).astype(q.dtype)
 
 
+def query_blocks(t: int, smallest: int = 128, most: int = 4) -> tuple[int, ...]:
+  """Static query-block bounds (0, ..., t) for causal attention over t tokens: as many
+  blocks of at least `smallest` tokens as fit, at most `most`, bounds multiples of 8.
+
+  Block i attends only to keys before its end, so n blocks compute (n + 1) / 2n of the
+  T x T scores (0.625 at 4), forward and backward.
+  """
+  n = max(1, min(most, t // smallest))
+  return tuple(i * t // n // 8 * 8 for i in range(n)) + (t,)
+
+
+def causal_attention(q, k, v, positions):
+  """Self-attention of a sequence over itself, in query blocks (`query_blocks`) that skip
+  the keys after the block's end: q [B, T, H, hd], k, v [B, T, K, hd], positions int32[B, T]
+  that strictly increase along every row (so a key after a query is masked for it) ->
+  [B, T, H*hd], equal to `attention` with the mask positions[k] <= positions[q].
+  """
+  bounds = query_blocks(q.shape[1])
+  outs = []
+  for start, end in zip(bounds[:-1], bounds[1:]):
+    mask = positions[:, None, :end] <= positions[:, start:end, None]  # [B, end-start, end]
+    outs.append(attention(q[:, start:end], k[:, :end], v[:, :end], mask))
+  return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+
+
 def _project(cfg, lp, x, positions, name):
   """x [B, T, D] -> projection `name` ("q", "k" or "v") as heads [B, T, N, hd], with the
   model's bias, and for q and k its norm and RoPE."""
@@ -230,7 +255,7 @@ def head_weights(params, cfg: ModelConfig):
 
 def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache | None = None,
                   key_mask=None, remat: bool = False, inputs=None, final_norm: bool = True,
-                  capture: int | None = None):
+                  capture: int | None = None, causal: bool = False):
   """Run the decoder stack up to the final norm.
 
   Args:
@@ -247,10 +272,16 @@ def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache
     capture: optional layer count c (cache mode only): also return the residual stream
       after the first c layers, as the remaining layers receive it (the rollout keeps it
       so that top_n training need not run the frozen bottom layers again).
+    causal: (no-cache mode, no key_mask) the caller guarantees that positions strictly
+      increase along every row, as arange(T) does; attention then runs in query blocks
+      that skip the keys no query of the block sees (`causal_attention`).
 
   Returns:
     (hidden [B, T, D], new cache or None), plus captured [B, T, D] when `capture` is set.
   """
+  if causal and (cache is not None or key_mask is not None):
+    raise ValueError("causal=True is for the no-cache pass without a key_mask (positions "
+                     "that strictly increase along each row)")
   dtype = cfg.jnp_dtype
   x = params["embed"][tokens].astype(dtype) if inputs is None else inputs.astype(dtype)
   if capture is not None:
@@ -263,11 +294,11 @@ def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache
   if cache is not None:
     x, cache, _ = _cached_layers(params, cfg, x, positions, cache, remat)
   elif isinstance(params["layers"], (list, tuple)):
-    layer = _layer_fn(cfg, positions, key_mask, remat)
+    layer = _layer_fn(cfg, positions, key_mask, remat, causal)
     for lp in params["layers"]:
       x = layer(x, lp)
   else:
-    layer = _layer_fn(cfg, positions, key_mask, remat)
+    layer = _layer_fn(cfg, positions, key_mask, remat, causal)
     x, _ = jax.lax.scan(lambda x, lp: (layer(x, lp), None), x, params["layers"])
   if final_norm:
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
@@ -275,7 +306,7 @@ def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache
 
 
 def hidden_states_at(params, cfg: ModelConfig, tokens, positions, at, *, key_mask=None,
-                     remat: bool = False, inputs=None):
+                     remat: bool = False, inputs=None, causal: bool = False):
   """`hidden_states` without a cache, read only at `at`: int32[B, K] indices into T ->
   the final-normed hidden states there, [B, K, D].
 
@@ -283,6 +314,7 @@ def hidden_states_at(params, cfg: ModelConfig, tokens, positions, at, *, key_mas
   all of them but its query, attention output and MLP only at `at`, which is all that a
   loss over K of the T positions reads (the teacher-forced log-probs of the update and the
   reference pass). Equal to `hidden_states(...)` gathered at `at`, to float rounding.
+  `causal` as in `hidden_states`, for the layers below the last.
   """
   layers = params["layers"]
   if isinstance(layers, (list, tuple)):
@@ -290,7 +322,7 @@ def hidden_states_at(params, cfg: ModelConfig, tokens, positions, at, *, key_mas
   else:
     lower, last = jax.tree.map(lambda a: a[:-1], layers), jax.tree.map(lambda a: a[-1], layers)
   x, _ = hidden_states(dict(params, layers=lower), cfg, tokens, positions, key_mask=key_mask,
-                       remat=remat, inputs=inputs, final_norm=False)
+                       remat=remat, inputs=inputs, final_norm=False, causal=causal)
   at_positions = jnp.take_along_axis(positions, at, axis=1)
   mask = positions[:, None, :] <= at_positions[:, :, None]  # [B, K(q), T(k)]
   if key_mask is not None:
@@ -308,16 +340,20 @@ def hidden_states_at(params, cfg: ModelConfig, tokens, positions, at, *, key_mas
   return rms_norm(layer(x, last), params["final_norm"], cfg.rms_norm_eps)
 
 
-def _layer_fn(cfg, positions, key_mask, remat):
-  """One decoder layer without a cache: (x [B, T, D], layer params) -> x."""
+def _layer_fn(cfg, positions, key_mask, remat, causal=False):
+  """One decoder layer without a cache: (x [B, T, D], layer params) -> x. With `causal`
+  (see `hidden_states`), attention in query blocks (`causal_attention`)."""
   mask = positions[:, None, :] <= positions[:, :, None]  # [B, T(q), T(k)]
   if key_mask is not None:
     mask = mask & key_mask[:, None, :]
 
+  def attend(q, k, v):
+    return causal_attention(q, k, v, positions) if causal else attention(q, k, v, mask)
+
   def layer(x, lp):
     h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
     q, k, v = _project_qkv(cfg, lp, h, positions)
-    x = x + attention(q, k, v, mask) @ lp["o"]
+    x = x + attend(q, k, v) @ lp["o"]
     return x + _mlp(lp, rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps))
   return jax.checkpoint(layer, prevent_cse=False) if remat else layer
 

@@ -92,12 +92,13 @@ def _states_for(params, cfg, tokens, targets, *, remat=False, inputs=None):
   b, t = tokens.shape
   positions = jnp.broadcast_to(jnp.arange(t), (b, t))
   if targets is None:   # every position
-    x, _ = decoder.hidden_states(params, cfg, tokens, positions, remat=remat, inputs=inputs)
+    x, _ = decoder.hidden_states(params, cfg, tokens, positions, remat=remat, inputs=inputs,
+                                 causal=True)
     prev = jnp.maximum(positions - 1, 0)
     return jnp.take_along_axis(x, prev[..., None], axis=1), positions
   prev = jnp.maximum(targets - 1, 0)
   return decoder.hidden_states_at(params, cfg, tokens, positions, prev, remat=remat,
-                                  inputs=inputs), targets
+                                  inputs=inputs, causal=True), targets
 
 
 def _head_logprobs(head_params, cfg, xs, tokens, targets, head_positions=None, mask=None,
@@ -196,7 +197,7 @@ def bottom_hidden(frozen, tokens, *, cfg: ModelConfig):
   """top_n mode: the residual stream after the frozen layers. tokens: int32[B, T] -> [B, T, D]."""
   b, t = tokens.shape
   positions = jnp.broadcast_to(jnp.arange(t), (b, t))
-  x, _ = decoder.hidden_states(frozen, cfg, tokens, positions, final_norm=False)
+  x, _ = decoder.hidden_states(frozen, cfg, tokens, positions, final_norm=False, causal=True)
   return x
 
 

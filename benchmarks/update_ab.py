@@ -1,14 +1,21 @@
-"""The update step with the LM head's own backward pass (`losses.head_logprobs_and_entropy`)
-against the same step differentiated by autodiff through `losses.logprobs_and_entropy` of
-the head's logits (the form it replaced), side by side in one process, steps interleaved.
+"""Two forms of the update step side by side in one process, steps interleaved.
+
+--compare head: the LM head's own backward pass (`losses.head_logprobs_and_entropy`,
+  "own_vjp") against the same step differentiated by autodiff through
+  `losses.logprobs_and_entropy` of the head's logits ("autodiff", the form it replaced).
+--compare causal: the causal attention of the layers below the last in query blocks that
+  skip later keys (`decoder.causal_attention` at `decoder.query_blocks`, "blocks") against
+  one block over all T x T scores ("full", the form it replaced).
 
 The batch is the default's widest update, as `benchmarks/train_step.py --pack` builds it:
 16 rows x 640 tokens, K = 192 loss positions with each row's count drawn from K/8..5K/8,
 4 micro-batches, the head on packed positions; SmolLM2-135M float32, top_n 2. Each round
 times one step of each form, in alternating order; the report gives each form's median and
-the ratio per round, and checks that both forms give the same loss and gradient norm.
+the ratio per round (replaced / new), and checks that both forms give the same loss and
+gradient norm.
 
-  .venv/bin/python benchmarks/head_vjp.py [--rounds 10] [--out benchmarks/results/head_vjp.json]
+  .venv/bin/python benchmarks/update_ab.py [--compare head|causal] [--rounds 10]
+      [--out benchmarks/results/update_ab_<compare>.json]
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 import seekjax as sj
+from seekjax.models import decoder
 from seekjax.rl import losses
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
@@ -44,10 +52,27 @@ def autodiff_head(x, head, ids, temperature=1.0):
   return losses.logprobs_and_entropy(logits, ids, temperature)
 
 
-def build(form, model, spec, step_spec, batch, head):
-  """A compiled step whose trace used `form` for the head, and its fresh state."""
-  own = losses.head_logprobs_and_entropy
-  losses.head_logprobs_and_entropy = form
+def full_mask_blocks(t: int) -> tuple[int, ...]:
+  """The replaced attention: one query block over all T x T scores."""
+  return (0, t)
+
+
+# --compare -> (module, attribute, {form name: the attribute's value}, new form, replaced form)
+COMPARES = {
+    "head": (losses, "head_logprobs_and_entropy",
+             {"own_vjp": losses.head_logprobs_and_entropy, "autodiff": autodiff_head},
+             "own_vjp", "autodiff"),
+    "causal": (decoder, "query_blocks",
+               {"blocks": decoder.query_blocks, "full": full_mask_blocks}, "blocks", "full"),
+}
+
+
+def build(patch, model, spec, step_spec, batch, head):
+  """A compiled step traced with `patch` = (module, attribute, value) set, and its fresh
+  state."""
+  module, attr, value = patch
+  own = getattr(module, attr)
+  setattr(module, attr, value)
   try:
     optimizer, _ = step_lib.make_optimizer(2e-5, 100, 2, 0.0, 1.0)
     trainable, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(0))
@@ -56,15 +81,18 @@ def build(form, model, spec, step_spec, batch, head):
     fn = step_lib.make_train_step(step_spec, optimizer).lower(
         trainable, frozen, opt_state, batch, head_positions=head).compile()
   finally:
-    losses.head_logprobs_and_entropy = own
+    setattr(module, attr, own)
   return fn, {"trainable": trainable, "frozen": frozen, "opt_state": opt_state}
 
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--compare", choices=sorted(COMPARES), default="head")
   ap.add_argument("--rounds", type=int, default=10)
-  ap.add_argument("--out", default="benchmarks/results/head_vjp.json")
+  ap.add_argument("--out", default=None)
   args = ap.parse_args(argv)
+  args.out = args.out or f"benchmarks/results/update_ab_{args.compare}.json"
+  module, attr, forms, new, old = COMPARES[args.compare]
   model = sj.load_model("smollm2-135m")
   cfg = model.config
   spec = trainable_lib.Trainable(mode="top_n", top_n=2)
@@ -77,8 +105,7 @@ def main(argv=None):
   head = step_lib.head_positions(batch.loss_mask, 4, update.head_minimum(4, 192, 192))
   _, frozen = trainable_lib.init(spec, model.params, jax.random.PRNGKey(0))
   batch = batch.replace(hidden=step_lib.bottom_hidden(frozen, batch.tokens, cfg=cfg))
-  forms = {"own_vjp": losses.head_logprobs_and_entropy, "autodiff": autodiff_head}
-  steps = {name: build(form, model, spec, step_spec, batch, head)
+  steps = {name: build((module, attr, form), model, spec, step_spec, batch, head)
            for name, form in forms.items()}
 
   def run(name):
@@ -95,22 +122,23 @@ def main(argv=None):
       t0 = time.perf_counter()
       run(name)
       times[name].append(time.perf_counter() - t0)
-    print(f"[head_vjp] round {r + 1}/{args.rounds}: " + ", ".join(
+    print(f"[update_ab {args.compare}] round {r + 1}/{args.rounds}: " + ", ".join(
         f"{n} {times[n][-1]:.2f} s" for n in forms), file=sys.stderr, flush=True)
-  ratios = [a / o for a, o in zip(times["autodiff"], times["own_vjp"])]
+  ratios = [a / b for a, b in zip(times[old], times[new])]
   res = {
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "command": "python benchmarks/head_vjp.py " + " ".join(argv or sys.argv[1:]),
+      "command": "python benchmarks/update_ab.py " + " ".join(argv or sys.argv[1:]),
       "loadavg": os.getloadavg(), "head_positions": head,
       "matmul_peak_gflops": [peak_before, bench.matmul_peak()["gflops"]],
       "step_s": times, "median_s": {n: statistics.median(t) for n, t in times.items()},
-      "autodiff_over_own_per_round": ratios, "median_ratio": statistics.median(ratios),
+      "compare": args.compare, "new": new, "replaced": old,
+      "replaced_over_new_per_round": ratios, "median_ratio": statistics.median(ratios),
       "first_step_metrics": first,
   }
   for key in ("loss", "kl", "grad_norm", "entropy"):
     print(f"first step {key}: " + ", ".join(f"{n} {first[n][key]:.6g}" for n in forms))
   print("median step s: " + ", ".join(f"{n} {res['median_s'][n]:.3f}" for n in forms)
-        + f"; autodiff / own per round, median {res['median_ratio']:.3f} "
+        + f"; {old} / {new} per round, median {res['median_ratio']:.3f} "
         f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w", encoding="utf-8") as f:
