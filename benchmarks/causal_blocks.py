@@ -1,9 +1,10 @@
 """The update's full-width causal attention (`decoder.attention` over all T x T scores with
 a causal mask) against the same attention in query blocks that skip the key blocks the
 mask hides entirely (block i of n attends to keys [0, (i + 1) T / n)), forward and
-backward, side by side in one process, interleaved. A probe of the next lever for the
-update step (BENCHMARKS.md, "The LM head's own backward pass"): seekjax does not use the
-blocked form yet.
+backward, side by side in one process, interleaved: the probe that chose the block
+counts of `decoder.causal_attention` (BENCHMARKS.md, "The LM head's own backward pass";
+`decoder.query_blocks` takes 4 blocks at 640 tokens). The forms here are the probe's own,
+at the given block counts.
 
 Shape: one micro-batch of the default's widest update through the lower trained layer,
 4 rows x 640 tokens, SmolLM2-135M's 9 query heads over 3 key/value heads of 64, float32.
