@@ -13,7 +13,7 @@ Two parts, each timed side by side in one process (alternating, after a warm-up)
    new key and value, then attention over window --window of 640 slots), in the forms:
 
      seekjax      the cache as [B, S, K, hd], the window sliced, two einsums
-                  (`decoder._cached_attention`)
+                  (`attention.cached_attention`)
      kv_major     the cache as [B, K, S, hd]: the slice keeps each head's slots together
                   and the dots need no transpose
      elementwise  kv_major with multiply-and-sum in place of the dots
@@ -45,7 +45,7 @@ import numpy as np
 
 import seekjax as sj
 from seekjax.models import cpu_attention
-from seekjax.models import decoder, packing
+from seekjax.models import attention, packing
 from seekjax.rollout import engine
 
 ROWS, HEADS, KV, HD, SLOTS, LAYERS = 16, 9, 3, 64, 640, 30
@@ -119,7 +119,7 @@ def decode_steps(fills, reps: int) -> dict:
 
 
 def _window(end: int) -> int:
-  return next(w for w in decoder.attention_windows(SLOTS) if w >= end)
+  return next(w for w in attention.attention_windows(SLOTS) if w >= end)
 
 
 def _attend(q, k, v, pos, kv_major, elementwise=False):

@@ -1,9 +1,9 @@
-"""The update's full-width causal attention (`decoder.attention` over all T x T scores with
+"""The update's full-width causal attention (`attention.attention` over all T x T scores with
 a causal mask) against the same attention in query blocks that skip the key blocks the
 mask hides entirely (block i of n attends to keys [0, (i + 1) T / n)), forward and
 backward, side by side in one process, interleaved: the probe that chose the block
-counts of `decoder.causal_attention` (BENCHMARKS.md, "The LM head's own backward pass";
-`decoder.query_blocks` takes 4 blocks at 640 tokens). The forms here are the probe's own,
+counts of `attention.causal_attention` (BENCHMARKS.md, "The LM head's own backward pass";
+`attention.query_blocks` takes 4 blocks at 640 tokens). The forms here are the probe's own,
 at the given block counts.
 
 Shape: one micro-batch of the default's widest update through the lower trained layer,
@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seekjax.models import decoder
+from seekjax.models import attention
 
 ROWS, T, HEADS, KV_HEADS, HEAD_DIM = 4, 640, 9, 3, 64
 
@@ -44,14 +44,14 @@ def blocked_attention(q, k, v, blocks: int):
     end = (i + 1) * size
     pos_q = jnp.arange(i * size, end)
     mask = jnp.broadcast_to(jnp.arange(end)[None, :] <= pos_q[:, None], (q.shape[0], size, end))
-    outs.append(decoder.attention(q[:, i * size:end], k[:, :end], v[:, :end], mask))
+    outs.append(attention.attention(q[:, i * size:end], k[:, :end], v[:, :end], mask))
   return jnp.concatenate(outs, axis=1)
 
 
 def full_attention(q, k, v):
   pos = jnp.arange(q.shape[1])
   mask = jnp.broadcast_to(pos[None, :] <= pos[:, None], (q.shape[0], q.shape[1], q.shape[1]))
-  return decoder.attention(q, k, v, mask)
+  return attention.attention(q, k, v, mask)
 
 
 def fwd_bwd(fn):

@@ -1,8 +1,8 @@
 """Multi-token cached calls on CPU: attention windows against the whole cache, side by side.
 
 A prompt's prefill and a feedback append run T > 1 tokens a row through the model with a
-KV cache. `decoder._cached_attention` switches, in every layer, between the windows of
-`decoder.attention_windows` (reading only the slots the batch's furthest position
+KV cache. `attention.cached_attention` switches, in every layer, between the windows of
+`attention.attention_windows` (reading only the slots the batch's furthest position
 needs); the other form attends over the whole buffer, masked (one branch a layer, so
 less to compile and keep in the persistent cache). This times both forms of the
 rollout's own programs on SmolLM2-135M (float32, a 640-slot cache as on the default):
@@ -32,17 +32,17 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from seekjax.models import decoder, packing  # noqa: E402
+from seekjax.models import attention, packing  # noqa: E402
 from seekjax.models.api import load_model  # noqa: E402
 from seekjax.rollout import engine  # noqa: E402
 
-FORMS = {"windows": decoder.attention_windows, "whole": lambda size: (size,)}
+FORMS = {"windows": attention.attention_windows, "whole": lambda size: (size,)}
 
 
 def build(form, fn, *args):
   """`fn` jitted afresh and compiled with `form`'s windows; (compiled, trace s, compile s)."""
-  saved = decoder.attention_windows
-  decoder.attention_windows = lambda size, smallest=64: FORMS[form](size)
+  saved = attention.attention_windows
+  attention.attention_windows = lambda size, smallest=64: FORMS[form](size)
   try:
     t0 = time.perf_counter()
     lowered = jax.jit(lambda *a: fn(*a)).lower(*args)   # a new function: traced afresh
@@ -50,7 +50,7 @@ def build(form, fn, *args):
     compiled = lowered.compile()
     return compiled, t1 - t0, time.perf_counter() - t1
   finally:
-    decoder.attention_windows = saved
+    attention.attention_windows = saved
 
 
 def prefilled(model, rs):

@@ -151,14 +151,14 @@ def fmt_s(times):
 def _layer(cfg, lp, x, pos, mask):
   """One Llama block (SmolLM2 has no biases / q-k norm), built from seekjax.models.decoder."""
   import jax
-  from seekjax.models import decoder
+  from seekjax.models import attention, decoder
   b, t, _ = x.shape
   h = decoder.rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
   q = (h @ lp["q"]).reshape(b, t, cfg.num_heads, cfg.head_dim)
   k = (h @ lp["k"]).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
   v = (h @ lp["v"]).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
   q, k = decoder.rope(q, pos, cfg.rope_theta), decoder.rope(k, pos, cfg.rope_theta)
-  x = x + decoder.attention(q, k, v, mask) @ lp["o"]
+  x = x + attention.attention(q, k, v, mask) @ lp["o"]
   h = decoder.rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
   return x + (jax.nn.silu(h @ lp["gate"]) * (h @ lp["up"])) @ lp["down"]
 
@@ -231,7 +231,7 @@ def protocol_model(model, args):
     frozen = dict(embed=model.params["embed"], final_norm=model.params["final_norm"])
 
     def loss_fn(top, frozen, groups):  # everything an argument: nothing constant-folded
-      from seekjax.models import decoder
+      from seekjax.models import attention, decoder
       nll = 0.0
       for h, pos, mask, src, tgt, wt in groups:
         x = _run_layers(cfg, top, h, pos, mask)

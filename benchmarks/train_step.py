@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import seekjax as sj
-from seekjax.models import decoder
+from seekjax.models import attention
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
 
@@ -118,7 +118,7 @@ def textbook_flops(cfg, spec: trainable_lib.Trainable, rows: int, width: int,
   positions a row, its keys and values and every lower trained layer at all T.
   "attention": the score and value products (2 x 2 x heads x head_dim a query-key pair,
   x3 for the backward), counted as computed: the layers below the last run in query blocks
-  (`decoder.query_blocks`), block i over the keys before its end, the (n + 1) / 2n of the
+  (`attention.query_blocks`), block i over the keys before its end, the (n + 1) / 2n of the
   T x T pairs at n blocks; the last layer's K queries over all T keys.
   top_n: the frozen bottom runs once per batch outside the step (`bottom_hidden`) and is
   not counted; the frozen head costs forward + grad w.r.t. its input (4 N, not 6 N).
@@ -137,7 +137,7 @@ def textbook_flops(cfg, spec: trainable_lib.Trainable, rows: int, width: int,
   head_positions = rows * k if head_rows is None else head_rows
   weights = (rows * (6 * (trained - 1) * (q_o + k_v + mlp) * t + 6 * ((q_o + mlp) * k + k_v * t))
              + head_factor * head * head_positions)
-  bounds = decoder.query_blocks(t)
+  bounds = attention.query_blocks(t)
   pairs = sum((e - s) * e for s, e in zip(bounds[:-1], bounds[1:]))
   attn_fwd = 4 * cfg.num_heads * cfg.head_dim * ((trained - 1) * pairs + k * t)
   return {"weights": float(weights), "attention": float(rows * 3 * attn_fwd)}

@@ -4,7 +4,7 @@
   "own_vjp") against the same step differentiated by autodiff through
   `losses.logprobs_and_entropy` of the head's logits ("autodiff", the form it replaced).
 --compare causal: the causal attention of the layers below the last in query blocks that
-  skip later keys (`decoder.causal_attention` at `decoder.query_blocks`, "blocks") against
+  skip later keys (`attention.causal_attention` at `attention.query_blocks`, "blocks") against
   one block over all T x T scores ("full", the form it replaced).
 
 The batch is the default's widest update, as `benchmarks/train_step.py --pack` builds it:
@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 import seekjax as sj
-from seekjax.models import decoder
+from seekjax.models import attention
 from seekjax.rl import losses
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
@@ -62,8 +62,8 @@ COMPARES = {
     "head": (losses, "head_logprobs_and_entropy",
              {"own_vjp": losses.head_logprobs_and_entropy, "autodiff": autodiff_head},
              "own_vjp", "autodiff"),
-    "causal": (decoder, "query_blocks",
-               {"blocks": decoder.query_blocks, "full": full_mask_blocks}, "blocks", "full"),
+    "causal": (attention, "query_blocks",
+               {"blocks": attention.query_blocks, "full": full_mask_blocks}, "blocks", "full"),
 }
 
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seekjax.models import cpu_attention, cpu_kernels, decoder, packing
+from seekjax.models import attention, cpu_attention, cpu_kernels, decoder, packing
 
 pytestmark = pytest.mark.skipif(
     jax.default_backend() != "cpu" or not cpu_kernels.enabled(),
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _reference(q, k, v, positions):
-  """decoder.attention over all slots with the mask slot <= position (float64 numpy)."""
+  """attention.attention over all slots with the mask slot <= position (float64 numpy)."""
   q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
   b, t, h, hd = q.shape
   g = h // k.shape[2]
@@ -48,7 +48,7 @@ def test_kernel_matches_attention_over_each_rows_live_slots(heads, kv, hd, t):
   got = jax.jit(cpu_attention.cached_attention)(q, k, v, positions)
   np.testing.assert_allclose(np.asarray(got), _reference(q, k, v, positions), atol=2e-6, rtol=1e-5)
   mask = np.arange(s)[None, None, :] <= positions[:, :, None]
-  xla = decoder.attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask))
+  xla = attention.attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask))
   np.testing.assert_allclose(np.asarray(got), np.asarray(xla), atol=2e-6, rtol=1e-5)
 
 

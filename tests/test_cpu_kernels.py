@@ -160,12 +160,12 @@ def test_without_a_compiler_the_decoder_keeps_xlas_forms(tmp_path):
   """A box without a C++ compiler: one warning naming the cause, and decode still runs."""
   script = textwrap.dedent("""
       import jax, jax.numpy as jnp
-      from seekjax.models import cpu_attention, cpu_matmul, decoder
+      from seekjax.models import attention, cpu_attention, cpu_matmul
       q = jnp.ones((1, 1, 4, 16)); k = jnp.ones((1, 8, 2, 16))
       assert not cpu_attention.usable(q, k)
       assert not cpu_attention.usable(q, k)   # tried once
       assert not cpu_matmul.worthwhile()
-      out = decoder._cached_attention(q, k, k, jnp.array([[3]]), (8,), jnp.int32(0))
+      out = attention.cached_attention(q, k, k, jnp.array([[3]]), (8,), jnp.int32(0))
       print("shape", out.shape)
   """)
   env = dict(os.environ, SEEKJAX_CACHE=str(tmp_path), CXX=str(tmp_path / "no-such-c++"),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import seekjax as sj
-from seekjax.models import decoder, packing
+from seekjax.models import attention, decoder, packing
 from seekjax.models.generate import decode_step, prefill_chunk
 
 pytestmark = pytest.mark.trajectory   # float parity with transformers and across decode paths
@@ -100,9 +100,9 @@ def test_kv_cache_decode_matches_full_forward_at_row_offsets(tiny_model):
 
 
 def test_attention_windows_cover_the_cache():
-  assert decoder.attention_windows(64) == (64,)
-  assert decoder.attention_windows(512) == (64, 96, 128, 192, 256, 384, 512)
-  assert decoder.attention_windows(200) == (64, 96, 128, 192, 200)
+  assert attention.attention_windows(64) == (64,)
+  assert attention.attention_windows(512) == (64, 96, 128, 192, 256, 384, 512)
+  assert attention.attention_windows(200) == (64, 96, 128, 192, 200)
 
 
 def test_windowed_decode_across_windows_matches_full_forward(tiny_model):

@@ -16,7 +16,7 @@ import optax
 import pytest
 
 import seekjax as sj
-from seekjax.models import decoder, packing
+from seekjax.models import attention, decoder, packing
 from seekjax.rl import advantages, losses, rewards
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
@@ -793,14 +793,14 @@ def test_hidden_states_at_equals_the_full_pass_gathered(variant, layout):
 
 
 def test_query_blocks_bound_causal_attention():
-  assert decoder.query_blocks(100) == (0, 100)
-  assert decoder.query_blocks(256) == (0, 128, 256)
-  assert decoder.query_blocks(640) == (0, 160, 320, 480, 640)
-  assert decoder.query_blocks(1000) == (0, 248, 496, 744, 1000)  # bounds multiples of 8
+  assert attention.query_blocks(100) == (0, 100)
+  assert attention.query_blocks(256) == (0, 128, 256)
+  assert attention.query_blocks(640) == (0, 160, 320, 480, 640)
+  assert attention.query_blocks(1000) == (0, 248, 496, 744, 1000)  # bounds multiples of 8
 
 
 @pytest.mark.parametrize("t", [300, 520])
-def test_causal_blocks_give_the_masked_passs_states_and_gradients(t):
+def test_causal_blocks_give_the_masked_passs_states_and_gradients(t, monkeypatch):
   """`causal=True` (attention in 2 or 4 query blocks that skip later keys) gives the full
   masked pass's states and gradients, also through `hidden_states_at` and remat; and the
   update's `_states_for` uses it."""
@@ -810,7 +810,7 @@ def test_causal_blocks_give_the_masked_passs_states_and_gradients(t):
   tokens = jnp.asarray(rng.integers(0, cfg.vocab_size, (2, t)), jnp.int32)
   positions = jnp.broadcast_to(jnp.arange(t), (2, t))
   at = jnp.asarray(rng.integers(0, t, (2, 7)), jnp.int32)
-  assert len(decoder.query_blocks(t)) - 1 == (2 if t == 300 else 4)
+  assert len(attention.query_blocks(t)) - 1 == (2 if t == 300 else 4)
   for kw in (dict(), dict(remat=True)):
     for fn in (lambda p, **k: decoder.hidden_states(p, cfg, tokens, positions, **k)[0],
                lambda p, **k: decoder.hidden_states_at(p, cfg, tokens, positions, at, **k)):
@@ -825,13 +825,10 @@ def test_causal_blocks_give_the_masked_passs_states_and_gradients(t):
   with pytest.raises(ValueError, match="causal"):
     decoder.hidden_states(params, cfg, tokens, positions, causal=True,
                           key_mask=jnp.ones((2, t), bool))
-  seen = []
-  real = decoder.causal_attention
-  try:
-    decoder.causal_attention = lambda *a: seen.append(a[0].shape) or real(*a)
-    step_lib._states_for(params, cfg, tokens, at)
-  finally:
-    decoder.causal_attention = real
+  seen, real = [], attention.causal_attention
+  monkeypatch.setattr(attention, "causal_attention",
+                      lambda *a: seen.append(a[0].shape) or real(*a))
+  step_lib._states_for(params, cfg, tokens, at)
   assert seen and set(seen) == {(2, t, 4, cfg.head_dim)}  # the scanned layers trace it once
 
 

@@ -31,7 +31,7 @@ def usable(q, k_buf) -> bool:
 def cached_attention(q, k_buf, v_buf, positions):
   """q [B, T, H, hd] at positions [B, T] over one layer's cache [B, S, K, hd] -> [B, T, H*hd].
 
-  Each query attends to its row's slots 0..position, as `decoder.attention` with the mask
+  Each query attends to its row's slots 0..position, as `attention.attention` with the mask
   `slot <= position` does (a negative position gives zeros). CPU only; check `usable` first.
   """
   if not usable(q, k_buf):

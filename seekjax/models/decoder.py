@@ -24,23 +24,19 @@ Two layer loops. Without a cache (training, teacher forcing) the stacked layers 
 `lax.scan`. With a cache (prefill and decode) the loop is unrolled over per-layer cache
 buffers, and the weights are best given per layer too, packed for the CPU matmul kernel
 where it pays (`packing.decode_params`; `_dense` then runs a single-token step's matmuls
-there). Cached attention reads only the smallest window of slots (`attention_windows`)
-that covers the batch's furthest position, so a decode step costs what the live length
-needs, not what the buffer allocates.
+there). Cached attention reads only the smallest window of slots that covers the batch's
+furthest position (`attention.attention_windows`), so a decode step costs what the live
+length needs, not what the buffer allocates. The attention forms live in
+`seekjax/models/attention.py`.
 """
 from __future__ import annotations
-
-import functools
-import math
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from seekjax.models import cpu_attention, cpu_matmul, packing
+from seekjax.models import attention as attn, cpu_matmul, packing
 from seekjax.models.config import ModelConfig
-
-_MASK_VALUE = -1e30
 
 
 @struct.dataclass
@@ -69,21 +65,6 @@ def init_cache(cfg: ModelConfig, batch: int, size: int, dtype=None) -> KVCache:
   dtype = dtype or cfg.jnp_dtype
   return KVCache(k=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
                  v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)))
-
-
-def attention_windows(size: int, smallest: int = 64) -> tuple[int, ...]:
-  """Static attention windows for a cache of `size` slots: 64, 96, 128, 192, ..., size.
-
-  Each step attends over the smallest window that covers every row's position, so a
-  decode step's attention costs the live length (within 1.5x), not the allocated size.
-  """
-  out, w = [], smallest
-  while w < size:
-    out.append(w)
-    if w + w // 2 < size and (w // 2) % 32 == 0:
-      out.append(w + w // 2)
-    w *= 2
-  return tuple(sorted(set(out))) + (size,)
 
 
 def _dense(x, lp, name):
@@ -115,49 +96,6 @@ def rope(x, positions, theta):
   return out.astype(x.dtype)
 
 
-def attention(q, k, v, mask):
-  """Grouped-query attention.
-
-  q: [B, T, H, hd], k, v: [B, S, K, hd], mask: bool[B, T, S] -> [B, T, H*hd].
-  """
-  b, t, h, hd = q.shape
-  kv_heads = k.shape[2]
-  # the 1/sqrt(hd) scale on q ([B, T, H, hd]), not on the [B, K, G, T, S] scores: one
-  # pass less over the scores, forward and backward
-  q = (q * jnp.asarray(1.0 / math.sqrt(hd), q.dtype)).reshape(
-      b, t, kv_heads, h // kv_heads, hd)
-  scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
-  scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
-  return out.reshape(b, t, h * hd).astype(q.dtype)
-
-
-def query_blocks(t: int, smallest: int = 128, most: int = 4) -> tuple[int, ...]:
-  """Static query-block bounds (0, ..., t) for causal attention over t tokens: as many
-  blocks of at least `smallest` tokens as fit, at most `most`, bounds multiples of 8.
-
-  Block i attends only to keys before its end, so n blocks compute (n + 1) / 2n of the
-  T x T scores (0.625 at 4), forward and backward.
-  """
-  n = max(1, min(most, t // smallest))
-  return tuple(i * t // n // 8 * 8 for i in range(n)) + (t,)
-
-
-def causal_attention(q, k, v, positions):
-  """Self-attention of a sequence over itself, in query blocks (`query_blocks`) that skip
-  the keys after the block's end: q [B, T, H, hd], k, v [B, T, K, hd], positions int32[B, T]
-  that strictly increase along every row (so a key after a query is masked for it) ->
-  [B, T, H*hd], equal to `attention` with the mask positions[k] <= positions[q].
-  """
-  bounds = query_blocks(q.shape[1])
-  outs = []
-  for start, end in zip(bounds[:-1], bounds[1:]):
-    mask = positions[:, None, :end] <= positions[:, start:end, None]  # [B, end-start, end]
-    outs.append(attention(q[:, start:end], k[:, :end], v[:, :end], mask))
-  return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
-
-
 def _project(cfg, lp, x, positions, name):
   """x [B, T, D] -> projection `name` ("q", "k" or "v") as heads [B, T, N, hd], with the
   model's bias, and for q and k its norm and RoPE."""
@@ -180,39 +118,6 @@ def _project_qkv(cfg, lp, x, positions):
 
 def _mlp(lp, x):
   return _dense(jax.nn.silu(_dense(x, lp, "gate")) * _dense(x, lp, "up"), lp, "down")
-
-
-def _window_index(windows, positions):
-  """Index of the smallest window that covers max(positions) + 1 (int32 scalar)."""
-  return jnp.sum(jnp.asarray(windows[:-1]) <= jnp.max(positions)).astype(jnp.int32)
-
-
-def _cached_attention(q, k_buf, v_buf, positions, windows, index):
-  """Attention of q [B, T, H, hd] at positions [B, T] over a per-layer cache [B, S, K, hd].
-
-  Reads only window `windows[index]` (see `_window_index`); the slots left out are all
-  masked, so the result equals attending over all S slots. On a CPU backend a single query
-  per row (the decode step) goes to `cpu_attention.cached_attention`, which reads each
-  row's live slots in place (XLA's slice-and-dot form runs at a fraction of the memory
-  bandwidth there); the result is the same up to float rounding.
-  """
-  if q.shape[1] == 1 and jax.default_backend() == "cpu" and cpu_attention.usable(q, k_buf):
-    return cpu_attention.cached_attention(q, k_buf, v_buf, positions).astype(q.dtype)
-  if len(windows) == 1:
-    return _window_attention(windows[0])(q, k_buf, v_buf, positions)
-  return jax.lax.switch(index, [_window_attention(w) for w in windows], q, k_buf, v_buf,
-                        positions)
-
-
-@functools.lru_cache(maxsize=None)
-def _window_attention(w: int):
-  """Attention over the first `w` slots of a cache, as one function per `w`: the same
-  branch callables for every layer, so `lax.switch` traces each window once per program,
-  not once per layer (tracing them per layer was most of a prefill's or append's trace)."""
-  def over(q, k_buf, v_buf, positions):
-    mask = jnp.arange(w)[None, None, :] <= positions[:, :, None]
-    return attention(q, k_buf[:, :w], v_buf[:, :w], mask)
-  return over
 
 
 def _write_rows(buf, new, positions):
@@ -274,7 +179,7 @@ def hidden_states(params, cfg: ModelConfig, tokens, positions, *, cache: KVCache
       so that top_n training need not run the frozen bottom layers again).
     causal: (no-cache mode, no key_mask) the caller guarantees that positions strictly
       increase along every row, as arange(T) does; attention then runs in query blocks
-      that skip the keys no query of the block sees (`causal_attention`).
+      that skip the keys no query of the block sees (`attention.causal_attention`).
 
   Returns:
     (hidden [B, T, D], new cache or None), plus captured [B, T, D] when `capture` is set.
@@ -334,7 +239,7 @@ def hidden_states_at(params, cfg: ModelConfig, tokens, positions, at, *, key_mas
     k = _project(cfg, lp, h, positions, "k")
     v = _project(cfg, lp, h, positions, "v")
     q = _project(cfg, lp, gather(h), at_positions, "q")
-    x = gather(x) + attention(q, k, v, mask) @ lp["o"]
+    x = gather(x) + attn.attention(q, k, v, mask) @ lp["o"]
     return x + _mlp(lp, rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps))
   layer = jax.checkpoint(layer, prevent_cse=False) if remat else layer
   return rms_norm(layer(x, last), params["final_norm"], cfg.rms_norm_eps)
@@ -342,13 +247,14 @@ def hidden_states_at(params, cfg: ModelConfig, tokens, positions, at, *, key_mas
 
 def _layer_fn(cfg, positions, key_mask, remat, causal=False):
   """One decoder layer without a cache: (x [B, T, D], layer params) -> x. With `causal`
-  (see `hidden_states`), attention in query blocks (`causal_attention`)."""
-  mask = positions[:, None, :] <= positions[:, :, None]  # [B, T(q), T(k)]
-  if key_mask is not None:
-    mask = mask & key_mask[:, None, :]
-
-  def attend(q, k, v):
-    return causal_attention(q, k, v, positions) if causal else attention(q, k, v, mask)
+  (see `hidden_states`), attention in query blocks (`attention.causal_attention`)."""
+  if causal:
+    attend = lambda q, k, v: attn.causal_attention(q, k, v, positions)  # noqa: E731
+  else:
+    mask = positions[:, None, :] <= positions[:, :, None]  # [B, T(q), T(k)]
+    if key_mask is not None:
+      mask = mask & key_mask[:, None, :]
+    attend = lambda q, k, v: attn.attention(q, k, v, mask)  # noqa: E731
 
   def layer(x, lp):
     h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
@@ -366,15 +272,15 @@ def _cached_layers(params, cfg, x, positions, cache, remat, capture=None):
   layer_params = packing.layer_list(params)
   if capture is not None and not 0 <= capture <= len(layer_params):
     raise ValueError(f"capture={capture} must be in [0, {len(layer_params)}] (layers)")
-  windows = attention_windows(cache.size)
-  index = _window_index(windows, positions)
+  windows = attn.attention_windows(cache.size)
+  index = attn.window_index(windows, positions)
 
   def layer(x, lp, k_buf, v_buf):
     h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
     q, k, v = _project_qkv(cfg, lp, h, positions)
     k_buf = _write_rows(k_buf, k, positions)
     v_buf = _write_rows(v_buf, v, positions)
-    x = x + _dense(_cached_attention(q, k_buf, v_buf, positions, windows, index), lp, "o")
+    x = x + _dense(attn.cached_attention(q, k_buf, v_buf, positions, windows, index), lp, "o")
     x = x + _mlp(lp, rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps))
     return x, k_buf, v_buf
 
