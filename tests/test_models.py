@@ -164,6 +164,21 @@ def test_generate_batch_rows_are_independent(tiny_model):
   assert both == alone and all(len(o) == 8 for o in both)
 
 
+def test_generate_packs_the_weights_once_per_params(tiny_model, monkeypatch):
+  """Repeated generate calls on one model reuse its decode params (unstacked, packed for
+  the CPU kernel where that pays); a leaf replaced in the params dict is seen and packed
+  again."""
+  model = tiny_model.replace(params=dict(tiny_model.params))   # the fixture stays as it is
+  calls, real = [], packing.decode_params
+  monkeypatch.setattr(packing, "decode_params", lambda p: calls.append(1) or real(p))
+  first = sj.generate_ids(model, [[5, 6, 7]], max_new_tokens=6, stop_ids=())
+  assert sj.generate_ids(model, [[5, 6, 7]], max_new_tokens=6, stop_ids=()) == first
+  assert len(calls) == 1
+  model.params["final_norm"] = -model.params["final_norm"]   # flips every logit
+  flipped = sj.generate_ids(model, [[5, 6, 7]], max_new_tokens=6, stop_ids=())
+  assert len(calls) == 2 and flipped != first
+
+
 def test_sampling_filters(tiny_model):
   from seekjax.models.sampling import sample_token
   logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]] * 512))
