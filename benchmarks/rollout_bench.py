@@ -231,7 +231,7 @@ def protocol_model(model, args):
     frozen = dict(embed=model.params["embed"], final_norm=model.params["final_norm"])
 
     def loss_fn(top, frozen, groups):  # everything an argument: nothing constant-folded
-      from seekjax.models import attention, decoder
+      from seekjax.models import decoder
       nll = 0.0
       for h, pos, mask, src, tgt, wt in groups:
         x = _run_layers(cfg, top, h, pos, mask)
