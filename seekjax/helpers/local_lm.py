@@ -43,7 +43,6 @@ class LocalLMHelper(Helper):
     if model.tokenizer is None:
       raise ValueError("LocalLMHelper needs a model with a tokenizer")
     self.model = model
-    self._decode_model = None   # `model` with per-layer weights, made on first use
     self.top_k, self.max_new_tokens, self.temperature = top_k, max_new_tokens, temperature
     self.max_batch, self.system_prompt, self.seed = max_batch, system_prompt, seed
     self.index = FactIndex(facts) if facts else None
@@ -70,14 +69,12 @@ class LocalLMHelper(Helper):
     batch = [(chat, fut) for chat, fut in batch if fut.set_running_or_notify_cancel()]
     if not batch:
       return
-    from seekjax.models import packing  # pylint: disable=import-outside-toplevel
     from seekjax.models.generate import generate_ids  # pylint: disable=import-outside-toplevel
     tok = self.model.tokenizer
     try:
-      if self._decode_model is None:  # weights per layer, built once (the helper never trains)
-        self._decode_model = self.model.replace(params=packing.decode_params(self.model.params))
       prompts = [tok.encode_chat(chat) for chat, _ in batch]
-      outs = generate_ids(self._decode_model, prompts, max_new_tokens=self.max_new_tokens,
+      # the weights per layer (and packed) are built on the first call and kept on the model
+      outs = generate_ids(self.model, prompts, max_new_tokens=self.max_new_tokens,
                           temperature=self.temperature, seed=self.seed + self._batches)
       self._batches += 1
       self.batch_sizes.append(len(batch))

@@ -99,13 +99,12 @@ def _decode_params(model):
   the same arrays, so that repeated calls do not unstack and repack the weights again (0.4 s
   a call for SmolLM2-135M on CPU). The packed copy then lives as long as the model does, as
   the rollout's does for a rollout."""
-  leaves = tuple(jax.tree_util.tree_leaves(model.params))
+  leaves, tree = jax.tree_util.tree_flatten(model.params)
   kept = model.__dict__.get("_decode_params")
-  if kept is not None and len(kept[0]) == len(leaves) and all(
-      a is b for a, b in zip(kept[0], leaves)):
-    return kept[1]
+  if kept is not None and kept[0] == tree and all(a is b for a, b in zip(kept[1], leaves)):
+    return kept[2]
   out = packing.decode_params(model.params)
-  model.__dict__["_decode_params"] = (leaves, out)
+  model.__dict__["_decode_params"] = (tree, leaves, out)
   return out
 
 
