@@ -38,7 +38,7 @@ from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rollout import config as rollout_config, engine
-from seekjax.run import checkpoint, hugepages, setup
+from seekjax.run import checkpoint, setup
 from seekjax.run import workdir as workdir_lib
 from seekjax.tasks.paraphrase import TASK as paraphrase_task, world_paraphrase_examples
 
@@ -226,5 +226,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  hugepages.restart_with_hugepages()
   sys.exit(main())

@@ -12,8 +12,6 @@ import os
 import sys
 import time
 
-from seekjax.run import hugepages
-
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                       "smollm2_worldfacts.py")
 WORKDIR = "runs/default"
@@ -86,5 +84,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  hugepages.restart_with_hugepages()
   sys.exit(main())

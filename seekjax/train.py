@@ -30,7 +30,7 @@ from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
 from seekjax.rl import cycle
 from seekjax.rl import trainable as trainable_lib
-from seekjax.run import checkpoint, finite, hugepages, metrics as metrics_lib, setup, validation
+from seekjax.run import checkpoint, finite, metrics as metrics_lib, setup, validation
 from seekjax.run import workdir as workdir_lib
 from seekjax.run.metrics import log
 from seekjax.run.signals import StopSignal, Stopped, handled
@@ -316,5 +316,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  hugepages.restart_with_hugepages()
   sys.exit(main())
