@@ -55,6 +55,7 @@ import seekjax as sj
 from seekjax.models import attention
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
+from seekjax.run import host_memory
 
 
 def log(msg: str) -> None:
@@ -354,4 +355,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  host_memory.restart_with_reused_memory()   # as seekjax.train runs the step
   main()

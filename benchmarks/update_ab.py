@@ -39,6 +39,7 @@ from seekjax.rl import losses
 from seekjax.rl import step as step_lib
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rl import update
+from seekjax.run import host_memory
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_step as bench  # pylint: disable=wrong-import-order  (make_batch, matmul_peak)
@@ -148,4 +149,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  host_memory.restart_with_reused_memory()   # as seekjax.train runs the step
   main()

@@ -38,7 +38,7 @@ from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
 from seekjax.rl import trainable as trainable_lib
 from seekjax.rollout import config as rollout_config, engine
-from seekjax.run import checkpoint, setup
+from seekjax.run import checkpoint, host_memory, setup
 from seekjax.run import workdir as workdir_lib
 from seekjax.tasks.paraphrase import TASK as paraphrase_task, world_paraphrase_examples
 
@@ -226,4 +226,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  host_memory.restart_with_reused_memory()
   sys.exit(main())

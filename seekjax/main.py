@@ -12,6 +12,8 @@ import os
 import sys
 import time
 
+from seekjax.run import host_memory
+
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                       "smollm2_worldfacts.py")
 WORKDIR = "runs/default"
@@ -84,4 +86,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  host_memory.restart_with_reused_memory()
   sys.exit(main())

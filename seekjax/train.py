@@ -30,7 +30,7 @@ from seekjax.models import sharding
 from seekjax.models.errors import ModelLoadError
 from seekjax.rl import cycle
 from seekjax.rl import trainable as trainable_lib
-from seekjax.run import checkpoint, finite, metrics as metrics_lib, setup, validation
+from seekjax.run import checkpoint, finite, host_memory, metrics as metrics_lib, setup, validation
 from seekjax.run import workdir as workdir_lib
 from seekjax.run.metrics import log
 from seekjax.run.signals import StopSignal, Stopped, handled
@@ -85,6 +85,9 @@ def _set_up_and_run(cfg, workdir: str, plan: dict, stop_after: int | None, stop:
     parts = dataclasses.replace(parts, model=model)
   log(f"training {trainable_lib.count(trainable) / 1e6:.2f}M of "
       f"{model.config.num_params / 1e6:.0f}M params ({spec.mode})")
+  if host_memory.active():
+    log("host memory: XLA's large buffers are reused between calls, not mapped afresh "
+        f"(GLIBC_TUNABLES; {host_memory.OFF_VARIABLE}=0 turns this off)")
   optimizer, schedule = setup.make_rl_optimizer(cfg)
   fingerprint = checkpoint.model_fingerprint(model.config, spec)
   data = iter(make_pipeline(parts.train_examples, batch_size=cfg.rl.questions_per_step,
@@ -316,4 +319,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  host_memory.restart_with_reused_memory()
   sys.exit(main())

@@ -1,18 +1,19 @@
-"""The update step with and without glibc's huge-page tunable, processes interleaved.
+"""The update step under three settings of glibc's malloc, processes interleaved.
 
-XLA:CPU allocates a program's large buffers afresh on each call, and glibc serves any
-allocation above 32 MiB with a new mmap, which the kernel faults in 4 KiB at a time.
-`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (glibc >= 2.35, transparent huge pages in "madvise"
-or "always" mode) has malloc advise those mappings for 2 MiB pages. glibc reads the variable
-once, at process start, so the two arms cannot share a process: each round runs
-`benchmarks/train_step.py` (the default's widest update, as in BENCHMARKS.md's item-6 rows)
-once without the variable ("4k") and once with it ("huge"), in alternating order. Each
-child measures the 2048^3 matmul peak itself; the report gives each arm's median step and
-reference-pass times, its share of its own runs' peak and of the peak pooled over every
-child, and the minor page faults per child. (A whole RL run is the other half of the
-story: BENCHMARKS.md, "Fresh buffers and huge pages".)
+XLA:CPU allocates a program's temporaries afresh on each call, from a worker thread, and
+glibc serves any request above 32 MiB there with a new mmap, which the kernel faults in and
+zeroes 4 KiB at a time. The arms, each a `benchmarks/train_step.py` child (the default's
+widest update, as in BENCHMARKS.md's item-6 rows):
+  plain: glibc's defaults (`SEEKJAX_REUSE_MEMORY=0`, so the child does not restart);
+  huge:  `glibc.malloc.hugetlb=1`, the same fresh mappings in 2 MiB pages;
+  reuse: what `seekjax.train` restarts with (`seekjax/run/host_memory.py`): one arena, no
+         mmap, no trimming, so a freed block is reused by the next call.
+glibc reads GLIBC_TUNABLES once, at process start, so the arms cannot share a process: each
+round runs each arm once, in rotating order. Each child measures the 2048^3 matmul peak
+itself; the report gives each arm's median step and reference-pass times, its share of its
+own runs' peak and of the peak pooled over every child, and the minor page faults per child.
 
-  .venv/bin/python benchmarks/hugepages_ab.py [--rounds 3] [--out benchmarks/results/hugepages_ab.json]
+  .venv/bin/python benchmarks/host_memory_ab.py [--rounds 2] [--out benchmarks/results/host_memory_ab.json]
 """
 from __future__ import annotations
 
@@ -28,14 +29,21 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from seekjax.run import host_memory  # pylint: disable=wrong-import-position
 STEP_ARGS = ["--modes", "top_n", "--width", "640", "--loss-positions", "192", "--varied",
              "--batch", "16", "--micro-batches", "4", "--reps", "5", "--pack"]
-ARMS = {"4k": {}, "huge": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}}
+ARMS = {
+    "plain": {"SEEKJAX_REUSE_MEMORY": "0"},
+    "huge": {"SEEKJAX_REUSE_MEMORY": "0", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+    "reuse": {"GLIBC_TUNABLES": host_memory.tunables_for_reuse({}, glibc=True, accelerator=False)},
+}
 
 
 def run_arm(arm: str, out: str) -> dict:
   """One train_step.py child under `arm`'s environment; its JSON plus wall time and faults."""
-  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("GLIBC_TUNABLES", "SEEKJAX_REUSE_MEMORY")}
   env.update(ARMS[arm])
   before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
   t0 = time.perf_counter()
@@ -68,29 +76,32 @@ def summary(runs: list[dict]) -> dict:
         "share_of_own_peak": gflops / own, "share_of_pooled_peak": gflops / pooled,
         "minor_faults_per_run": statistics.median(r["minor_faults"] for r in mine),
         "wall_s_per_run": statistics.median(r["wall_s"] for r in mine)}
-  a, b = out["arms"]["4k"], out["arms"]["huge"]
-  out["step_speedup"] = a["step_median_s"] / b["step_median_s"]
-  out["reference_speedup"] = a["reference_median_s"] / b["reference_median_s"]
+  plain = out["arms"]["plain"]
+  for arm in ("huge", "reuse"):
+    out[f"{arm}_step_speedup"] = plain["step_median_s"] / out["arms"][arm]["step_median_s"]
+    out[f"{arm}_reference_speedup"] = (plain["reference_median_s"]
+                                       / out["arms"][arm]["reference_median_s"])
   return out
 
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-  ap.add_argument("--rounds", type=int, default=3)
-  ap.add_argument("--out", default="benchmarks/results/hugepages_ab.json")
+  ap.add_argument("--rounds", type=int, default=2)
+  ap.add_argument("--out", default="benchmarks/results/host_memory_ab.json")
   args = ap.parse_args(argv)
   runs = []
   with tempfile.TemporaryDirectory() as tmp:
     for r in range(args.rounds):
-      order = ("4k", "huge") if r % 2 == 0 else ("huge", "4k")
+      names = list(ARMS)
+      order = names[r % len(names):] + names[:r % len(names)]
       for arm in order:
         runs.append(run_arm(arm, os.path.join(tmp, f"{arm}_{r}.json")))
         x = runs[-1]
-        print(f"[hugepages_ab] round {r + 1}/{args.rounds} {arm}: step {x['step_median_s']:.3f} s, "
+        print(f"[host_memory_ab] round {r + 1}/{args.rounds} {arm}: step {x['step_median_s']:.3f} s, "
               f"reference {x['reference_median_s']:.3f} s, peak {x['peak_gflops']:.0f} GFLOP/s, "
               f"{x['minor_faults']} faults", file=sys.stderr, flush=True)
   res = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-         "command": "python benchmarks/hugepages_ab.py " + " ".join(argv or sys.argv[1:]),
+         "command": "python benchmarks/host_memory_ab.py " + " ".join(argv or sys.argv[1:]),
          "train_step_args": STEP_ARGS, "runs": runs, **summary(runs)}
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w", encoding="utf-8") as f:
@@ -101,7 +112,9 @@ def main(argv=None):
     print(f"| {arm} | {s['step_median_s']:.3f} | {s['reference_median_s']:.3f} | "
           f"{s['gflops_per_s']:.0f} | {100 * s['share_of_own_peak']:.0f}% | "
           f"{100 * s['share_of_pooled_peak']:.0f}% | {s['minor_faults_per_run']:.0f} |")
-  print(f"step 4k / huge: {res['step_speedup']:.3f}x, reference: {res['reference_speedup']:.3f}x")
+  for arm in ("huge", "reuse"):
+    print(f"plain / {arm}: step {res[arm + '_step_speedup']:.3f}x, "
+          f"reference {res[arm + '_reference_speedup']:.3f}x")
   print(f"written: {args.out}")
   return res
 
