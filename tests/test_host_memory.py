@@ -24,6 +24,8 @@ def test_tunables_are_added_only_where_they_apply():
   assert add({"SEEKJAX_REUSE_MEMORY": "0"}, glibc=True, accelerator=False) is None
   assert add({}, glibc=False, accelerator=False) is None        # musl, macOS
   assert add({}, glibc=True, accelerator=True) is None          # GPU / TPU host
+  # JAX_PLATFORMS=cpu runs on the CPU even where a plugin is installed
+  assert add({"JAX_PLATFORMS": "cpu"}, glibc=True) == OURS
 
 
 def _entry(args, **env):

@@ -36,8 +36,8 @@ def _is_glibc() -> bool:
   return platform.libc_ver()[0] == "glibc"
 
 
-def _accelerator_installed() -> bool:
-  if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+def _accelerator_installed(env) -> bool:
+  if env.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
     return False
   return any(importlib.util.find_spec(name) is not None for name in ACCELERATOR_PLUGINS)
 
@@ -56,7 +56,7 @@ def tunables_for_reuse(env, *, glibc: bool | None = None,
     return None   # the user set malloc up themselves
   if not (_is_glibc() if glibc is None else glibc):
     return None
-  if _accelerator_installed() if accelerator is None else accelerator:
+  if _accelerator_installed(env) if accelerator is None else accelerator:
     return None
   ours = ":".join(f"{name}={value}" for name, value in TUNABLES)
   return f"{current}:{ours}" if current else ours
@@ -64,8 +64,9 @@ def tunables_for_reuse(env, *, glibc: bool | None = None,
 
 def restart_with_reused_memory() -> None:
   """Re-run this `python -m ...` process with `tunables_for_reuse`'s GLIBC_TUNABLES, if it
-  gives any; returns (doing nothing) otherwise. `active()` tells the restarted process. Call it only from an `if __name__ ==
-  "__main__":` block, before any work: the process image is replaced."""
+  gives any; returns (doing nothing) otherwise; `active()` tells the restarted process.
+  Call it only from an `if __name__ == "__main__":` block, before any work: the process
+  image is replaced."""
   if sys.platform != "linux":
     return
   value = tunables_for_reuse(os.environ)
