@@ -3,8 +3,9 @@
 Why: XLA:CPU allocates each program's temporaries afresh on every call (the update step's
 are one 561 MiB block on the default), from one of its worker threads. glibc serves a
 request that large from a thread's arena with a new mmap, and unmaps it on free, so the
-kernel faults in and zeroes every page the program touches, on every call: about 140,000
-faults a step, and `clear_page` was 16% of the CPU time of an RL run on the 2-core box.
+kernel faults in and zeroes every page the program touches, on every call (up to 561 MiB /
+4 KiB = 143,000 faults a step), and `clear_page` was 16% of the samples of an RL run's
+profile on the 2-core box.
 With a single arena, no mmap for large requests and no trimming, freed blocks stay in the
 heap and the next call reuses them (BENCHMARKS.md, "Fresh buffers on every call").
 
@@ -27,6 +28,7 @@ import sys
 # freed memory at the heap's top is kept (1 TiB: never trimmed)
 TUNABLES = (("glibc.malloc.arena_max", "1"), ("glibc.malloc.mmap_max", "0"),
             ("glibc.malloc.trim_threshold", str(1 << 40)))
+SETTINGS = tuple(f"{name}={value}" for name, value in TUNABLES)
 OFF_VARIABLE = "SEEKJAX_REUSE_MEMORY"
 ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
                        "jax_rocm7_plugin", "libtpu")
@@ -58,7 +60,7 @@ def tunables_for_reuse(env, *, glibc: bool | None = None,
     return None
   if _accelerator_installed(env) if accelerator is None else accelerator:
     return None
-  ours = ":".join(f"{name}={value}" for name, value in TUNABLES)
+  ours = ":".join(SETTINGS)
   return f"{current}:{ours}" if current else ours
 
 
@@ -82,4 +84,5 @@ def restart_with_reused_memory() -> None:
 
 def active() -> bool:
   """Whether this process runs with the tunables (a line for the run's log)."""
-  return all(f"{name}={value}" in os.environ.get("GLIBC_TUNABLES", "") for name, value in TUNABLES)
+  current = os.environ.get("GLIBC_TUNABLES", "")
+  return all(setting in current for setting in SETTINGS)
