@@ -1,4 +1,4 @@
-"""The update step under three settings of glibc's malloc, processes interleaved.
+"""The update step under settings of glibc's malloc, processes interleaved.
 
 XLA:CPU allocates a program's temporaries afresh on each call, from a worker thread, and
 glibc serves any request above 32 MiB there with a new mmap, which the kernel faults in and
@@ -6,14 +6,16 @@ zeroes 4 KiB at a time. The arms, each a `benchmarks/train_step.py` child (the d
 widest update, as in BENCHMARKS.md's item-6 rows):
   plain: glibc's defaults (`SEEKJAX_REUSE_MEMORY=0`, so the child does not restart);
   huge:  `glibc.malloc.hugetlb=1`, the same fresh mappings in 2 MiB pages;
-  reuse: what `seekjax.train` restarts with (`seekjax/run/host_memory.py`): one arena, no
-         mmap, no trimming, so a freed block is reused by the next call.
+  reuse_4k: one arena, no mmap, no trimming, so a freed block is reused by the next call,
+         in 4 KiB pages;
+  reuse: what `seekjax.train` restarts with (`seekjax/run/host_memory.py`): reuse_4k with
+         the heap in transparent huge pages (`glibc.malloc.hugetlb=1`).
 glibc reads GLIBC_TUNABLES once, at process start, so the arms cannot share a process: each
 round runs each arm once, in rotating order. Each child measures the 2048^3 matmul peak
 itself; the report gives each arm's median step and reference-pass times, its share of its
 own runs' peak and of the peak pooled over every child, and the minor page faults per child.
 
-  .venv/bin/python benchmarks/host_memory_ab.py [--rounds 2] [--out benchmarks/results/host_memory_ab.json]
+  .venv/bin/python benchmarks/host_memory_ab.py [--arms plain,huge,reuse_4k,reuse] [--rounds 2] [--out FILE]
 """
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ STEP_ARGS = ["--modes", "top_n", "--width", "640", "--loss-positions", "192", "-
 ARMS = {
     "plain": {"SEEKJAX_REUSE_MEMORY": "0"},
     "huge": {"SEEKJAX_REUSE_MEMORY": "0", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+    "reuse_4k": {"GLIBC_TUNABLES": ":".join(
+        f"{name}={value}" for name, value in host_memory.TUNABLES
+        if name != "glibc.malloc.hugetlb")},
     "reuse": {"GLIBC_TUNABLES": host_memory.tunables_for_reuse({}, glibc=True, accelerator=False)},
 }
 
@@ -61,10 +66,10 @@ def run_arm(arm: str, out: str) -> dict:
           "loadavg": res["loadavg"]}
 
 
-def summary(runs: list[dict]) -> dict:
+def summary(runs: list[dict], arms: list[str]) -> dict:
   pooled = statistics.median(r["peak_gflops"] for r in runs)
   out = {"pooled_peak_gflops": pooled, "arms": {}}
-  for arm in ARMS:
+  for arm in arms:
     mine = [r for r in runs if r["arm"] == arm]
     step = statistics.median(s for r in mine for s in r["step_s"])
     gflops = mine[0]["flops_per_step"] / step / 1e9
@@ -76,10 +81,10 @@ def summary(runs: list[dict]) -> dict:
         "share_of_own_peak": gflops / own, "share_of_pooled_peak": gflops / pooled,
         "minor_faults_per_run": statistics.median(r["minor_faults"] for r in mine),
         "wall_s_per_run": statistics.median(r["wall_s"] for r in mine)}
-  plain = out["arms"]["plain"]
-  for arm in ("huge", "reuse"):
-    out[f"{arm}_step_speedup"] = plain["step_median_s"] / out["arms"][arm]["step_median_s"]
-    out[f"{arm}_reference_speedup"] = (plain["reference_median_s"]
+  base = out["arms"][arms[0]]
+  for arm in arms[1:]:
+    out[f"{arm}_step_speedup"] = base["step_median_s"] / out["arms"][arm]["step_median_s"]
+    out[f"{arm}_reference_speedup"] = (base["reference_median_s"]
                                        / out["arms"][arm]["reference_median_s"])
   return out
 
@@ -87,12 +92,19 @@ def summary(runs: list[dict]) -> dict:
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
   ap.add_argument("--rounds", type=int, default=2)
+  ap.add_argument("--arms", default="plain,huge,reuse_4k,reuse",
+                  help=f"comma-separated, the first is the one the others are compared with; "
+                       f"of {','.join(ARMS)}")
   ap.add_argument("--out", default="benchmarks/results/host_memory_ab.json")
   args = ap.parse_args(argv)
+  arms = args.arms.split(",")
+  unknown = [a for a in arms if a not in ARMS]
+  if unknown or len(arms) < 2:
+    ap.error(f"--arms: two or more of {','.join(ARMS)}, got {args.arms!r}")
   runs = []
   with tempfile.TemporaryDirectory() as tmp:
     for r in range(args.rounds):
-      names = list(ARMS)
+      names = arms
       order = names[r % len(names):] + names[:r % len(names)]
       for arm in order:
         runs.append(run_arm(arm, os.path.join(tmp, f"{arm}_{r}.json")))
@@ -102,7 +114,7 @@ def main(argv=None):
               f"{x['minor_faults']} faults", file=sys.stderr, flush=True)
   res = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
          "command": "python benchmarks/host_memory_ab.py " + " ".join(argv or sys.argv[1:]),
-         "train_step_args": STEP_ARGS, "runs": runs, **summary(runs)}
+         "train_step_args": STEP_ARGS, "runs": runs, **summary(runs, arms)}
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w", encoding="utf-8") as f:
     json.dump(res, f, indent=1)
@@ -112,8 +124,8 @@ def main(argv=None):
     print(f"| {arm} | {s['step_median_s']:.3f} | {s['reference_median_s']:.3f} | "
           f"{s['gflops_per_s']:.0f} | {100 * s['share_of_own_peak']:.0f}% | "
           f"{100 * s['share_of_pooled_peak']:.0f}% | {s['minor_faults_per_run']:.0f} |")
-  for arm in ("huge", "reuse"):
-    print(f"plain / {arm}: step {res[arm + '_step_speedup']:.3f}x, "
+  for arm in arms[1:]:
+    print(f"{arms[0]} / {arm}: step {res[arm + '_step_speedup']:.3f}x, "
           f"reference {res[arm + '_reference_speedup']:.3f}x")
   print(f"written: {args.out}")
   return res

@@ -9,17 +9,19 @@ from seekjax.run import host_memory
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OURS = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
-        "glibc.malloc.trim_threshold=1099511627776")
+        "glibc.malloc.trim_threshold=1099511627776:glibc.malloc.hugetlb=1")
 
 
 def test_tunables_are_added_only_where_they_apply():
   add = host_memory.tunables_for_reuse
   assert add({}, glibc=True, accelerator=False) == OURS
   # the user's own tunables are kept
-  assert add({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, glibc=True,
-             accelerator=False) == "glibc.malloc.hugetlb=1:" + OURS
+  assert add({"GLIBC_TUNABLES": "glibc.malloc.tcache_count=16"}, glibc=True,
+             accelerator=False) == "glibc.malloc.tcache_count=16:" + OURS
   # ... and left alone where they set up any of ours themselves
   assert add({"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}, glibc=True,
+             accelerator=False) is None
+  assert add({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, glibc=True,
              accelerator=False) is None
   assert add({"SEEKJAX_REUSE_MEMORY": "0"}, glibc=True, accelerator=False) is None
   assert add({}, glibc=False, accelerator=False) is None        # musl, macOS
