@@ -39,8 +39,7 @@ ARMS = {
     "plain": {"SEEKJAX_REUSE_MEMORY": "0"},
     "huge": {"SEEKJAX_REUSE_MEMORY": "0", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
     "reuse_4k": {"GLIBC_TUNABLES": ":".join(
-        f"{name}={value}" for name, value in host_memory.TUNABLES
-        if name != "glibc.malloc.hugetlb")},
+        s for s in host_memory.SETTINGS if not s.startswith("glibc.malloc.hugetlb="))},
     "reuse": {"GLIBC_TUNABLES": host_memory.tunables_for_reuse({}, glibc=True, accelerator=False)},
 }
 
@@ -104,8 +103,7 @@ def main(argv=None):
   runs = []
   with tempfile.TemporaryDirectory() as tmp:
     for r in range(args.rounds):
-      names = arms
-      order = names[r % len(names):] + names[:r % len(names)]
+      order = arms[r % len(arms):] + arms[:r % len(arms)]
       for arm in order:
         runs.append(run_arm(arm, os.path.join(tmp, f"{arm}_{r}.json")))
         x = runs[-1]
