@@ -81,14 +81,18 @@ def cached_attention(q, k_buf, v_buf, positions, windows, index):
   """Attention of q [B, T, H, hd] at positions [B, T] over a per-layer cache [B, S, K, hd].
 
   Reads only window `windows[index]` (see `window_index`); the slots left out are all
-  masked, so the result equals attending over all S slots. On a CPU backend every call
-  goes to `cpu_attention.cached_attention`, which reads each row's live slots in place:
-  for the decode step's single query XLA's slice-and-dot form runs at a fraction of the
-  memory bandwidth, and for a prefill or an append the kernel needs no window branches
-  (a `lax.switch` of 8 in every layer, which most of those programs' size and load time
-  was). The result is the same up to float rounding.
+  masked, so the result equals attending over all S slots. On a CPU backend the call goes
+  to `cpu_attention.cached_attention`, which reads each row's live slots in place: for the
+  decode step's single query XLA's slice-and-dot form runs at a fraction of the memory
+  bandwidth, and for a prefill or an append the kernel needs no window branches (a
+  `lax.switch` of 8 in every layer, which most of those programs' size and load time
+  was). The result is the same up to float rounding. Several queries a row take the
+  kernel on a single device only: prefill and appends run outside the decode loop's
+  `shard_map`, and an FFI call has no rule to split its rows over a mesh (XLA would
+  gather them onto every device).
   """
-  if jax.default_backend() == "cpu" and cpu_attention.usable(q, k_buf):
+  if (jax.default_backend() == "cpu" and (q.shape[1] == 1 or jax.device_count() == 1)
+      and cpu_attention.usable(q, k_buf)):
     return cpu_attention.cached_attention(q, k_buf, v_buf, positions).astype(q.dtype)
   if len(windows) == 1:
     return _window_attention(windows[0])(q, k_buf, v_buf, positions)

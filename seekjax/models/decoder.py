@@ -24,7 +24,8 @@ Two layer loops. Without a cache (training, teacher forcing) the stacked layers 
 `lax.scan`. With a cache (prefill and decode) the loop is unrolled over per-layer cache
 buffers, and the weights are best given per layer too, packed for the CPU matmul kernel
 where it pays (`packing.decode_params`; `_dense` then runs a single-token step's matmuls
-there). Cached attention reads only the smallest window of slots that covers the batch's
+there). Cached attention reads only the live slots: on a CPU the kernel reads each row's
+own, elsewhere XLA's form reads the smallest window of slots that covers the batch's
 furthest position (`attention.attention_windows`), so a decode step costs what the live
 length needs, not what the buffer allocates. The attention forms live in
 `seekjax/models/attention.py`.
