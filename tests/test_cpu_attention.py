@@ -68,7 +68,7 @@ def test_multi_query_blocks_match_attention(heads, kv, hd):
 
 
 def test_multi_query_scores_far_below_the_max_weigh_nothing():
-  """The blocked form's exp is a polynomial: a slot scored 100 below the row's best gets
+  """The blocked form's exp is a polynomial: a slot scored 400 below the row's best gets
   weight 0, as exp does in float32, and one scored equal shares the weight evenly."""
   q = np.zeros((1, 2, 1, 16), np.float32)
   q[0, :, 0, 0] = 4.0   # scores (q . k) / 4 = k[..., 0]
