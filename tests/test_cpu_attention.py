@@ -1,9 +1,4 @@
 """The CPU attention kernel (seekjax/models/cpu_attention.cc) against XLA's attention."""
-import os
-import subprocess
-import sys
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
