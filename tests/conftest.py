@@ -10,7 +10,7 @@ def pytest_configure(config):
   config.addinivalue_line(
       "markers", "trajectory: asserts on the outcome of an optimisation or on float parity, so "
       "it depends on the instruction set XLA compiles for; .ci/run also runs these under "
-      "XLA_FLAGS=--xla_cpu_max_isa=SSE4_2 and =AVX2")
+      "XLA_FLAGS=--xla_cpu_max_isa=SSE4_2 and (on a CPU with AVX-512) =AVX2")
 
 
 @pytest.fixture(scope="session")
